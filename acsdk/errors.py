@@ -1,0 +1,26 @@
+"""Typed errors: each names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+
+class ACSDKError(Exception):
+    """Base of every error acsdk raises on purpose."""
+
+
+class InputError(ACSDKError, ValueError):
+    """An argument a caller passed is not what the API accepts."""
+
+    def __init__(self, argument: str, expected: str, got: str):
+        self.argument = argument
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{argument}: expected {expected}, got {got}")
+
+
+class CheckpointError(ACSDKError, FileNotFoundError):
+    """A checkpoint directory is missing a part, or a part cannot be read."""
+
+    def __init__(self, part: str, path: object, problem: str):
+        self.part = part
+        self.path = path
+        super().__init__(f"checkpoint part '{part}' at {path}: {problem}")

@@ -1,0 +1,59 @@
+"""The acsdk part of a checkpoint's configuration (`acsdk.json`); model sizes live in each part's own config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+FORMAT = "acsdk-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_NAME = "acsdk.json"
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    height: int = 512
+    width: int = 512
+    num_semantic_tokens: int = 4
+    blip_proj_dim: int = 1024
+    qformer_max_length: int = 32
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        file = Path(path) / CONFIG_NAME
+        if not file.is_file():
+            raise CheckpointError("acsdk.json", file, "missing; is this an acsdk checkpoint directory?")
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError("acsdk.json", file, f"not readable JSON ({exc})") from exc
+        if data.pop("format", None) != FORMAT:
+            raise CheckpointError("acsdk.json", file, f"'format' is not '{FORMAT}'")
+        version = data.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                "acsdk.json", file, f"format_version {version!r} is not supported (this acsdk reads {FORMAT_VERSION})"
+            )
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError("acsdk.json", file, f"unknown keys {unknown}")
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)

@@ -1,0 +1,128 @@
+"""The backend-agnostic inpainting sampler: latents, strength, CFG, DDIM, all over named engines.
+
+The same loop drives the torch reference and the compiled runtime; only the engines differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMScheduler
+from tqdm.auto import tqdm
+
+from runtime import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LatentGeometry:
+    scale_factor: int  # pixels per latent pixel
+    scaling_factor: float  # VAE latent scaling (0.18215 for SD-1.5)
+    channels: int
+
+
+def sample_latent(moments: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
+    """Draw from the VAE's diagonal Gaussian with the run's generator (on CPU, so seeds agree across devices)."""
+    mean, logvar = moments.float().chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
+    return (mean + std * eps) * scaling_factor
+
+
+class InpaintSampler:
+    def __init__(
+        self,
+        engines: Mapping[str, Engine],
+        scheduler_config: Mapping,
+        geometry: LatentGeometry,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.engines = engines
+        self.scheduler_config = dict(scheduler_config)
+        self.geometry = geometry
+        self.device = device
+        self.dtype = dtype
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        text_embeds: torch.Tensor,
+        semantic_tokens: torch.Tensor,
+        *,
+        seed: int,
+        num_inference_steps: int,
+        strength: float,
+        guidance_scale: float,
+        semantic_scale: float,
+        timings: dict[str, float],
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """image [1,3,H,W] in [0,1] and mask [1,1,H,W] at model size -> generated image [1,3,H,W] in [0,1].
+
+        With CFG, `text_embeds` and `semantic_tokens` hold the unconditional row first, the conditional second.
+        """
+        g = self.geometry
+        dev, dt = self.device, self.dtype
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        cfg = text_embeds.shape[0] == 2
+        scheduler = DDIMScheduler.from_config(self.scheduler_config)  # per call: schedulers hold state
+
+        t0 = time.perf_counter()
+        x = (image * 2.0 - 1.0).to(dev, dt)
+        masked = x * (mask.to(dev, dt) < 0.5)
+        both = self.engines["vae_encoder"].run({"image": torch.cat([x, masked])})["latent_moments"]
+        image_latents = sample_latent(both[:1], generator, g.scaling_factor)
+        masked_latents = sample_latent(both[1:], generator, g.scaling_factor)
+        lat_h, lat_w = image_latents.shape[-2:]
+        mask_latent = (torch.nn.functional.adaptive_max_pool2d(mask.float(), (lat_h, lat_w)) > 0).float().to(dev)
+        timings["vae_encode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        scheduler.set_timesteps(num_inference_steps, device=dev)
+        init = min(int(num_inference_steps * strength), num_inference_steps)
+        timesteps = scheduler.timesteps[num_inference_steps - init :]
+        noise = torch.randn(image_latents.shape, generator=generator, dtype=torch.float32).to(dev)
+        if strength >= 1.0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+
+        batch = 2 if cfg else 1
+        cond_mask = mask_latent.expand(batch, -1, -1, -1).to(dt)
+        cond_masked = masked_latents.expand(batch, -1, -1, -1).to(dt)
+        text = text_embeds.to(dev, dt)
+        sem = semantic_tokens.to(dev, dt)
+        lam = torch.full((1,), float(semantic_scale), device=dev, dtype=dt)
+        unet = self.engines["unet"]
+        for t in tqdm(timesteps, desc="denoise", disable=not progress, leave=False):
+            model_in = latents.expand(batch, -1, -1, -1)
+            model_in = scheduler.scale_model_input(model_in, t)
+            sample = torch.cat([model_in.to(dt), cond_mask, cond_masked], dim=1)
+            tstep = t.to(dev, torch.float32).expand(batch)
+            noise_pred = unet.run(
+                {
+                    "sample": sample,
+                    "timestep": tstep,
+                    "text_embeds": text,
+                    "semantic_tokens": sem,
+                    "semantic_scale": lam,
+                }
+            )["noise_pred"].float()
+            if cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            latents = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
+        timings["denoise"] = time.perf_counter() - t0
+        timings["denoise_steps"] = float(len(timesteps))
+
+        t0 = time.perf_counter()
+        decoded = self.engines["vae_decoder"].run({"latents": (latents / g.scaling_factor).to(dt)})["image"]
+        timings["vae_decode"] = time.perf_counter() - t0
+        return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

@@ -1,0 +1,1 @@
+"""Latency benchmarks (pytest-benchmark): `pytest benchmarks/ --benchmark-only`."""

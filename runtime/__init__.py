@@ -1,0 +1,5 @@
+"""Runs named compiled components on a backend; knows nothing of AnomalyControl."""
+
+from .engine import Engine, TorchEngine
+
+__all__ = ["Engine", "TorchEngine"]

@@ -1,0 +1,52 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    from acsdk.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth(tiny_ckpt):
+    import acsdk
+
+    return acsdk.Synthesizer.from_checkpoint(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_ckpt):
+    from acsdk.models import AnomalyControlModel
+
+    return AnomalyControlModel.from_pretrained(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def scene():
+    """A normal image, a target mask, and a defect reference with its mask (64 px, uint8)."""
+    from acsdk.testing import make_box_mask, make_defect_pair, make_texture
+
+    ref, ref_mask = make_defect_pair(64, seed=3)
+    return {
+        "image": make_texture(64, seed=1),
+        "mask": make_box_mask(64, 20, 24, 14, 12),
+        "reference_image": ref,
+        "reference_mask": ref_mask,
+    }
+
+
+FAST = {"num_inference_steps": 10, "asea_steps": 3}
+
+
+def pixels(img) -> np.ndarray:
+    return np.asarray(img, dtype=np.uint8)
