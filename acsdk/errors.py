@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-
-class ACSDKError(Exception):
-    """Base of every error acsdk raises on purpose."""
+from runtime.errors import (  # noqa: F401  (re-exported: one hierarchy for the whole SDK)
+    ACSDKError,
+    BackendUnavailableError,
+    EngineDirError,
+    IncompatibleEngineError,
+    IntegrityError,
+)
 
 
 class InputError(ACSDKError, ValueError):

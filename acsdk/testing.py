@@ -194,3 +194,29 @@ def make_box_mask(size: int, top: int, left: int, height: int, width: int) -> np
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[top : top + height, left : left + width] = 255
     return mask
+
+
+def sd15_unet_config() -> dict:
+    """Stable Diffusion 1.5 inpainting UNet's architecture (the hub config's values), for random-weight runs."""
+    return {
+        "sample_size": 64,
+        "in_channels": 9,
+        "out_channels": 4,
+        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "block_out_channels": (320, 640, 1280, 1280),
+        "layers_per_block": 2,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+        "norm_num_groups": 32,
+    }
+
+
+def build_sd15_sga_unet(seed: int = 0, num_tokens: int = 4) -> UNet2DConditionModel:
+    """A real-size SGA UNet with random weights (~860 M parameters, 3.4 GB in fp32)."""
+    from .models.sga import install_sga
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**sd15_unet_config())
+    install_sga(unet, num_tokens)
+    return unet.eval().requires_grad_(False)

@@ -50,3 +50,20 @@ FAST = {"num_inference_steps": 10, "asea_steps": 3}
 
 def pixels(img) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tiny_ckpt, tmp_path_factory):
+    """The tiny checkpoint exported at fp32 (ONNX), once per test session (~80 s on 2 cores)."""
+    from export.build import build_engine_dir
+
+    return build_engine_dir(tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp32", backend="onnx", progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine_dir_fp16(tiny_ckpt, tmp_path_factory):
+    from export.build import build_engine_dir
+
+    return build_engine_dir(
+        tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp16", backend="onnx", fp16=True, progress=False
+    )

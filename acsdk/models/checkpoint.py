@@ -86,7 +86,7 @@ class AnomalyControlModel(nn.Module):
             unet.config.cross_attention_dim,
             config.num_semantic_tokens,
         )
-        self.qformer = QFormer(blip2)
+        self.qformer = QFormer.from_blip2(blip2)
         self.eval()
         self.requires_grad_(False)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import Blip2ForImageTextRetrieval
+from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2QFormerModel
+from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 
 class ImageProj(nn.Module):
@@ -50,11 +51,26 @@ class SemanticProjection(nn.Module):
 class QFormer(nn.Module):
     """Multimodal Q-Former over image tokens (e_v + e_g); returns query outputs and cross-attention maps."""
 
-    def __init__(self, blip2: Blip2ForImageTextRetrieval):
+    def __init__(self, query_tokens: nn.Parameter, embeddings: nn.Module, qformer: nn.Module):
         super().__init__()
-        self.query_tokens = blip2.query_tokens
-        self.embeddings = blip2.embeddings
-        self.qformer = blip2.qformer
+        self.query_tokens = query_tokens
+        self.embeddings = embeddings
+        self.qformer = qformer
+
+    @classmethod
+    def from_blip2(cls, blip2: Blip2ForImageTextRetrieval) -> QFormer:
+        """Share the parts of a loaded BLIP-2 model."""
+        return cls(blip2.query_tokens, blip2.embeddings, blip2.qformer)
+
+    @classmethod
+    def from_config(cls, config: Blip2Config) -> QFormer:
+        """Uninitialised parts, without the vision tower, to load an engine dir's ASEA weights into."""
+        qcfg = config.qformer_config
+        return cls(
+            nn.Parameter(torch.zeros(1, config.num_query_tokens, qcfg.hidden_size)),
+            Blip2TextEmbeddings(qcfg),
+            Blip2QFormerModel._from_config(qcfg, attn_implementation="eager"),
+        )
 
     @property
     def num_queries(self) -> int:

@@ -1,0 +1,406 @@
+"""`python -m export.build`: compile a checkpoint into a verified engine dir.
+
+    python -m export.build --checkpoint ckpt/ --out engines/ --fp16
+
+Every component is exported to ONNX from its spec, checked with onnx.checker, optionally converted to
+fp16 and compiled to a TensorRT plan, verified against torch, and listed with sha256 in manifest.json.
+The build happens in a temporary sibling of --out and is renamed into place only when everything
+passed, so an interrupted or failed build leaves no engine dir behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+import acsdk
+from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
+from acsdk.models.checkpoint import AnomalyControlModel, checkpoint_digest
+from acsdk.models.config import CONFIG_NAME
+from runtime.manifest import Manifest, list_files, write_manifest
+
+from . import tensorrt as trt_build
+from .onnx_export import artifact_files, convert_fp16, export_onnx
+from .specs import SPECS, Dims
+from .verify import verify_onnx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+BACKENDS = ("auto", "onnx", "tensorrt")
+
+
+class BuildArgumentError(ACSDKError, ValueError):
+    """Bad arguments or input: exit code 2."""
+
+
+class BuildError(ACSDKError):
+    """The build or its verification failed: exit code 1."""
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    height: int
+    width: int
+    fp16: bool
+    backend: str  # resolved: "onnx" or "tensorrt"
+    max_batch: int
+    opset: int
+    verify: bool
+
+
+def _tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in (
+        "torch",
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "diffusers",
+        "transformers",
+        "tensorrt",
+        "polygraphy",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def resolve_backend(requested: str) -> str:
+    if requested not in BACKENDS:
+        raise BuildArgumentError(f"--backend: expected one of {', '.join(BACKENDS)}, got '{requested}'")
+    if requested == "onnx":
+        return "onnx"
+    ok, reason = trt_build.tensorrt_available()
+    if requested == "tensorrt" and not ok:
+        raise BackendUnavailableError(
+            f"--backend tensorrt: TensorRT cannot be used here ({reason}). "
+            "`--backend onnx` builds ONNX engines that run on this machine."
+        )
+    if not ok:
+        log.info("backend auto: ONNX only (%s)", reason)
+    return "tensorrt" if ok else "onnx"
+
+
+def _check_resolution(model: AnomalyControlModel, height: int, width: int) -> None:
+    # The UNet halves the latent once per down block but the last.
+    levels = len(model.unet.config.block_out_channels) - 1
+    step = model.vae_scale_factor * 2**levels
+    for name, value in (("--height", height), ("--width", width)):
+        if value < step or value % 8 or value % step:
+            raise BuildArgumentError(
+                f"{name}: expected a positive multiple of 8 and of {step} (VAE factor {model.vae_scale_factor} "
+                f"x 2^{levels} UNet levels), got {value}"
+            )
+
+
+def _write_runtime_files(model: AnomalyControlModel, root: Path) -> None:
+    """What the runtime needs beside the engines: tokenizers, scheduler, config, ASEA's torch weights."""
+    (root / CONFIG_NAME).write_text(model.config.to_json())
+    model.tokenizer.save_pretrained(root / "tokenizer")
+    model.qformer_tokenizer.save_pretrained(root / "qformer_tokenizer")
+    from diffusers import DDIMScheduler
+
+    DDIMScheduler.from_config(model.scheduler_config).save_pretrained(root / "scheduler")
+    torch_dir = root / "torch"
+    torch_dir.mkdir(exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.qformer.state_dict().items()}
+    save_file(state, str(torch_dir / "qformer.safetensors"))
+    (torch_dir / "blip2_config.json").write_text(model.blip2.config.to_json_string())
+    with torch.no_grad():
+        uncond = model.projection.unconditional().float().contiguous()
+    save_file({"unconditional_semantic_tokens": uncond}, str(torch_dir / "constants.safetensors"))
+
+
+def _model_entry(model: AnomalyControlModel, s: BuildSettings) -> dict:
+    return {
+        "height": s.height,
+        "width": s.width,
+        "vae_scale_factor": model.vae_scale_factor,
+        "vae_scaling_factor": float(model.vae.config.scaling_factor),
+        "latent_channels": int(model.vae.config.latent_channels),
+        "vision_image_size": model.vision_image_size,
+        "attention_grid": list(model.attention_grid),
+    }
+
+
+def _build_component(
+    name: str, model: AnomalyControlModel, dims: Dims, s: BuildSettings, root: Path, timing_cache: Path | None
+) -> dict:
+    spec = SPECS[name]
+    module = spec.build_module(model)
+    t0 = time.perf_counter()
+    onnx_dir = root / "onnx"
+    fp32_path = export_onnx(spec, module, dims, s.max_batch, onnx_dir / f"{name}.onnx", s.opset)
+    precision = spec.precision(s.fp16)
+    variants = {"fp32": fp32_path}
+    if precision == "fp16":
+        variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx")
+        if not spec.keep_fp32_variant:
+            for f in artifact_files(fp32_path):
+                f.unlink()
+            del variants["fp32"]
+    export_s = time.perf_counter() - t0
+
+    artifacts, verification = [], []
+    for prec, path in variants.items():
+        rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
+        artifacts.append({"format": "onnx", "precision": prec, "file": rel[0], "data_files": rel[1:], "opset": s.opset})
+        if s.verify:
+            result = verify_onnx(spec, module, path, dims, prec)
+            verification.append({"artifact": rel[0], **result})
+            log.info(
+                "%s %s: max_abs %.3g (rel %.3g) %s",
+                name,
+                rel[0],
+                result["max_abs"],
+                result["max_rel"],
+                "ok" if result["passed"] else "FAILED",
+            )
+        if s.backend == "tensorrt":
+            gpu = trt_build.gpu_info() or {}
+            trt_version = _tool_versions()["tensorrt"] or "unknown"
+            plan = (
+                root
+                / "plans"
+                / trt_build.plan_filename(
+                    name, prec, trt_version=trt_version, compute_capability=gpu.get("compute_capability", "unknown")
+                )
+            )
+            plan.parent.mkdir(exist_ok=True)
+            info = trt_build.build_plan(
+                path, plan, spec.profile(dims, s.max_batch), fp16=prec == "fp16", timing_cache=timing_cache
+            )
+            artifacts.append(
+                {
+                    "format": "tensorrt",
+                    "precision": prec,
+                    "file": plan.relative_to(root).as_posix(),
+                    **{k: v for k, v in info.items() if k != "profile"},
+                }
+            )
+    return {
+        **spec.io_entry(dims),
+        "precision": precision,
+        "profile": spec.profile(dims, s.max_batch),
+        "artifacts": artifacts,
+        "verification": verification,
+        "export_seconds": round(export_s, 3),
+        "note": spec.note,
+    }
+
+
+def build_engine_dir(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fp16: bool = False,
+    backend: str = "auto",
+    height: int | None = None,
+    width: int | None = None,
+    max_batch: int = 1,
+    opset: int = DEFAULT_OPSET,
+    components: list[str] | None = None,
+    force: bool = False,
+    verify: bool = True,
+    timing_cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Build (or, with `components` on an existing dir, rebuild part of) an engine dir; return its path."""
+    started = time.perf_counter()
+    out = Path(out)
+    names = list(SPECS) if not components else list(dict.fromkeys(components))
+    unknown = [n for n in names if n not in SPECS]
+    if unknown:
+        raise BuildArgumentError(f"--components: expected names from {', '.join(SPECS)}, got {', '.join(unknown)}")
+    if max_batch < 1:
+        raise BuildArgumentError(f"--max-batch: expected an integer >= 1, got {max_batch}")
+    if not 18 <= opset <= 23:
+        raise BuildArgumentError(f"--opset: expected 18..23 (ONNX Runtime's attention fusions need 18+), got {opset}")
+    partial_update = bool(components) and out.exists()
+    if out.exists() and not (force or partial_update):
+        raise BuildArgumentError(f"--out: '{out}' exists; pass --force to replace it, or --components to update it")
+    if not Path(checkpoint).is_dir():
+        raise CheckpointError("checkpoint", checkpoint, "not a directory")
+    resolved = resolve_backend(backend)
+
+    model = AnomalyControlModel.from_pretrained(checkpoint)
+    h = model.config.height if height is None else height
+    w = model.config.width if width is None else width
+    _check_resolution(model, h, w)
+    settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify)
+    digest = checkpoint_digest(checkpoint)
+
+    previous: dict = {}
+    if partial_update:
+        old = Manifest.load(out)
+        if old.data["source_checkpoint"]["sha256"] != digest or old.data["settings"] != asdict(settings):
+            raise BuildArgumentError(
+                f"--components: '{out}' was built from another checkpoint or with other settings "
+                f"({old.data['settings']}); rebuild it whole with --force"
+            )
+        previous = old.components
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        if partial_update:
+            shutil.copytree(out, tmp, dirs_exist_ok=True)
+            for name in names:
+                for art in previous.get(name, {}).get("artifacts", []):
+                    for rel in [art["file"], *art.get("data_files", [])]:
+                        (tmp / rel).unlink(missing_ok=True)
+        dims = Dims.from_model(model, h, w)
+        cache = Path(timing_cache) if timing_cache else None
+        entries = dict(previous)
+        bar = tqdm(names, desc="export", unit="component", disable=not progress)
+        for name in bar:
+            bar.set_postfix_str(name)
+            entries[name] = _build_component(name, model, dims, settings, tmp, cache)
+        _write_runtime_files(model, tmp)
+        failed = [(n, v) for n, e in entries.items() if n in names for v in e["verification"] if not v["passed"]]
+        manifest = {
+            "acsdk_version": acsdk.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.perf_counter() - started, 2),
+            "source_checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": digest},
+            "settings": asdict(settings),
+            "tools": _tool_versions(),
+            "gpu": trt_build.gpu_info(),
+            "model": _model_entry(model, settings),
+            "components": {n: entries[n] for n in SPECS if n in entries},
+            "files": list_files(tmp),
+        }
+        write_manifest(tmp, manifest)
+        if failed:
+            lines = [
+                f"  {n} ({v['artifact']}): max_abs {v['max_abs']:.3g} > allowed "
+                f"{v['tolerance']['atol']} + {v['tolerance']['rtol']} * {v['reference_scale']:.3g}"
+                for n, v in failed
+            ]
+            raise BuildError("verification against torch failed:\n" + "\n".join(lines))
+        _replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise BuildError(f"no space left on device while building into {out.parent}; nothing was written") from exc
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("engine dir ready: %s", out)
+    return out
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put `new` at `dest`; an existing `dest` is moved aside first and removed only after the swap."""
+    if dest.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.replace(dest, aside / dest.name)
+        os.replace(new, dest)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export.build",
+        description="Compile an acsdk checkpoint into a verified engine dir (ONNX, and TensorRT plans on GPUs).",
+        epilog="Exit codes: 0 built, 2 bad arguments or input, 1 build or verification failure.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (the training artifacts)")
+    p.add_argument("--out", required=True, help="engine dir to create; refused if it exists unless --force")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="fp16 weights and activations where safe (the Q-Former stays fp32; the VAE decoder also "
+        "ships an fp32 variant for NaN fallback)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="onnx: ONNX files only; tensorrt: also TensorRT plans (needs TensorRT 10 and a CUDA GPU); "
+        "auto: tensorrt when usable, else onnx (default)",
+    )
+    p.add_argument("--height", type=int, help="image height the engines run at (default: the checkpoint's)")
+    p.add_argument("--width", type=int, help="image width the engines run at (default: the checkpoint's)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="most images per call; profiles cover 1..max (x2 for the CFG UNet and VAE encoder)",
+    )
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 18..23 (default {DEFAULT_OPSET})")
+    p.add_argument(
+        "--components",
+        help=f"comma-separated subset to (re)build, of: {', '.join(SPECS)}. "
+        "On an existing --out, updates those components in place",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch check (not recommended)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file to reuse across builds")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    components = [c.strip() for c in args.components.split(",") if c.strip()] if args.components else None
+    try:
+        out = build_engine_dir(
+            args.checkpoint,
+            args.out,
+            fp16=args.fp16,
+            backend=args.backend,
+            height=args.height,
+            width=args.width,
+            max_batch=args.max_batch,
+            opset=args.opset,
+            components=components,
+            force=args.force,
+            verify=not args.no_verify,
+            timing_cache=args.timing_cache,
+            progress=not args.quiet,
+        )
+    except BuildError as exc:
+        print(f"export.build: build failed: {exc}", file=sys.stderr)
+        return 1
+    except (ACSDKError, FileExistsError) as exc:
+        print(f"export.build: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"export.build: build failed: {exc}", file=sys.stderr)
+        return 1
+    manifest = Manifest.load(out)
+    print(f"engine dir: {out}")
+    for name, entry in manifest.components.items():
+        checks = (
+            ", ".join(f"{v['artifact']} max_abs {v['max_abs']:.2e}" for v in entry["verification"]) or "not verified"
+        )
+        print(f"  {name:13s} {entry['precision']}  {checks}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""TensorRT 10 plan building, plus the ONNX Runtime TensorRT-EP options derived from the same profiles.
+
+TensorRT is imported lazily inside the functions that need it, so this module (and everything that imports it)
+works on machines without TensorRT or a GPU; `tensorrt_available()` says why a build cannot run there.
+
+A plan is only valid for the TensorRT version and the GPU architecture that built it (no version- or
+hardware-compatibility flags are used: they cost speed). Hence the version and compute capability live in the
+plan's file name and in the manifest, and `check_plan_compatibility` compares them before a plan is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Profile = Mapping[str, Mapping[str, Sequence[int]]]
+
+PRECISIONS = ("fp16", "fp32")
+REBUILD_HINT = "rebuild the plans on this machine with `python -m export.build`"
+_MIN_TRT_MAJOR = 10
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:[.\-+].*)?$")
+_CC_RE = re.compile(r"^(\d+)\.(\d+)$")
+_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class TensorRTBuildError(RuntimeError):
+    """A TensorRT plan could not be built; the message says what failed and what to do about it."""
+
+
+# -- environment ------------------------------------------------------------------------------------
+
+
+def tensorrt_available() -> tuple[bool, str]:
+    """(True, "") when a plan can be built here, else (False, why): lets the builder skip TensorRT with a reason."""
+    try:
+        import tensorrt as trt
+    except Exception as e:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
+        return False, f"tensorrt not importable ({type(e).__name__}: {e}); install `acsdk[tensorrt]` on a CUDA machine"
+    version = str(getattr(trt, "__version__", "unknown"))
+    parsed = _parse_trt_version(version)
+    if parsed is None or parsed[0] < _MIN_TRT_MAJOR:
+        return False, f"tensorrt {version} found, but TensorRT >= {_MIN_TRT_MAJOR} is required"
+    try:
+        import torch
+    except ImportError as e:
+        return False, f"tensorrt {version} found, but torch is not importable to query the GPU ({e})"
+    if not torch.cuda.is_available():
+        return False, f"tensorrt {version} found, but no CUDA GPU (torch.cuda.is_available() is False)"
+    return True, ""
+
+
+def gpu_info(device: int | None = None) -> dict[str, str] | None:
+    """Name, compute capability and CUDA/driver versions of a GPU, or None without CUDA: recorded per plan."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if device is None else device
+    major, minor = torch.cuda.get_device_capability(index)
+    info = {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+    if torch.version.cuda:
+        info["cuda"] = str(torch.version.cuda)
+    driver = _driver_version()
+    if driver:
+        info["driver"] = driver
+    return info
+
+
+def _driver_version() -> str | None:
+    """The NVIDIA driver version via NVML when the `pynvml` bindings are installed; torch does not expose it."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as e:  # NVML missing or failing must not stop a build; the field is informational
+        logger.debug("NVML driver query failed: %s", e)
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+# -- pure helpers -----------------------------------------------------------------------------------
+
+
+def _parse_trt_version(version: str) -> tuple[int, int] | None:
+    m = _VERSION_RE.match(str(version).strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _parse_cc(cc: str) -> tuple[int, int] | None:
+    m = _CC_RE.match(str(cc).strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def plan_filename(component: str, precision: str, *, trt_version: str, compute_capability: str) -> str:
+    """`unet.fp16.trt10.6.sm89.plan`: the name says which TensorRT and GPU the plan is tied to, so a stale plan
+    is obvious from a directory listing and plans for several targets can sit side by side."""
+    if not _COMPONENT_RE.match(component or ""):
+        raise ValueError(f"component must be a non-empty name of letters, digits, '_' or '-', got {component!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    version = _parse_trt_version(trt_version)
+    if version is None:
+        raise ValueError(f"trt_version must look like '10.6.0', got {trt_version!r}")
+    cc = _parse_cc(compute_capability)
+    if cc is None:
+        raise ValueError(f"compute_capability must look like '8.9', got {compute_capability!r}")
+    return f"{component}.{precision}.trt{version[0]}.{version[1]}.sm{cc[0]}{cc[1]}.plan"
+
+
+def builder_flag_names(fp16: bool) -> list[str]:
+    """The BuilderFlag changes a build makes, in the form recorded in the manifest: "NAME" is set, "-NAME" cleared.
+
+    fp16 sets FP16 (weakly typed: TensorRT may pick fp16 kernels per layer, outputs stay fp32). TF32 stays at its
+    default (on) there: fp16 tolerances dwarf its error. An fp32 plan clears TF32, which TensorRT enables by
+    default: TF32 keeps ~10 mantissa bits, which breaks the fp32 verification tolerance (1e-4) and defeats the
+    purpose of the fp32 variants kept as exact fallbacks (e.g. the VAE decoder).
+    """
+    return ["FP16"] if fp16 else ["-TF32"]
+
+
+def _validate_profile(profile: Profile) -> None:
+    """Catch malformed profiles here with the input's name, rather than as an opaque TensorRT/ORT failure."""
+    if not profile:
+        raise ValueError("profile is empty: it needs a {'min','opt','max'} entry per network input")
+    for name, entry in profile.items():
+        missing = [k for k in ("min", "opt", "max") if k not in entry]
+        if missing:
+            raise ValueError(f"profile entry {name!r} lacks {missing}")
+        lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
+        if not len(lo) == len(opt) == len(hi):
+            raise ValueError(f"profile entry {name!r}: min/opt/max ranks differ ({lo}, {opt}, {hi})")
+        for a, b, c in zip(lo, opt, hi, strict=True):
+            if not all(isinstance(d, numbers.Integral) for d in (a, b, c)) or not 0 < a <= b <= c:
+                raise ValueError(
+                    f"profile entry {name!r}: need positive ints with min <= opt <= max, got "
+                    f"min={lo} opt={opt} max={hi}"
+                )
+
+
+def _shape_string(profile: Profile, which: str) -> str:
+    parts = []
+    for name, entry in profile.items():
+        dims = list(entry[which])
+        if not dims:
+            raise ValueError(f"profile entry {name!r} is a scalar; ORT's profile strings cannot express rank 0")
+        parts.append(f"{name}:{'x'.join(str(d) for d in dims)}")
+    return ",".join(parts)
+
+
+def ort_tensorrt_provider_options(
+    profile: Profile, fp16: bool, cache_dir: Path | None = None, workspace_gb: float | None = None
+) -> dict[str, Any]:
+    """Options for ONNX Runtime's TensorrtExecutionProvider matching `build_plan`'s profile and precision.
+
+    Explicit profile shapes keep ORT from rebuilding its engine whenever it meets a new shape; the engine and
+    timing caches in `cache_dir` keep the minutes-long build to the first session on a machine.
+    """
+    _validate_profile(profile)
+    opts: dict[str, Any] = {
+        "trt_profile_min_shapes": _shape_string(profile, "min"),
+        "trt_profile_opt_shapes": _shape_string(profile, "opt"),
+        "trt_profile_max_shapes": _shape_string(profile, "max"),
+        "trt_fp16_enable": bool(fp16),
+    }
+    if cache_dir is not None:
+        cache = str(Path(cache_dir))
+        opts.update(
+            trt_engine_cache_enable=True,
+            trt_engine_cache_path=cache,
+            trt_timing_cache_enable=True,
+            trt_timing_cache_path=cache,
+        )
+    if workspace_gb is not None:
+        opts["trt_max_workspace_size"] = _workspace_bytes(workspace_gb)
+    return opts
+
+
+def check_plan_compatibility(recorded: Mapping[str, Any], current_trt: str, current_cc: str) -> str | None:
+    """None when a plan recorded with `recorded` can run here, else what differs and how to fix it.
+
+    Rule: the TensorRT version and the compute capability must both match exactly. Plans are built without
+    TensorRT's version/hardware compatibility modes, and TensorRT documents such plans as loadable only by
+    the exact version that built them; a patch release can already refuse them at deserialisation.
+    """
+    rec_trt, rec_cc = recorded.get("tensorrt_version"), recorded.get("compute_capability")
+    problems = []
+    rec_v, cur_v = _parse_trt_version(str(rec_trt)), _parse_trt_version(str(current_trt))
+    if rec_v is None:
+        problems.append(f"the plan records no usable TensorRT version ({rec_trt!r})")
+    elif cur_v is None:
+        problems.append(f"this machine's TensorRT version is unknown ({current_trt!r})")
+    elif str(rec_trt).strip() != str(current_trt).strip():
+        problems.append(f"built with TensorRT {rec_trt} but this machine has TensorRT {current_trt} (must match)")
+    rec_c, cur_c = _parse_cc(str(rec_cc)), _parse_cc(str(current_cc))
+    if rec_c is None:
+        problems.append(f"the plan records no usable compute capability ({rec_cc!r})")
+    elif cur_c is None:
+        problems.append(f"this GPU's compute capability is unknown ({current_cc!r})")
+    elif rec_c != cur_c:
+        problems.append(
+            f"built for compute capability {rec_cc} (sm{rec_c[0]}{rec_c[1]}) but this GPU is "
+            f"{current_cc} (sm{cur_c[0]}{cur_c[1]})"
+        )
+    if not problems:
+        return None
+    return f"TensorRT plan is incompatible with this machine: {'; '.join(problems)}. To fix: {REBUILD_HINT}."
+
+
+# -- building -------------------------------------------------------------------------------------------
+
+
+def _workspace_bytes(workspace_gb: float) -> int:
+    if workspace_gb <= 0:
+        raise ValueError(f"workspace_gb must be positive, got {workspace_gb}")
+    return int(workspace_gb * (1 << 30))
+
+
+def _atomic_write(path: Path, data: Any) -> None:
+    """Write through a temp file in the same directory and os.replace it: a crash never leaves a torn plan."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _apply_flags(trt: Any, config: Any, names: Sequence[str]) -> None:
+    for name in names:
+        flag_name = name.lstrip("-")
+        flag = getattr(trt.BuilderFlag, flag_name, None)
+        if flag is None:
+            raise TensorRTBuildError(
+                f"TensorRT {trt.__version__} has no BuilderFlag.{flag_name} (TensorRT 11 removed weakly typed "
+                f"precision flags); this builder targets TensorRT 10: install `tensorrt>=10,<11` or build fp32"
+            )
+        if name.startswith("-"):
+            config.clear_flag(flag)
+        else:
+            config.set_flag(flag)
+
+
+def _parse_onnx(trt: Any, network: Any, trt_logger: Any, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, trt_logger)
+    # parse_from_file (not parse(bytes)) so weights stored as external data next to the .onnx are found.
+    ok = parser.parse_from_file(str(onnx_path))
+    errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    if not ok or errors:
+        detail = "\n  ".join(errors) or "(the parser reported no details)"
+        raise TensorRTBuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path}:\n  {detail}\n"
+            "Check the export (opset, unsupported ops) and re-export with `python -m export.build`."
+        )
+
+
+def _add_profile(builder: Any, config: Any, network: Any, profile: Profile) -> None:
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    names = [t.name for t in inputs]
+    unknown = sorted(set(profile) - set(names))
+    if unknown:
+        raise TensorRTBuildError(
+            f"profile names inputs the network does not have: {unknown}; network inputs: "
+            f"{names}. The spec and the exported ONNX disagree: re-export the component."
+        )
+    missing = [n for n in names if n not in profile]
+    if missing:
+        raise TensorRTBuildError(
+            f"network inputs without a profile entry: {missing}; every input needs "
+            f"min/opt/max shapes. Add them to the component's spec in export/specs.py."
+        )
+    opt_profile = builder.create_optimization_profile()
+    for tensor in inputs:
+        entry = profile[tensor.name]
+        lo, opt, hi = (tuple(int(d) for d in entry[k]) for k in ("min", "opt", "max"))
+        declared = tuple(int(d) for d in tensor.shape)
+        if len(declared) != len(lo):
+            raise TensorRTBuildError(
+                f"input {tensor.name!r} has rank {len(declared)} {list(declared)} in the "
+                f"ONNX model but its profile has rank {len(lo)} {list(lo)}"
+            )
+        for axis, d in enumerate(declared):
+            if d >= 0 and not lo[axis] == opt[axis] == hi[axis] == d:
+                raise TensorRTBuildError(
+                    f"input {tensor.name!r} axis {axis} is fixed to {d} in the ONNX model but the profile asks "
+                    f"for min/opt/max {lo[axis]}/{opt[axis]}/{hi[axis]}: export it with that axis dynamic or "
+                    f"fix the profile"
+                )
+        opt_profile.set_shape(tensor.name, lo, opt, hi)
+    if config.add_optimization_profile(opt_profile) < 0:
+        raise TensorRTBuildError(f"TensorRT rejected the optimization profile {dict(profile)}")
+
+
+def _load_timing_cache(config: Any, timing_cache: Path | None) -> None:
+    """Reuse tactic timings across builds (minutes saved per component); a cache from another TensorRT or GPU
+    is not an error, the build just starts from an empty one and overwrites it."""
+    if timing_cache is None:
+        return
+    data = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        logger.info("timing cache %s: %s", timing_cache, f"{len(data)} bytes loaded" if data else "new")
+        return
+    logger.warning("timing cache %s was made by another TensorRT version or GPU; starting an empty one", timing_cache)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise TensorRTBuildError(f"TensorRT refused even an empty timing cache; delete {timing_cache} or pass none")
+
+
+def build_plan(
+    onnx_path: Path,
+    plan_path: Path,
+    profile: Profile,
+    fp16: bool,
+    timing_cache: Path | None = None,
+    workspace_gb: float | None = None,
+) -> dict[str, Any]:
+    """Build a serialized TensorRT plan from an ONNX file with one optimization profile; return its manifest entry.
+
+    The plan is written atomically (temp file + os.replace) so a failed or interrupted build never leaves a
+    plan that looks valid. The timing cache, when given, is read before and rewritten after the build.
+    """
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    timing_cache = Path(timing_cache) if timing_cache is not None else None
+    try:
+        import tensorrt as trt
+    except Exception as e:
+        raise TensorRTBuildError(
+            f"tensorrt is not importable ({e}); install `acsdk[tensorrt]` on a CUDA machine or build ONNX-only"
+        ) from e
+    gpu = gpu_info()
+    if gpu is None:
+        raise TensorRTBuildError(
+            "no CUDA GPU (torch.cuda.is_available() is False): TensorRT plans must be built "
+            "on the GPU model that will run them"
+        )
+    if not onnx_path.is_file():
+        raise TensorRTBuildError(f"ONNX model not found: {onnx_path}; export it first with `python -m export.build`")
+    try:
+        _validate_profile(profile)
+    except ValueError as e:
+        raise TensorRTBuildError(f"invalid profile for {onnx_path.name}: {e}") from e
+
+    flags = builder_flag_names(fp16)
+    version = str(trt.__version__)
+    logger.info(
+        "building %s -> %s (TensorRT %s, %s, %s, flags %s)",
+        onnx_path.name,
+        plan_path.name,
+        version,
+        gpu["name"],
+        "fp16" if fp16 else "fp32",
+        flags,
+    )
+    start = time.perf_counter()
+
+    trt_logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(trt_logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10; the flag is deprecated
+    _parse_onnx(trt, network, trt_logger, onnx_path)
+
+    config = builder.create_builder_config()
+    if workspace_gb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _workspace_bytes(workspace_gb))
+    _add_profile(builder, config, network, profile)
+    _apply_flags(trt, config, flags)
+    _load_timing_cache(config, timing_cache)
+
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise TensorRTBuildError(
+            f"TensorRT failed to build {onnx_path.name} (build_serialized_network returned None); see TensorRT's "
+            "log above. Common causes: GPU out of memory (close other GPU jobs, lower the max batch, or set "
+            "workspace_gb) or an unsupported layer/precision (try an fp32 build)."
+        )
+    _atomic_write(plan_path, plan)
+    if timing_cache is not None:
+        _atomic_write(timing_cache, config.get_timing_cache().serialize())
+    seconds = time.perf_counter() - start
+    logger.info("built %s in %.1f s", plan_path, seconds)
+    return {
+        "tensorrt_version": version,
+        "compute_capability": gpu["compute_capability"],
+        "gpu_name": gpu["name"],
+        "precision": "fp16" if fp16 else "fp32",
+        "flags": flags,
+        "build_seconds": round(seconds, 3),
+        "profile": {
+            name: {k: [int(d) for d in entry[k]] for k in ("min", "opt", "max")} for name, entry in profile.items()
+        },
+    }

@@ -1,0 +1,23 @@
+"""Errors of the runtime layer. `ACSDKError` is defined here, the lowest layer, and re-exported by acsdk."""
+
+from __future__ import annotations
+
+
+class ACSDKError(Exception):
+    """Base of every error acsdk raises on purpose."""
+
+
+class EngineDirError(ACSDKError, FileNotFoundError):
+    """The engine dir or its manifest is missing, unreadable, or of an unknown schema."""
+
+
+class IntegrityError(ACSDKError):
+    """A file of the engine dir differs from what the manifest recorded at build time."""
+
+
+class IncompatibleEngineError(ACSDKError):
+    """A compiled plan was built for another GPU or TensorRT version."""
+
+
+class BackendUnavailableError(ACSDKError):
+    """The requested backend (TensorRT, a CUDA provider) is not usable on this machine."""

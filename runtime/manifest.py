@@ -1,0 +1,112 @@
+"""The engine-dir manifest: its schema, how it is written, and the checks made before a file is used.
+
+engines/
+  manifest.json      schema_version, versions, source checkpoint digest, settings, model geometry,
+                     components (IO, profile, artifacts with sha256, verification), files (sha256)
+  onnx/ plans/       component artifacts
+  tokenizer/ qformer_tokenizer/ scheduler/ acsdk.json torch/    what the runtime needs beside them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineDirError, IntegrityError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(root: Path, data: dict[str, Any]) -> Path:
+    """Write manifest.json atomically; `data` must not carry its own schema_version."""
+    body = {"schema_version": SCHEMA_VERSION, **data}
+    tmp = root / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=False))
+    os.replace(tmp, root / MANIFEST_NAME)
+    return root / MANIFEST_NAME
+
+
+class Manifest:
+    """A loaded manifest. `path(rel)` returns a file only after its sha256 matched (once per file)."""
+
+    REQUIRED = ("acsdk_version", "components", "files", "settings", "model")
+
+    def __init__(self, root: Path, data: dict[str, Any]):
+        self.root = root
+        self.data = data
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> Manifest:
+        root = Path(root)
+        if not root.is_dir():
+            raise EngineDirError(f"engine dir '{root}' does not exist; build one with `python -m export.build`")
+        file = root / MANIFEST_NAME
+        if not file.is_file():
+            raise EngineDirError(f"'{root}' has no {MANIFEST_NAME}: not an engine dir, or its build did not finish")
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EngineDirError(f"{file} is not readable JSON ({exc})") from exc
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise EngineDirError(
+                f"{file} has schema_version {version!r}; this acsdk reads {SCHEMA_VERSION}. "
+                "Rebuild the engine dir with this version's `python -m export.build`."
+            )
+        missing = [k for k in cls.REQUIRED if k not in data]
+        if missing:
+            raise EngineDirError(f"{file} lacks {missing}; rebuild the engine dir")
+        return cls(root, data)
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return self.data["components"]
+
+    def path(self, rel: str, verify: bool = True) -> Path:
+        """The absolute path of a manifest-listed file, its sha256 checked when `verify`."""
+        expected = self.data["files"].get(rel)
+        if expected is None:
+            raise EngineDirError(f"'{rel}' is not listed in {self.root / MANIFEST_NAME}")
+        full = self.root / rel
+        if not full.is_file():
+            raise EngineDirError(f"engine file '{rel}' is missing from {self.root}; rebuild the engine dir")
+        if verify:
+            with self._lock:
+                if rel not in self._verified:
+                    actual = sha256_file(full)
+                    if actual != expected:
+                        raise IntegrityError(
+                            f"engine file '{rel}' has sha256 {actual[:12]}..., the manifest recorded "
+                            f"{expected[:12]}...: the file was changed or corrupted; rebuild the engine dir"
+                        )
+                    self._verified.add(rel)
+        return full
+
+    def verify_all(self) -> None:
+        for rel in self.data["files"]:
+            self.path(rel)
+
+
+def list_files(root: Path) -> dict[str, str]:
+    """sha256 of every file below `root` except the manifest, keyed by POSIX relative path."""
+    out = {}
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if rel != MANIFEST_NAME and not rel.startswith(f".{MANIFEST_NAME}"):
+            out[rel] = sha256_file(file)
+    return out
