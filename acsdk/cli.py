@@ -36,6 +36,53 @@ def _import_ip_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .synthesizer import Synthesizer
+
+    synth = Synthesizer(args.engines, backend=args.backend, device=args.device)
+    res = synth.run(
+        args.image,
+        args.mask,
+        args.prompt,
+        args.reference,
+        args.reference_mask,
+        reference_prompt=args.reference_prompt,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        strength=args.strength,
+        guidance_scale=args.guidance,
+        asea_steps=args.asea_steps,
+        semantic_scale=args.semantic_scale,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mask_out = Path(args.mask_out) if args.mask_out else out.with_name(out.stem + "_mask.png")
+    res.image.save(out)
+    res.mask.save(mask_out)
+    print(f"wrote {out} and {mask_out}")
+    print(
+        json.dumps(
+            {"timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "asea": res.asea, "notes": res.notes},
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from .synthesizer import Synthesizer
+
+    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, verify=not args.no_verify)
+    print(json.dumps(synth.info(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acsdk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -47,6 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
     demo.set_defaults(func=_demo)
+
+    def engine_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--engines", required=True, help="engine dir built by `python -m export.build`")
+        p.add_argument(
+            "--backend",
+            default="auto",
+            choices=("auto", "onnxruntime", "tensorrt"),
+            help="auto: TensorRT plans on a CUDA GPU when present, else ONNX Runtime",
+        )
+        p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+
+    syn = sub.add_parser("synth", help="synthesize one defect on compiled engines")
+    engine_args(syn)
+    syn.add_argument("--image", required=True, help="the normal (defect-free) image")
+    syn.add_argument("--mask", required=True, help="where to paint the defect (white = defect)")
+    syn.add_argument("--prompt", required=True, help='e.g. "a photo of a bottle with a crack"')
+    syn.add_argument("--reference", help="a reference image showing the defect")
+    syn.add_argument("--reference-mask", help="the reference's defect mask")
+    syn.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
+    syn.add_argument("--out", required=True, help="output image path (.png)")
+    syn.add_argument("--mask-out", help="label mask path (default: <out>_mask.png)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
+    syn.add_argument("--strength", type=float, default=0.7, help="how far to noise the input, (0, 1] (paper: 0.7)")
+    syn.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (paper: 7)")
+    syn.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
+    syn.add_argument("--semantic-scale", type=float, default=1.0, help="SGA lambda (paper: 1.0)")
+    syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    syn.set_defaults(func=_synth)
+
+    inf = sub.add_parser("info", help="show what an engine dir runs on here (backends, providers, precision)")
+    inf.add_argument("engines", help="engine dir")
+    inf.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    inf.add_argument("--device", default=None)
+    inf.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the engine files")
+    inf.set_defaults(func=_info)
 
     imp = sub.add_parser("import-ip-adapter", help="start a checkpoint's adapter from IP-Adapter weights")
     imp.add_argument("--checkpoint", required=True, help="an acsdk checkpoint directory (the base)")

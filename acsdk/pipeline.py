@@ -62,6 +62,7 @@ class InpaintSampler:
         guidance_scale: float,
         semantic_scale: float,
         timings: dict[str, float],
+        notes: list[str] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """image [1,3,H,W] in [0,1] and mask [1,1,H,W] at model size -> generated image [1,3,H,W] in [0,1].
@@ -69,6 +70,7 @@ class InpaintSampler:
         With CFG, `text_embeds` and `semantic_tokens` hold the unconditional row first, the conditional second.
         """
         g = self.geometry
+        notes = [] if notes is None else notes
         dev, dt = self.device, self.dtype
         generator = torch.Generator("cpu").manual_seed(int(seed))
         cfg = text_embeds.shape[0] == 2
@@ -95,17 +97,19 @@ class InpaintSampler:
             latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
 
         batch = 2 if cfg else 1
-        cond_mask = mask_latent.expand(batch, -1, -1, -1).to(dt)
-        cond_masked = masked_latents.expand(batch, -1, -1, -1).to(dt)
+        c = g.channels
+        # Buffers made once per call: each step writes into them instead of allocating a new UNet input.
+        sample = torch.empty((batch, c + 1 + c, lat_h, lat_w), device=dev, dtype=dt)
+        sample[:, c : c + 1] = mask_latent.to(dt)
+        sample[:, c + 1 :] = masked_latents.to(dt)
+        tstep = torch.empty((batch,), device=dev, dtype=torch.float32)
         text = text_embeds.to(dev, dt)
         sem = semantic_tokens.to(dev, dt)
         lam = torch.full((1,), float(semantic_scale), device=dev, dtype=dt)
         unet = self.engines["unet"]
         for t in tqdm(timesteps, desc="denoise", disable=not progress, leave=False):
-            model_in = latents.expand(batch, -1, -1, -1)
-            model_in = scheduler.scale_model_input(model_in, t)
-            sample = torch.cat([model_in.to(dt), cond_mask, cond_masked], dim=1)
-            tstep = t.to(dev, torch.float32).expand(batch)
+            sample[:, :c] = scheduler.scale_model_input(latents, t)
+            tstep.fill_(t)
             noise_pred = unet.run(
                 {
                     "sample": sample,
@@ -123,6 +127,12 @@ class InpaintSampler:
         timings["denoise_steps"] = float(len(timesteps))
 
         t0 = time.perf_counter()
-        decoded = self.engines["vae_decoder"].run({"latents": (latents / g.scaling_factor).to(dt)})["image"]
+        scaled = (latents / g.scaling_factor).to(dt)
+        decoded = self.engines["vae_decoder"].run({"latents": scaled})["image"]
+        if not bool(torch.isfinite(decoded).all()) and "vae_decoder_fp32" in self.engines:
+            # fp16 SD VAEs overflow on some latents; the fp32 variant built beside it decodes them.
+            log.warning("vae_decoder produced NaN/Inf in fp16; decoding again with the fp32 variant")
+            decoded = self.engines["vae_decoder_fp32"].run({"latents": scaled})["image"]
+            notes.append("vae_decoder_fp32_fallback")
         timings["vae_decode"] = time.perf_counter() - t0
         return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

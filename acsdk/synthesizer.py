@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -17,6 +20,7 @@ from runtime import Engine, TorchEngine
 from . import imaging
 from .errors import InputError
 from .features import SemanticFeatures
+from .lru import LRUCache
 from .models.asea import run_asea
 from .models.checkpoint import AnomalyControlModel
 from .models.components import CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
@@ -34,6 +38,8 @@ class SynthesisResult:
     timings: dict[str, float] = field(default_factory=dict)
     asea: dict = field(default_factory=dict)
     seed: int = 0
+    cache_hits: dict[str, bool] = field(default_factory=dict)  # text embeddings / reference features reused
+    notes: list[str] = field(default_factory=list)  # e.g. "vae_decoder_fp32_fallback"
 
 
 @dataclass
@@ -70,19 +76,78 @@ def _check_real(name: str, value: object, lo: float, hi: float, lo_open: bool = 
 
 
 class Synthesizer:
-    """Runs AnomalyControl. Build it with `Synthesizer.from_checkpoint` (torch reference)."""
+    """Runs AnomalyControl.
 
-    def __init__(self, parts: ModelParts, device: torch.device):
-        self.parts = parts
-        self.device = device
-        self.sampler = InpaintSampler(parts.engines, parts.scheduler_config, parts.geometry, device)
+    `Synthesizer(engine_dir)` runs the compiled engines that `python -m export.build` wrote (ASEA stays in
+    torch); `Synthesizer.from_checkpoint(ckpt)` runs the torch reference. Both give the same `run()` and
+    `encode_reference()`. One instance may be called from several threads: engines and weights are shared
+    and read-only, per-call state (scheduler, generator, buffers) is made per call, and the caches lock.
+    """
+
+    def __init__(
+        self,
+        engine_dir: str | os.PathLike,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        verify: bool = True,
+        *,
+        component_backends: Mapping[str, str] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        cache_size: int = 64,
+    ):
+        from .engine_dir import load_parts
+
+        dev = torch.device(device) if device is not None else _default_device()
+        parts, manifest = load_parts(engine_dir, backend, dev, verify, component_backends, checkpoint)
+        self._setup(parts, dev, cache_size, manifest.data)
+        self.engine_dir = manifest.root
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Synthesizer:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", cache_size: int = 64
+    ) -> Synthesizer:
         """The torch reference: every component eager, straight from the training artifacts."""
-        device = torch.device(device)
-        model = AnomalyControlModel.from_pretrained(path, device=device)
-        return cls(parts_from_model(model), device)
+        dev = torch.device(device)
+        model = AnomalyControlModel.from_pretrained(path, device=dev)
+        obj = cls.__new__(cls)
+        obj._setup(parts_from_model(model), dev, cache_size, None)
+        obj.engine_dir = None
+        return obj
+
+    def _setup(self, parts: ModelParts, device: torch.device, cache_size: int, manifest: dict | None) -> None:
+        self.parts = parts
+        self.device = device
+        self.manifest = manifest
+        self.sampler = InpaintSampler(parts.engines, parts.scheduler_config, parts.geometry, device)
+        self._text_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
+        self._reference_cache: LRUCache[SemanticFeatures] = LRUCache(cache_size)
+        # Fast tokenizers keep padding state in Rust and are not safe to share across threads.
+        self._tokenizer_lock = threading.Lock()
+
+    def info(self) -> dict:
+        """What actually runs: backend, providers and precision per component, and the engine dir's summary."""
+        components = (self.manifest or {}).get("components", {})
+        comps = {}
+        for name, engine in self.parts.engines.items():
+            base = name.removesuffix("_fp32")
+            precision = "fp32" if name.endswith("_fp32") or self.manifest is None else components[base]["precision"]
+            comps[name] = {
+                "backend": engine.backend,
+                "providers": list(getattr(engine, "providers", []) or []) or None,
+                "precision": precision,
+            }
+        summary = None
+        if self.manifest is not None:
+            m = self.manifest
+            summary = {k: m.get(k) for k in ("acsdk_version", "created", "settings", "tools", "gpu")}
+            summary["source_checkpoint_sha256"] = m["source_checkpoint"]["sha256"]
+        return {
+            "device": str(self.device),
+            "components": comps,
+            "resolution": [self.parts.config.height, self.parts.config.width],
+            "manifest": summary,
+            "cache": {"text": len(self._text_cache), "references": len(self._reference_cache)},
+        }
 
     # -- reference encoding ------------------------------------------------------------------
     def encode_reference(
@@ -95,25 +160,51 @@ class Synthesizer:
         asea_lr: float = 0.1,
         asea_alpha: float = 1.0,
     ) -> SemanticFeatures:
-        """CSM + ASEA on a defect reference: the semantic tokens F_c, reusable across runs."""
-        timings: dict[str, float] = {}
-        return self._encode_reference(
-            reference_image, reference_mask, reference_prompt, asea_steps, asea_lr, asea_alpha, timings
-        )
+        """CSM + ASEA on a defect reference: the semantic tokens F_c, reusable across runs (and cached)."""
+        return self._reference(reference_image, reference_mask, reference_prompt, asea_steps, asea_lr, asea_alpha, {})[
+            0
+        ]
 
-    def _encode_reference(
-        self, reference_image, reference_mask, reference_prompt, asea_steps, asea_lr, asea_alpha, timings
-    ) -> SemanticFeatures:
-        p = self.parts
+    def _reference(
+        self,
+        reference_image,
+        reference_mask,
+        reference_prompt,
+        asea_steps,
+        asea_lr,
+        asea_alpha,
+        timings: dict[str, float],
+    ) -> tuple[SemanticFeatures, bool]:
+        """Features for a reference, from the cache when the same pixels, mask, prompt and settings came before."""
         asea_steps = _check_int("asea_steps", asea_steps, 0)
-        _check_real("asea_lr", asea_lr, 0.0, 1e3, lo_open=True)
-        _check_real("asea_alpha", asea_alpha, 0.0, 1e6)
+        asea_lr = _check_real("asea_lr", asea_lr, 0.0, 1e3, lo_open=True)
+        asea_alpha = _check_real("asea_alpha", asea_alpha, 0.0, 1e6)
         if not isinstance(reference_prompt, str):
             raise InputError("reference_prompt", "a string", type(reference_prompt).__name__)
         ref = imaging.load_image(reference_image, "reference_image")
         ref_mask = imaging.load_mask(reference_mask, "reference_mask")
         imaging.check_pair(ref, ref_mask, "reference_image", "reference_mask")
+        h = hashlib.sha256()
+        for t in (ref, ref_mask):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        key = (h.hexdigest(), reference_prompt, asea_steps, asea_lr, asea_alpha)
+        return self._reference_cache.get_or_compute(
+            key,
+            lambda: self._encode_reference(ref, ref_mask, reference_prompt, asea_steps, asea_lr, asea_alpha, timings),
+        )
 
+    def _encode_reference(
+        self,
+        ref: torch.Tensor,
+        ref_mask: torch.Tensor,
+        reference_prompt: str,
+        asea_steps: int,
+        asea_lr: float,
+        asea_alpha: float,
+        timings: dict[str, float],
+    ) -> SemanticFeatures:
+        p = self.parts
         t0 = time.perf_counter()
         size = p.vision_image_size
         pixels = imaging.resize_image(ref, size, size)
@@ -124,13 +215,14 @@ class Synthesizer:
         timings["csm_vision"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        tok = p.qformer_tokenizer(
-            reference_prompt,
-            padding="max_length",
-            truncation=True,
-            max_length=p.config.qformer_max_length,
-            return_tensors="pt",
-        )
+        with self._tokenizer_lock:
+            tok = p.qformer_tokenizer(
+                reference_prompt,
+                padding="max_length",
+                truncation=True,
+                max_length=p.config.qformer_max_length,
+                return_tensors="pt",
+            )
         ids, attn = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
         region = imaging.mask_coverage(ref_mask, *p.attention_grid)
         result = run_asea(p.qformer, e_v, ids, attn, region, steps=asea_steps, lr=asea_lr, alpha=asea_alpha)
@@ -143,6 +235,18 @@ class Synthesizer:
         timings["csm_qformer"] = time.perf_counter() - t0
         log.info("ASEA: r %.4f -> %.4f in %d steps", result.r_before, result.r_after, asea_steps)
         return SemanticFeatures(tokens=tokens.float().cpu(), asea=result.as_dict(), prompt=reference_prompt)
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        p = self.parts
+        with self._tokenizer_lock:
+            ids = p.tokenizer(
+                prompts,
+                padding="max_length",
+                truncation=True,
+                max_length=p.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids
+        return p.engines["text_encoder"].run({"input_ids": ids.to(self.device)})["text_embeds"]
 
     # -- synthesis -----------------------------------------------------------------------------
     def run(
@@ -169,11 +273,14 @@ class Synthesizer:
         p = self.parts
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
+        notes: list[str] = []
+        cache_hits = {"text": False, "reference": False}
         seed = _check_int("seed", seed, 0)
         steps = _check_int("num_inference_steps", num_inference_steps, 1)
         strength = _check_real("strength", strength, 0.0, 1.0, lo_open=True)
         guidance_scale = _check_real("guidance_scale", guidance_scale, 0.0, 1e3)
         semantic_scale = _check_real("semantic_scale", semantic_scale, -1e3, 1e3)
+        asea_steps = _check_int("asea_steps", asea_steps, 0)
         if blur_sigma is not None:
             blur_sigma = _check_real("blur_sigma", blur_sigma, 0.0, 1e4)
         if not isinstance(prompt, str):
@@ -200,14 +307,9 @@ class Synthesizer:
 
         asea: dict = {}
         if reference is None and reference_image is not None:
-            reference = self._encode_reference(
-                reference_image,
-                reference_mask,
-                prompt if reference_prompt is None else reference_prompt,
-                asea_steps,
-                0.1,
-                1.0,
-                timings,
+            ref_prompt = prompt if reference_prompt is None else reference_prompt
+            reference, cache_hits["reference"] = self._reference(
+                reference_image, reference_mask, ref_prompt, asea_steps, 0.1, 1.0, timings
             )
         if reference is not None:
             sem = reference.tokens
@@ -224,13 +326,9 @@ class Synthesizer:
 
         t0 = time.perf_counter()
         cfg = guidance_scale > 1.0
-        prompts = (
-            [p.config.negative_prompt if negative_prompt is None else negative_prompt, prompt] if cfg else [prompt]
-        )
-        ids = p.tokenizer(
-            prompts, padding="max_length", truncation=True, max_length=p.tokenizer.model_max_length, return_tensors="pt"
-        ).input_ids
-        text = p.engines["text_encoder"].run({"input_ids": ids.to(self.device)})["text_embeds"]
+        negative = p.config.negative_prompt if negative_prompt is None else negative_prompt
+        prompts = [negative, prompt] if cfg else [prompt]
+        text, cache_hits["text"] = self._text_cache.get_or_compute(tuple(prompts), lambda: self._encode_text(prompts))
         semantic = torch.cat([p.unconditional_tokens.to(sem), sem]) if cfg else sem
         timings["text_encode"] = time.perf_counter() - t0
 
@@ -245,6 +343,7 @@ class Synthesizer:
             guidance_scale=guidance_scale,
             semantic_scale=semantic_scale,
             timings=timings,
+            notes=notes,
             progress=progress,
         )
 
@@ -258,8 +357,18 @@ class Synthesizer:
         timings["total"] = time.perf_counter() - t_start
         label_img = Image.fromarray((label.numpy() * 255).astype("uint8"), mode="L")
         return SynthesisResult(
-            image=Image.fromarray(out, mode="RGB"), mask=label_img, timings=timings, asea=asea, seed=seed
+            image=Image.fromarray(out, mode="RGB"),
+            mask=label_img,
+            timings=timings,
+            asea=asea,
+            seed=seed,
+            cache_hits=cache_hits,
+            notes=notes,
         )
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def parts_from_model(model: AnomalyControlModel) -> ModelParts:

@@ -11,6 +11,7 @@ passed, so an interrupted or failed build leaves no engine dir behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -111,9 +112,10 @@ def _check_resolution(model: AnomalyControlModel, height: int, width: int) -> No
             )
 
 
-def _write_runtime_files(model: AnomalyControlModel, root: Path) -> None:
+def _write_runtime_files(model: AnomalyControlModel, root: Path, settings: BuildSettings) -> None:
     """What the runtime needs beside the engines: tokenizers, scheduler, config, ASEA's torch weights."""
-    (root / CONFIG_NAME).write_text(model.config.to_json())
+    config = dataclasses.replace(model.config, height=settings.height, width=settings.width)
+    (root / CONFIG_NAME).write_text(config.to_json())
     model.tokenizer.save_pretrained(root / "tokenizer")
     model.qformer_tokenizer.save_pretrained(root / "qformer_tokenizer")
     from diffusers import DDIMScheduler
@@ -274,7 +276,7 @@ def build_engine_dir(
         for name in bar:
             bar.set_postfix_str(name)
             entries[name] = _build_component(name, model, dims, settings, tmp, cache)
-        _write_runtime_files(model, tmp)
+        _write_runtime_files(model, tmp, settings)
         failed = [(n, v) for n, e in entries.items() if n in names for v in e["verification"] if not v["passed"]]
         manifest = {
             "acsdk_version": acsdk.__version__,

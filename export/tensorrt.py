@@ -20,15 +20,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime.compat import (  # noqa: F401  (check_plan_compatibility re-exported for build tooling)
+    REBUILD_HINT,
+    check_plan_compatibility,
+    parse_compute_capability,
+    parse_trt_version,
+)
+
 logger = logging.getLogger(__name__)
 
 Profile = Mapping[str, Mapping[str, Sequence[int]]]
 
 PRECISIONS = ("fp16", "fp32")
-REBUILD_HINT = "rebuild the plans on this machine with `python -m export.build`"
 _MIN_TRT_MAJOR = 10
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:[.\-+].*)?$")
-_CC_RE = re.compile(r"^(\d+)\.(\d+)$")
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -46,7 +50,7 @@ def tensorrt_available() -> tuple[bool, str]:
     except Exception as e:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
         return False, f"tensorrt not importable ({type(e).__name__}: {e}); install `acsdk[tensorrt]` on a CUDA machine"
     version = str(getattr(trt, "__version__", "unknown"))
-    parsed = _parse_trt_version(version)
+    parsed = parse_trt_version(version)
     if parsed is None or parsed[0] < _MIN_TRT_MAJOR:
         return False, f"tensorrt {version} found, but TensorRT >= {_MIN_TRT_MAJOR} is required"
     try:
@@ -98,16 +102,6 @@ def _driver_version() -> str | None:
 # -- pure helpers -----------------------------------------------------------------------------------
 
 
-def _parse_trt_version(version: str) -> tuple[int, int] | None:
-    m = _VERSION_RE.match(str(version).strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _parse_cc(cc: str) -> tuple[int, int] | None:
-    m = _CC_RE.match(str(cc).strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 def plan_filename(component: str, precision: str, *, trt_version: str, compute_capability: str) -> str:
     """`unet.fp16.trt10.6.sm89.plan`: the name says which TensorRT and GPU the plan is tied to, so a stale plan
     is obvious from a directory listing and plans for several targets can sit side by side."""
@@ -115,10 +109,10 @@ def plan_filename(component: str, precision: str, *, trt_version: str, compute_c
         raise ValueError(f"component must be a non-empty name of letters, digits, '_' or '-', got {component!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    version = _parse_trt_version(trt_version)
+    version = parse_trt_version(trt_version)
     if version is None:
         raise ValueError(f"trt_version must look like '10.6.0', got {trt_version!r}")
-    cc = _parse_cc(compute_capability)
+    cc = parse_compute_capability(compute_capability)
     if cc is None:
         raise ValueError(f"compute_capability must look like '8.9', got {compute_capability!r}")
     return f"{component}.{precision}.trt{version[0]}.{version[1]}.sm{cc[0]}{cc[1]}.plan"
@@ -190,37 +184,6 @@ def ort_tensorrt_provider_options(
     if workspace_gb is not None:
         opts["trt_max_workspace_size"] = _workspace_bytes(workspace_gb)
     return opts
-
-
-def check_plan_compatibility(recorded: Mapping[str, Any], current_trt: str, current_cc: str) -> str | None:
-    """None when a plan recorded with `recorded` can run here, else what differs and how to fix it.
-
-    Rule: the TensorRT version and the compute capability must both match exactly. Plans are built without
-    TensorRT's version/hardware compatibility modes, and TensorRT documents such plans as loadable only by
-    the exact version that built them; a patch release can already refuse them at deserialisation.
-    """
-    rec_trt, rec_cc = recorded.get("tensorrt_version"), recorded.get("compute_capability")
-    problems = []
-    rec_v, cur_v = _parse_trt_version(str(rec_trt)), _parse_trt_version(str(current_trt))
-    if rec_v is None:
-        problems.append(f"the plan records no usable TensorRT version ({rec_trt!r})")
-    elif cur_v is None:
-        problems.append(f"this machine's TensorRT version is unknown ({current_trt!r})")
-    elif str(rec_trt).strip() != str(current_trt).strip():
-        problems.append(f"built with TensorRT {rec_trt} but this machine has TensorRT {current_trt} (must match)")
-    rec_c, cur_c = _parse_cc(str(rec_cc)), _parse_cc(str(current_cc))
-    if rec_c is None:
-        problems.append(f"the plan records no usable compute capability ({rec_cc!r})")
-    elif cur_c is None:
-        problems.append(f"this GPU's compute capability is unknown ({current_cc!r})")
-    elif rec_c != cur_c:
-        problems.append(
-            f"built for compute capability {rec_cc} (sm{rec_c[0]}{rec_c[1]}) but this GPU is "
-            f"{current_cc} (sm{cur_c[0]}{cur_c[1]})"
-        )
-    if not problems:
-        return None
-    return f"TensorRT plan is incompatible with this machine: {'; '.join(problems)}. To fix: {REBUILD_HINT}."
 
 
 # -- building -------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from acsdk import InputError, SemanticFeatures, imaging
 
 
 @pytest.fixture(scope="module")
-def base(synth, scene):
-    return synth.run(
+def base(tiny_ckpt, scene):
+    from acsdk import Synthesizer
+
+    fresh = Synthesizer.from_checkpoint(tiny_ckpt)  # empty caches: every stage runs
+    return fresh.run(
         scene["image"],
         scene["mask"],
         "a photo of a surface with a hole",

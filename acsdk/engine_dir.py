@@ -1,0 +1,142 @@
+"""Assemble a Synthesizer's parts from an engine dir: engines per component, plus the torch pieces ASEA needs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
+
+from runtime import Engine
+from runtime.errors import BackendUnavailableError, EngineDirError
+from runtime.manifest import Manifest
+
+from .errors import InputError
+from .models.config import ModelConfig
+from .models.csm import QFormer
+from .pipeline import LatentGeometry
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def _artifact(entry: Mapping, fmt: str, precision: str) -> Mapping | None:
+    return next((a for a in entry["artifacts"] if a["format"] == fmt and a["precision"] == precision), None)
+
+
+def _choose_backend(name: str, entry: Mapping, requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and _artifact(entry, "tensorrt", entry["precision"]) is not None:
+        from runtime.tensorrt_engine import tensorrt_usable
+
+        if tensorrt_usable()[0]:
+            return "tensorrt"
+    return "onnxruntime"
+
+
+def _load_engine(
+    name: str, manifest: Manifest, backend: str, precision: str, device: torch.device, verify: bool
+) -> Engine:
+    entry = manifest.components[name]
+    if backend == "onnxruntime":
+        from runtime.onnxruntime_engine import OrtEngine
+
+        art = _artifact(entry, "onnx", precision)
+        if art is None:
+            raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX file; rebuild with export.build")
+        for rel in art.get("data_files", []):
+            manifest.path(rel, verify)
+        return OrtEngine(name, manifest.path(art["file"], verify), entry["inputs"], entry["outputs"], device)
+    if backend == "tensorrt":
+        from runtime.tensorrt_engine import TensorRTEngine, tensorrt_usable
+
+        ok, why = tensorrt_usable()
+        if not ok:
+            raise BackendUnavailableError(f"backend 'tensorrt' for {name}: {why}; backend='onnxruntime' works here")
+        art = _artifact(entry, "tensorrt", precision)
+        if art is None:
+            raise EngineDirError(f"{name}: the engine dir has no TensorRT plan; build with `--backend tensorrt`")
+        return TensorRTEngine(name, manifest.path(art["file"], verify), entry["inputs"], entry["outputs"], art, device)
+    raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
+
+
+def load_parts(
+    engine_dir: str | os.PathLike,
+    backend: str,
+    device: torch.device,
+    verify: bool,
+    component_backends: Mapping[str, str] | None,
+    checkpoint: str | os.PathLike | None,
+):
+    """Return ModelParts whose engines come from the engine dir (or torch for overridden components)."""
+    from .synthesizer import ModelParts, parts_from_model  # noqa: PLC0415  (synthesizer imports this module)
+
+    if backend not in BACKENDS:
+        raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
+    overrides = dict(component_backends or {})
+    manifest = Manifest.load(engine_dir)
+    for name, b in overrides.items():
+        if name not in manifest.components:
+            raise InputError("component_backends", f"component names from {sorted(manifest.components)}", repr(name))
+        if b not in BACKENDS[1:]:
+            raise InputError("component_backends", f"backends from {', '.join(BACKENDS[1:])}", f"{name}={b!r}")
+    torch_parts = None
+    if backend == "torch" or "torch" in overrides.values():
+        if checkpoint is None:
+            raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
+        from .models.checkpoint import AnomalyControlModel
+
+        torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
+
+    engines: dict[str, Engine] = {}
+    for name, entry in manifest.components.items():
+        chosen = overrides.get(name) or _choose_backend(name, entry, backend, device)
+        if chosen == "torch":
+            engines[name] = torch_parts.engines[name]
+            continue
+        engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify)
+        if name == "vae_decoder" and entry["precision"] == "fp16" and _artifact(entry, "onnx", "fp32"):
+            engines["vae_decoder_fp32"] = _load_engine(name, manifest, "onnxruntime", "fp32", device, verify)
+    missing = [
+        n
+        for n in ("text_encoder", "csm_vision", "csm_qformer", "unet", "vae_encoder", "vae_decoder")
+        if n not in engines
+    ]
+    if missing:
+        raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")
+
+    def verified_dir(prefix: str) -> Path:
+        for rel in manifest.data["files"]:
+            if rel.startswith(prefix + "/"):
+                manifest.path(rel, verify)
+        return manifest.root / prefix
+
+    manifest.path("acsdk.json", verify)
+    config = ModelConfig.load(manifest.root)
+    blip2_config = Blip2Config.from_dict(json.loads(manifest.path("torch/blip2_config.json", verify).read_text()))
+    qformer = QFormer.from_config(blip2_config)
+    qformer.load_state_dict(load_file(str(manifest.path("torch/qformer.safetensors", verify))))
+    qformer = qformer.to(device).eval().requires_grad_(False)
+    uncond = load_file(str(manifest.path("torch/constants.safetensors", verify)))["unconditional_semantic_tokens"]
+    sched = json.loads(manifest.path("scheduler/scheduler_config.json", verify).read_text())
+    model = manifest.data["model"]
+    parts = ModelParts(
+        config=config,
+        engines=engines,
+        qformer=qformer,
+        tokenizer=CLIPTokenizer.from_pretrained(verified_dir("tokenizer")),
+        qformer_tokenizer=BertTokenizer.from_pretrained(verified_dir("qformer_tokenizer")),
+        scheduler_config=sched,
+        geometry=LatentGeometry(model["vae_scale_factor"], model["vae_scaling_factor"], model["latent_channels"]),
+        vision_image_size=model["vision_image_size"],
+        attention_grid=tuple(model["attention_grid"]),
+        unconditional_tokens=uncond,
+    )
+    return parts, manifest
