@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,83 +57,125 @@ def _bert_tokenizer(model_max_length: int) -> BertTokenizer:
     return BertTokenizer(vocab=vocab, model_max_length=model_max_length)
 
 
-def build_tiny_model(seed: int = 0) -> AnomalyControlModel:
-    """Every part of AnomalyControl at toy size (64 px images, 8x8 attention grid, 4 semantic tokens)."""
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a random model with AnomalyControl's full structure. Configs come from code, not a hub."""
+
+    resolution: int
+    unet_blocks: tuple[int, ...]
+    unet_cross_attn: tuple[bool, ...]  # per down level; the up path mirrors it
+    unet_layers: int
+    unet_head_dim: int
+    unet_groups: int
+    vae_blocks: tuple[int, ...]
+    vae_layers: int
+    vae_groups: int
+    text_dim: int
+    text_layers: int
+    text_heads: int
+    text_vocab: int | None  # None: the tokenizer's size
+    vision_dim: int
+    vision_layers: int
+    vision_heads: int
+    vision_size: int
+    vision_patch: int
+    qformer_dim: int
+    qformer_layers: int
+    qformer_heads: int
+    queries: int
+    blip_proj_dim: int
+    qformer_length: int
+    semantic_tokens: int = 4
+    qformer_init: float = 0.02
+
+    def unet_config(self) -> dict:
+        down = tuple("CrossAttnDownBlock2D" if x else "DownBlock2D" for x in self.unet_cross_attn)
+        up = tuple("CrossAttnUpBlock2D" if x else "UpBlock2D" for x in reversed(self.unet_cross_attn))
+        return {
+            "sample_size": self.resolution // 2 ** (len(self.vae_blocks) - 1),
+            "in_channels": 9,
+            "out_channels": 4,
+            "down_block_types": down,
+            "up_block_types": up,
+            "block_out_channels": self.unet_blocks,
+            "layers_per_block": self.unet_layers,
+            "cross_attention_dim": self.text_dim,
+            "attention_head_dim": self.unet_head_dim,
+            "norm_num_groups": self.unet_groups,
+        }
+
+
+PRESETS: dict[str, Preset] = {
+    # Toy: full synthesis in ~1-2 s on 2 CPU cores; what the tests and the demo run.
+    "tiny": Preset(
+        resolution=TINY_RESOLUTION, unet_blocks=(32, 64), unet_cross_attn=(True, True), unet_layers=1,
+        unet_head_dim=8, unet_groups=8, vae_blocks=(16, 32, 32), vae_layers=1, vae_groups=8, text_dim=32,
+        text_layers=2, text_heads=4, text_vocab=None, vision_dim=32, vision_layers=2, vision_heads=4,
+        vision_size=32, vision_patch=4, qformer_dim=32, qformer_layers=4, qformer_heads=4, queries=8,
+        blip_proj_dim=48, qformer_length=16, qformer_init=0.15,
+    ),
+    # SD-1.5's block structure (4 levels, 3 with cross-attention, f=8 VAE, 77 text tokens, 257 image
+    # tokens from a ViT/14 at 224 px, 32 queries) scaled down ~1/5 in width: 256 px end to end on CPU.
+    "small": Preset(
+        resolution=256, unet_blocks=(64, 128, 256, 256), unet_cross_attn=(True, True, True, False), unet_layers=2,
+        unet_head_dim=8, unet_groups=32, vae_blocks=(32, 64, 128, 128), vae_layers=2, vae_groups=32, text_dim=256,
+        text_layers=6, text_heads=4, text_vocab=None, vision_dim=256, vision_layers=8, vision_heads=4,
+        vision_size=224, vision_patch=14, qformer_dim=256, qformer_layers=6, qformer_heads=4, queries=32,
+        blip_proj_dim=256, qformer_length=32, qformer_init=0.05,
+    ),
+    # The real architecture (SD-1.5 inpainting + BLIP-2 ViT-g/14 + BERT-base Q-Former), random weights.
+    "sd15": Preset(
+        resolution=512, unet_blocks=(320, 640, 1280, 1280), unet_cross_attn=(True, True, True, False), unet_layers=2,
+        unet_head_dim=8, unet_groups=32, vae_blocks=(128, 256, 512, 512), vae_layers=2, vae_groups=32, text_dim=768,
+        text_layers=12, text_heads=12, text_vocab=49408, vision_dim=1408, vision_layers=39, vision_heads=16,
+        vision_size=224, vision_patch=14, qformer_dim=768, qformer_layers=12, qformer_heads=12, queries=32,
+        blip_proj_dim=1024, qformer_length=32,
+    ),
+}
+
+
+def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
+    """A random AnomalyControl model of the given preset's sizes, with every part a real checkpoint has."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    c = PRESETS[preset]
     torch.manual_seed(seed)
-    config = ModelConfig(
-        height=TINY_RESOLUTION, width=TINY_RESOLUTION, num_semantic_tokens=4, blip_proj_dim=48, qformer_max_length=16
-    )
-    cross_dim = 32
-    unet = UNet2DConditionModel(
-        sample_size=TINY_RESOLUTION // 4,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=cross_dim,
-        attention_head_dim=8,
-    )
+    config = ModelConfig(height=c.resolution, width=c.resolution, num_semantic_tokens=c.semantic_tokens,
+                         blip_proj_dim=c.blip_proj_dim, qformer_max_length=c.qformer_length)
+    unet = UNet2DConditionModel(**c.unet_config())
+    n = len(c.vae_blocks)
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=TINY_RESOLUTION,
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=c.vae_blocks, layers_per_block=c.vae_layers,
+        latent_channels=4, norm_num_groups=c.vae_groups, sample_size=c.resolution,
     )
     tokenizer = _clip_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=cross_dim,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            vocab_size=c.text_vocab or len(tokenizer), hidden_size=c.text_dim, intermediate_size=4 * c.text_dim,
+            num_hidden_layers=c.text_layers, num_attention_heads=c.text_heads, max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    qtok = _bert_tokenizer(config.qformer_max_length)
+    qtok = _bert_tokenizer(c.qformer_length)
     blip2_config = Blip2Config(
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 4,
+            "hidden_size": c.vision_dim, "intermediate_size": 4 * c.vision_dim, "num_hidden_layers": c.vision_layers,
+            "num_attention_heads": c.vision_heads, "image_size": c.vision_size, "patch_size": c.vision_patch,
             "initializer_range": 0.02,
         },
         qformer_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "cross_attention_frequency": 2,
-            "encoder_hidden_size": 32,
-            "vocab_size": len(qtok.get_vocab()),
-            "max_position_embeddings": 64,
-            "use_qformer_text_input": True,
-            "initializer_range": 0.15,
+            "hidden_size": c.qformer_dim, "intermediate_size": 4 * c.qformer_dim,
+            "num_hidden_layers": c.qformer_layers, "num_attention_heads": c.qformer_heads,
+            "cross_attention_frequency": 2, "encoder_hidden_size": c.vision_dim,
+            "vocab_size": 30523 if preset == "sd15" else len(qtok.get_vocab()),
+            "max_position_embeddings": max(64, c.qformer_length), "use_qformer_text_input": True,
+            "initializer_range": c.qformer_init,
         },
-        text_config={
-            "model_type": "opt",
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "ffn_dim": 32,
-            "num_attention_heads": 2,
-            "vocab_size": 64,
-            "word_embed_proj_dim": 32,
-        },
-        num_query_tokens=8,
+        text_config={"model_type": "opt", "hidden_size": 32, "num_hidden_layers": 1, "ffn_dim": 32,
+                     "num_attention_heads": 2, "vocab_size": 64, "word_embed_proj_dim": 32},
+        num_query_tokens=c.queries,
         image_text_hidden_size=16,
     )
     blip2_config._attn_implementation = "eager"
@@ -141,21 +184,21 @@ def build_tiny_model(seed: int = 0) -> AnomalyControlModel:
         # Spread the learned queries so query->image attention is not uniform from the start.
         blip2.query_tokens.normal_(0.0, 1.0)
     scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        num_train_timesteps=1000,
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000,
     )
     model = AnomalyControlModel(config, unet, vae, text_encoder, tokenizer, scheduler, blip2, qtok)
     with torch.no_grad():
         # Non-zero adapter weights, so the reference visibly changes the UNet's output.
         for p in model.adapter_state_dict().values():
             if p.dim() > 1:
-                p.normal_(0.0, 0.2)
+                p.normal_(0.0, 0.2 if preset == "tiny" else 0.02)
     return model
+
+
+def build_tiny_model(seed: int = 0) -> AnomalyControlModel:
+    """Every part of AnomalyControl at toy size (64 px images, 8x8 attention grid, 4 semantic tokens)."""
+    return build_model("tiny", seed)
 
 
 def make_tiny_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
@@ -196,27 +239,11 @@ def make_box_mask(size: int, top: int, left: int, height: int, width: int) -> np
     return mask
 
 
-def sd15_unet_config() -> dict:
-    """Stable Diffusion 1.5 inpainting UNet's architecture (the hub config's values), for random-weight runs."""
-    return {
-        "sample_size": 64,
-        "in_channels": 9,
-        "out_channels": 4,
-        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        "block_out_channels": (320, 640, 1280, 1280),
-        "layers_per_block": 2,
-        "cross_attention_dim": 768,
-        "attention_head_dim": 8,
-        "norm_num_groups": 32,
-    }
-
-
 def build_sd15_sga_unet(seed: int = 0, num_tokens: int = 4) -> UNet2DConditionModel:
-    """A real-size SGA UNet with random weights (~860 M parameters, 3.4 GB in fp32)."""
+    """A real-size SGA UNet alone, random weights (~860 M parameters, 3.4 GB in fp32)."""
     from .models.sga import install_sga
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**sd15_unet_config())
+    unet = UNet2DConditionModel(**PRESETS["sd15"].unet_config())
     install_sga(unet, num_tokens)
     return unet.eval().requires_grad_(False)
