@@ -124,6 +124,11 @@ class Synthesizer:
         # Fast tokenizers keep padding state in Rust and are not safe to share across threads.
         self._tokenizer_lock = threading.Lock()
 
+    def clear_caches(self) -> None:
+        """Forget cached text embeddings and reference features (e.g. to time a cold reference)."""
+        self._text_cache = LRUCache(self._text_cache.capacity)
+        self._reference_cache = LRUCache(self._reference_cache.capacity)
+
     def info(self) -> dict:
         """What actually runs: backend, providers and precision per component, and the engine dir's summary."""
         components = (self.manifest or {}).get("components", {})
