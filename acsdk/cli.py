@@ -13,15 +13,49 @@ from .errors import ACSDKError
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    s = run_demo(args.out, count=args.count, seed=args.seed, steps=args.steps)
-    print(f"acsdk demo: {len(s.images)} synthetic anomalies written to {s.out_dir}/image (masks in {s.out_dir}/mask)")
+    s = run_demo(args.out, per_type=args.per_type, seed=args.seed, steps=args.steps, engines=args.engines)
+    print(f"acsdk demo: {len(s.images)} synthetic anomalies (procedural MVTec-style data, ONNX engines in {s.engines})")
+    print(f"training set: {s.out_dir / 'synthetic'} (<category>/<defect>/image, mask, metadata.jsonl)")
     print(f"contact sheet: {s.contact_sheet}")
-    print(f"ASEA in-mask attention r: {s.asea['r_before']:.3f} -> {s.asea['r_after']:.3f}")
+    if s.asea:
+        print(f"ASEA in-mask attention r: {s.asea['r_before']:.3f} -> {s.asea['r_after']:.3f}")
     t = s.timings
     print(
         f"mean per image: total {t['total']:.2f} s (denoise {t['denoise']:.2f} s over {int(t['denoise_steps'])} steps)"
     )
     print(f"note: {s.note}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    defects = [d.strip() for d in args.defects.split(",") if d.strip()] if args.defects else None
+    s = generate(
+        args.engines,
+        args.data,
+        args.category,
+        args.per_type,
+        args.out,
+        defects=defects,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        strength=args.strength,
+        guidance_scale=args.guidance,
+        asea_steps=args.asea_steps,
+        max_mask_fraction=args.max_mask_fraction,
+        foreground=not args.no_foreground,
+        captions=args.captions,
+        resume=args.resume,
+        backend=args.backend,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    for defect, n in s.total.items():
+        print(f"{s.out_dir / defect}: {n} pairs ({s.written[defect]} new)")
+    if s.skipped:
+        print(f"skipped {len(s.skipped)} unreadable inputs (listed in {s.out_dir / 'skipped.json'})")
+    print(f"done in {s.seconds:.1f} s; contact sheets: {', '.join(str(p) for p in s.contact_sheets)}")
     return 0
 
 
@@ -90,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="synthesize a few anomalies on the embedded default model, offline")
     demo.add_argument("--out", default="acsdk-demo", help="output directory (default: ./acsdk-demo)")
-    demo.add_argument("--count", type=int, default=4, help="how many images to synthesize")
+    demo.add_argument("--per-type", type=int, default=2, help="synthetic images per defect type (3 types)")
+    demo.add_argument("--engines", help="use this engine dir instead of compiling the demo model")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
     demo.set_defaults(func=_demo)
@@ -123,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--semantic-scale", type=float, default=1.0, help="SGA lambda (paper: 1.0)")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synth)
+
+    gen = sub.add_parser("generate", help="synthesize a training set from MVTec-shaped data (resumable)")
+    engine_args(gen)
+    gen.add_argument("--data", required=True, help="MVTec AD root (<category>/train/good, test/<defect>, ...)")
+    gen.add_argument("--category", required=True, help="e.g. bottle")
+    gen.add_argument("--defects", help="comma-separated defect types (default: all with references)")
+    gen.add_argument("--per-type", type=int, required=True, help="pairs to write per defect type")
+    gen.add_argument("--out", required=True, help="output root; writes OUT/<category>/<defect>/{image,mask}/")
+    gen.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
+    gen.add_argument("--seed", type=int, default=0, help="index i of a defect depends only on (seed, defect, i)")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--strength", type=float, default=0.7)
+    gen.add_argument("--guidance", type=float, default=7.0)
+    gen.add_argument("--asea-steps", type=int, default=5)
+    gen.add_argument("--max-mask-fraction", type=float, default=0.25, help="largest target mask, as image fraction")
+    gen.add_argument("--no-foreground", action="store_true", help="do not keep target masks on the object")
+    gen.add_argument("--captions", help="JSON mapping image file -> sentence (overrides the prompt template)")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_generate)
 
     inf = sub.add_parser("info", help="show what an engine dir runs on here (backends, providers, precision)")
     inf.add_argument("engines", help="engine dir")

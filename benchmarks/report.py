@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="directory for results.json, report.md and charts")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (after 1 warm-up)")
     p.add_argument("--steps", type=int, default=PAPER["num_inference_steps"], help="DDIM steps (paper: 50)")
+    p.add_argument("--update", action="store_true", help="keep the sections already in --out/results.json")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: "
                    "components,end_to_end,scaling,cold_start,diffusers")
     args = p.parse_args(argv)
@@ -356,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = CONFIGS[args.config]
     results: dict = {"config": args.config, "repeat": args.repeat, "environment": environment()}
+    if args.update and (out / "results.json").is_file():
+        results = {**json.loads((out / "results.json").read_text()), "environment": environment()}
     if cfg.end_to_end:
         ckpt = checkpoint(args.config)
         edir = engines(args.config)

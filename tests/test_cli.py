@@ -6,22 +6,23 @@ from PIL import Image
 from acsdk.cli import main
 
 
-def test_demo_writes_images_masks_sheet_and_summary(tmp_path, monkeypatch, capsys):
+def test_demo_writes_a_training_set_sheet_and_summary(tmp_path, monkeypatch, capsys, engine_dir):
     monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--count", "2", "--steps", "6"]) == 0
-    images = sorted((out / "image").glob("*.png"))
-    masks = sorted((out / "mask").glob("*.png"))
-    assert len(images) == 2 and len(masks) == 2
+    assert main(["demo", "--out", str(out), "--per-type", "1", "--steps", "6", "--engines", str(engine_dir)]) == 0
+    synthetic = out / "synthetic" / "plate"
+    images = sorted(synthetic.glob("*/image/*.png"))
+    masks = sorted(synthetic.glob("*/mask/*.png"))
+    assert len(images) == 3 and len(masks) == 3  # one per defect type
     assert Image.open(images[0]).mode == "RGB"
     assert set(np.unique(np.asarray(Image.open(masks[0])))) == {0, 255}
+    assert (out / "data" / "plate" / "train" / "good").is_dir()
     sheet = Image.open(out / "contact_sheet.png")
-    assert 3 * 128 < sheet.width < 4 * 128 and 2 * 128 < sheet.height < 3 * 128  # 2 rows x 3 columns
+    assert 4 * 128 < sheet.width < 5 * 128 and 3 * 128 < sheet.height < 4 * 128  # 3 rows x 4 columns
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 2 and "random" in summary["note"]
+    assert summary["images"] == 3 and "random" in summary["note"]
     printed = capsys.readouterr().out
     assert str(out) in printed and "contact sheet" in printed
-    assert (tmp_path / "cache").is_dir()
 
 
 def test_import_ip_adapter_cli_errors_exit_2(tmp_path, tiny_ckpt, capsys):

@@ -1,0 +1,288 @@
+"""`acsdk generate`: a synthetic training set from MVTec-shaped data, deterministic and resumable.
+
+    OUT/<category>/generate.json                    the settings; a resume must match them
+    OUT/<category>/<defect>/image/<i>.png           synthetic anomaly
+    OUT/<category>/<defect>/mask/<i>.png            its label mask
+    OUT/<category>/<defect>/metadata.jsonl          one line per finished pair (the record of completion)
+    OUT/<category>/<defect>/contact_sheet.png       normal | mask | result
+    OUT/<category>/skipped.json                     unreadable inputs, skipped with a warning
+
+Index i of a defect type depends only on (seed, defect, i): re-running, resuming or extending gives the
+same files. A pair is written to temporary names and renamed; its metadata line is appended last, so an
+interrupted run leaves either a complete, recorded pair or nothing that a resume will not redo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .contact_sheet import contact_sheet
+from .data.masks import estimate_foreground, sample_target_mask
+from .data.mvtec import MVTecCategory, load_category
+from .data.prompts import DEFAULT_TEMPLATE, PromptSource
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+SETTINGS_FILE = "generate.json"
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Everything that decides the output bytes (compared on --resume; per-type and defects may grow)."""
+
+    seed: int
+    num_inference_steps: int
+    strength: float
+    guidance_scale: float
+    asea_steps: int
+    semantic_scale: float
+    max_mask_fraction: float
+    foreground: bool
+    template: str
+    captions_sha: str | None
+    engine_manifest_sha256: str | None
+
+
+@dataclass
+class GenerateSummary:
+    out_dir: Path
+    written: dict[str, int]  # defect -> pairs written in this run
+    total: dict[str, int]  # defect -> pairs present
+    seconds: float
+    skipped: list[dict]
+    contact_sheets: list[Path]
+
+
+def _index_rng(seed: int, defect: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(defect.encode()), index])
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _load_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) > 127
+
+
+def _read_done(meta: Path, image_dir: Path, mask_dir: Path) -> dict[int, dict]:
+    """Indices recorded as finished; a torn last line (killed mid-append) is dropped and rewritten."""
+    done: dict[int, dict] = {}
+    if not meta.is_file():
+        return done
+    lines = meta.read_text().splitlines()
+    good = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        name = f"{rec['index']:04d}.png"
+        if (image_dir / name).is_file() and (mask_dir / name).is_file() and rec["index"] not in done:
+            done[rec["index"]] = rec
+            good.append(line)
+    if len(good) != len(lines):
+        tmp = meta.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(g + "\n" for g in good))
+        os.replace(tmp, meta)
+    return done
+
+
+def _write_pair(image: Image.Image, mask: Image.Image, image_path: Path, mask_path: Path) -> None:
+    for im, path in ((mask, mask_path), (image, image_path)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        im.save(tmp, format="PNG")
+        os.replace(tmp, path)
+
+
+def _append(meta: Path, record: dict) -> None:
+    with open(meta, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_out(root: Path, settings: GenerateSettings, resume: bool) -> None:
+    file = root / SETTINGS_FILE
+    if file.is_file():
+        stored = json.loads(file.read_text())
+        if not resume:
+            raise InputError(
+                "out", f"a new directory, or --resume to continue the run in {root}", "a directory holding results"
+            )
+        diff = {k: (stored.get(k), v) for k, v in dataclasses.asdict(settings).items() if stored.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+            raise InputError("out", "results made with the same settings to resume", f"other settings ({detail})")
+    elif root.is_dir() and any(root.iterdir()):
+        raise InputError("out", "a new or empty directory", f"'{root}', which holds other files")
+
+
+def generate(
+    engines: str | os.PathLike | None,
+    data: str | os.PathLike,
+    category: str,
+    per_type: int,
+    out: str | os.PathLike,
+    *,
+    defects: list[str] | None = None,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    strength: float = 0.7,
+    guidance_scale: float = 7.0,
+    asea_steps: int = 5,
+    semantic_scale: float = 1.0,
+    max_mask_fraction: float = 0.25,
+    foreground: bool = True,
+    template: str = DEFAULT_TEMPLATE,
+    captions: str | os.PathLike | None = None,
+    resume: bool = False,
+    backend: str = "auto",
+    device: str | None = None,
+    synthesizer=None,
+    progress: bool = True,
+) -> GenerateSummary:
+    """Write `per_type` synthetic pairs for each defect type of `category`; see the module docstring."""
+    from .synthesizer import Synthesizer  # heavy import, after argument checks below would be nicer but simple
+
+    started = time.perf_counter()
+    if isinstance(per_type, bool) or not isinstance(per_type, int) or per_type < 1:
+        raise InputError("per_type", "an integer >= 1", repr(per_type))
+    if not 0.0 < max_mask_fraction <= 1.0:
+        raise InputError("max_mask_fraction", "a fraction in (0, 1]", repr(max_mask_fraction))
+    cat: MVTecCategory = load_category(data, category, defects)
+    for defect in cat.anomalies:
+        if not cat.references(defect):
+            n = len(cat.anomalies[defect])
+            raise InputError(
+                "defects",
+                "defect types with at least 3 anomaly images (the first third are references)",
+                f"'{defect}' with {n}",
+            )
+    prompts = PromptSource(template, captions)
+    manifest_sha = None
+    if synthesizer is None:
+        if engines is None:
+            raise InputError("engines", "an engine dir built by `python -m export.build`", "None")
+        n_refs = sum(len(cat.references(d)) for d in cat.anomalies)
+        synthesizer = Synthesizer(engines, backend=backend, device=device, cache_size=max(64, n_refs + 8))
+    if synthesizer.engine_dir is not None:
+        from runtime.manifest import MANIFEST_NAME, sha256_file
+
+        manifest_sha = sha256_file(Path(synthesizer.engine_dir) / MANIFEST_NAME)
+    settings = GenerateSettings(
+        seed=int(seed),
+        num_inference_steps=int(num_inference_steps),
+        strength=float(strength),
+        guidance_scale=float(guidance_scale),
+        asea_steps=int(asea_steps),
+        semantic_scale=float(semantic_scale),
+        max_mask_fraction=float(max_mask_fraction),
+        foreground=bool(foreground),
+        template=template,
+        captions_sha=None if captions is None else zlib.crc32(Path(captions).read_bytes()).__format__("08x"),
+        engine_manifest_sha256=manifest_sha,
+    )
+    root = Path(out) / category
+    _check_out(root, settings, resume)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_settings = root / f".{SETTINGS_FILE}.tmp"
+    tmp_settings.write_text(json.dumps(dataclasses.asdict(settings), indent=2))
+    os.replace(tmp_settings, root / SETTINGS_FILE)
+    (root / "skipped.json").write_text(json.dumps(cat.skipped, indent=2))
+
+    written: dict[str, int] = {}
+    total: dict[str, int] = {}
+    sheets: list[Path] = []
+    bar = tqdm(total=per_type * len(cat.anomalies), desc=f"generate {category}", unit="img", disable=not progress)
+    for defect in cat.anomalies:
+        ddir = root / defect
+        image_dir, mask_dir, meta = ddir / "image", ddir / "mask", ddir / "metadata.jsonl"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*image_dir.glob(".*.tmp"), *mask_dir.glob(".*.tmp")]:
+            stale.unlink()
+        done = _read_done(meta, image_dir, mask_dir)
+        refs = cat.references(defect)
+        ref_masks = [_load_mask(r.mask) for r in refs]
+        written[defect] = 0
+        bar.update(sum(1 for i in done if i < per_type))
+        for i in range(per_type):
+            if i in done:
+                continue
+            rng = _index_rng(settings.seed, defect, i)
+            normal_path = cat.normals[int(rng.integers(len(cat.normals)))]
+            ref = refs[int(rng.integers(len(refs)))]
+            normal = _load_rgb(normal_path)
+            fg = estimate_foreground(normal) if foreground else None
+            target = sample_target_mask(ref_masks, normal.shape[:2], rng, fg, max_mask_fraction)
+            run_seed = int(rng.integers(2**31 - 1))
+            prompt = prompts(category, defect)
+            ref_prompt = prompts(category, defect, ref.image.relative_to(cat.root))
+            res = synthesizer.run(
+                normal,
+                target.astype(np.uint8) * 255,
+                prompt,
+                ref.image,
+                ref.mask,
+                reference_prompt=ref_prompt,
+                seed=run_seed,
+                num_inference_steps=settings.num_inference_steps,
+                strength=settings.strength,
+                guidance_scale=settings.guidance_scale,
+                asea_steps=settings.asea_steps,
+                semantic_scale=settings.semantic_scale,
+            )
+            name = f"{i:04d}.png"
+            _write_pair(res.image, res.mask, image_dir / name, mask_dir / name)
+            _append(
+                meta,
+                {
+                    "index": i,
+                    "image": f"image/{name}",
+                    "mask": f"mask/{name}",
+                    "normal": str(normal_path.relative_to(cat.root)),
+                    "reference": str(ref.image.relative_to(cat.root)),
+                    "reference_mask": str(ref.mask.relative_to(cat.root)),
+                    "prompt": prompt,
+                    "reference_prompt": ref_prompt,
+                    "seed": run_seed,
+                    "settings": dataclasses.asdict(settings),
+                    "timings": {k: round(v, 4) for k, v in res.timings.items()},
+                    "asea": res.asea,
+                    "reference_cached": res.cache_hits.get("reference", False),
+                    "notes": res.notes,
+                },
+            )
+            written[defect] += 1
+            bar.update(1)
+        records = _read_done(meta, image_dir, mask_dir)
+        total[defect] = len(records)
+        sheets.append(_sheet(cat.root, ddir, records))
+    bar.close()
+    return GenerateSummary(root, written, total, time.perf_counter() - started, cat.skipped, sheets)
+
+
+def _sheet(data_root: Path, ddir: Path, records: dict[int, dict], rows: int = 8) -> Path:
+    tiles = []
+    for i in sorted(records)[:rows]:
+        rec = records[i]
+        tiles.append(
+            [Image.open(data_root / rec["normal"]), Image.open(ddir / rec["mask"]), Image.open(ddir / rec["image"])]
+        )
+    path = ddir / "contact_sheet.png"
+    contact_sheet(tiles, titles=("normal", "mask", "result")).save(path)
+    return path

@@ -1,0 +1,164 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acsdk import InputError
+from acsdk.data import make_mvtec_like
+from acsdk.generate import generate
+
+FAST = {"num_inference_steps": 10, "asea_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mvtec")
+    make_mvtec_like(root, "plate", n_good=4, n_per_defect=6, defects=("hole", "scratch"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def gen_synth(engine_dir):
+    import acsdk
+
+    return acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+
+
+def _files(root):
+    out = {}
+    for p in sorted(root.rglob("*.png")):
+        if p.name != "contact_sheet.png":
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def _records(root, defect):
+    recs = [json.loads(x) for x in (root / "plate" / defect / "metadata.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("timings"), r.pop("reference_cached")
+    return recs
+
+
+@pytest.fixture(scope="module")
+def first_run(gen_synth, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "out"
+    summary = generate(None, data, "plate", 3, out, synthesizer=gen_synth, seed=7, progress=False, **FAST)
+    return out, summary
+
+
+def test_layout_counts_and_metadata(first_run, data):
+    out, summary = first_run
+    assert summary.total == {"hole": 3, "scratch": 3} and summary.written == summary.total
+    for defect in ("hole", "scratch"):
+        d = out / "plate" / defect
+        assert sorted(p.name for p in (d / "image").iterdir()) == ["0000.png", "0001.png", "0002.png"]
+        assert sorted(p.name for p in (d / "mask").iterdir()) == ["0000.png", "0001.png", "0002.png"]
+        assert (d / "contact_sheet.png").is_file()
+        recs = _records(out, defect)
+        assert [r["index"] for r in recs] == [0, 1, 2]
+        for r in recs:
+            mask = np.asarray(Image.open(d / r["mask"]))
+            assert mask.any() and set(np.unique(mask)) <= {0, 255}
+            normal = Image.open(data / r["normal"])
+            assert Image.open(d / r["image"]).size == normal.size
+            assert r["reference"].startswith(f"plate/test/{defect}/")
+            assert r["reference"].split("/")[-1] in ("000.png", "001.png")  # the reference split only
+            assert r["prompt"] == f"a photo of a plate with a {defect}"
+            assert len(r["settings"]["engine_manifest_sha256"]) == 64
+    assert json.loads((out / "plate" / "generate.json").read_text())["seed"] == 7
+
+
+def test_same_seed_same_files_other_seed_differs(first_run, gen_synth, data, tmp_path):
+    out, _ = first_run
+    generate(None, data, "plate", 3, tmp_path / "again", synthesizer=gen_synth, seed=7, progress=False, **FAST)
+    assert _files(tmp_path / "again") == _files(out)
+    generate(None, data, "plate", 3, tmp_path / "other", synthesizer=gen_synth, seed=8, progress=False, **FAST)
+    assert _files(tmp_path / "other") != _files(out)
+
+
+def test_resume_extends_without_touching_finished_pairs(first_run, gen_synth, data, tmp_path):
+    import shutil
+
+    out, _ = first_run
+    work = shutil.copytree(out, tmp_path / "w")
+    before = _files(work)
+    s = generate(None, data, "plate", 4, work, synthesizer=gen_synth, seed=7, resume=True, progress=False, **FAST)
+    assert s.written == {"hole": 1, "scratch": 1} and s.total == {"hole": 4, "scratch": 4}
+    after = _files(work)
+    assert all(after[k] == v for k, v in before.items())
+    assert [r["index"] for r in _records(work, "hole")] == [0, 1, 2, 3]
+
+
+def test_kill_and_resume_equals_uninterrupted(gen_synth, data, tmp_path, engine_dir):
+    per_type = 8
+    args = [sys.executable, "-m", "acsdk", "generate", "--engines", str(engine_dir), "--backend", "onnxruntime",
+            "--device", "cpu", "--data", str(data), "--category", "plate", "--per-type", str(per_type),
+            "--out", str(tmp_path / "killed"), "--seed", "3", "--steps", "10", "--asea-steps", "2", "-q"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = tmp_path / "killed" / "plate" / "hole" / "metadata.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if meta.is_file() and len(meta.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(meta.read_text().splitlines())
+    assert 3 <= partial < per_type
+    resumed = generate(None, data, "plate", per_type, tmp_path / "killed", synthesizer=gen_synth, seed=3,
+                       resume=True, progress=False, **FAST)
+    assert resumed.written["hole"] == per_type - partial and resumed.total == {"hole": per_type, "scratch": per_type}
+    whole = generate(None, data, "plate", per_type, tmp_path / "whole", synthesizer=gen_synth, seed=3,
+                     progress=False, **FAST)
+    assert whole.total == resumed.total
+    assert _files(tmp_path / "killed") == _files(tmp_path / "whole")
+    for defect in ("hole", "scratch"):
+        assert _records(tmp_path / "killed", defect) == _records(tmp_path / "whole", defect)
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_bad_inputs(first_run, gen_synth, data, tmp_path):
+    out, _ = first_run
+    with pytest.raises(InputError) as err:
+        generate(None, data, "plate", 0, tmp_path / "x", synthesizer=gen_synth)
+    assert err.value.argument == "per_type"
+    with pytest.raises(InputError, match="--resume") as err:
+        generate(None, data, "plate", 3, out, synthesizer=gen_synth, seed=7, progress=False, **FAST)
+    assert err.value.argument == "out"
+    with pytest.raises(InputError, match="other settings") as err:
+        generate(None, data, "plate", 3, out, synthesizer=gen_synth, seed=8, resume=True, progress=False, **FAST)
+    assert "seed" in str(err.value)
+    (tmp_path / "busy" / "plate").mkdir(parents=True)
+    (tmp_path / "busy" / "plate" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="holds other files"):
+        generate(None, data, "plate", 1, tmp_path / "busy", synthesizer=gen_synth, progress=False, **FAST)
+    with pytest.raises(InputError) as err:
+        generate(None, data, "plate", 1, tmp_path / "y", defects=["dent"], synthesizer=gen_synth)
+    assert err.value.argument == "defects"
+    with pytest.raises(InputError) as err:
+        generate(None, tmp_path / "nowhere", "plate", 1, tmp_path / "z", synthesizer=gen_synth)
+    assert err.value.argument == "data"
+
+
+def test_defect_without_references_is_refused(gen_synth, tmp_path):
+    make_mvtec_like(tmp_path / "d", "plate", n_good=2, n_per_defect=2, defects=("hole",))
+    with pytest.raises(InputError, match="'hole' with 2"):
+        generate(None, tmp_path / "d", "plate", 1, tmp_path / "o", synthesizer=gen_synth)
+
+
+def test_corrupt_normal_is_skipped_and_run_continues(gen_synth, tmp_path):
+    make_mvtec_like(tmp_path / "d", "plate", n_good=3, n_per_defect=3, defects=("hole",))
+    (tmp_path / "d/plate/train/good/000.png").write_bytes(b"\x89PNG broken")
+    s = generate(None, tmp_path / "d", "plate", 2, tmp_path / "o", synthesizer=gen_synth, progress=False, **FAST)
+    assert s.total == {"hole": 2}
+    skipped = json.loads((tmp_path / "o" / "plate" / "skipped.json").read_text())
+    assert [x["file"].split("/")[-1] for x in skipped] == ["000.png"]
+    assert all(r["normal"] != "plate/train/good/000.png" for r in _records(tmp_path / "o", "hole"))
