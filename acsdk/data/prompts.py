@@ -26,9 +26,10 @@ class PromptSource:
             self.captions = data
 
     def __call__(self, category: str, defect: str, file: Path | None = None) -> str:
-        """Caption by path relative to the data root, by file name, else the template."""
+        """Caption by the longest matching path suffix (root-relative path ... file name), else the template."""
         if file is not None:
-            for key in (file.as_posix(), "/".join(file.parts[-3:]), file.name):
+            for start in range(len(file.parts)):
+                key = "/".join(file.parts[start:])
                 if key in self.captions:
                     return self.captions[key]
         return self.template.format(category=category.replace("_", " "), defect=defect.replace("_", " "))
