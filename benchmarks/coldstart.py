@@ -40,17 +40,34 @@ def main(argv: list[str] | None = None) -> int:
     import acsdk
     from acsdk.testing import make_box_mask, make_defect_pair, make_texture
 
-    synth = (acsdk.Synthesizer.from_checkpoint(args.path) if args.backend == "torch"
-             else acsdk.Synthesizer(args.path, backend=args.backend))
+    synth = (
+        acsdk.Synthesizer.from_checkpoint(args.path)
+        if args.backend == "torch"
+        else acsdk.Synthesizer(args.path, backend=args.backend)
+    )
     size = synth.parts.config.height
     t_loaded = time.perf_counter()
     ref, ref_mask = make_defect_pair(size, seed=3)
-    synth.run(make_texture(size, seed=1), make_box_mask(size, size // 3, size // 3, size // 4, size // 4), "a hole",
-              ref, ref_mask, num_inference_steps=args.steps)
+    synth.run(
+        make_texture(size, seed=1),
+        make_box_mask(size, size // 3, size // 3, size // 4, size // 4),
+        "a hole",
+        ref,
+        ref_mask,
+        num_inference_steps=args.steps,
+    )
     t_first = time.perf_counter()
     peak_kb = peak_rss_kb()
-    print(json.dumps({"backend": args.backend, "load_s": t_loaded - T0, "first_image_s": t_first - T0,
-                      "peak_rss_mb": peak_kb / 1024}))
+    print(
+        json.dumps(
+            {
+                "backend": args.backend,
+                "load_s": t_loaded - T0,
+                "first_image_s": t_first - T0,
+                "peak_rss_mb": peak_kb / 1024,
+            }
+        )
+    )
     return 0
 
 

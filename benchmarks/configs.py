@@ -42,8 +42,14 @@ def checkpoint(config: str, root: Path | None = None) -> Path:
     return path
 
 
-def engines(config: str, resolution: int | None = None, components: list[str] | None = None,
-            max_batch: int = 2, opset: int = 18, root: Path | None = None) -> Path:
+def engines(
+    config: str,
+    resolution: int | None = None,
+    components: list[str] | None = None,
+    max_batch: int = 2,
+    opset: int = 18,
+    root: Path | None = None,
+) -> Path:
     """The config's fp32 ONNX engine dir at `resolution` (default: the preset's), built on first use."""
     from export.build import build_engine_dir
 
@@ -51,6 +57,16 @@ def engines(config: str, resolution: int | None = None, components: list[str] | 
     tag = f"engines-{res}-b{max_batch}-o{opset}" + ("-" + "-".join(components) if components else "")
     path = (root or cache_dir() / "bench") / config / tag
     if not (path / "manifest.json").is_file():
-        build_engine_dir(checkpoint(config, root), path, backend="onnx", height=res, width=res, max_batch=max_batch,
-                         opset=opset, components=components, force=True, progress=True)
+        build_engine_dir(
+            checkpoint(config, root),
+            path,
+            backend="onnx",
+            height=res,
+            width=res,
+            max_batch=max_batch,
+            opset=opset,
+            components=components,
+            force=True,
+            progress=True,
+        )
     return path

@@ -89,8 +89,9 @@ def component_latency(ckpt: Path, engine_dir: Path, repeat: int) -> dict:
     for name, spec in SPECS.items():
         module = spec.build_module(model)
         entry = manifest.components[name]
-        ort_engine = OrtEngine(name, manifest.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"],
-                               torch.device("cpu"))
+        ort_engine = OrtEngine(
+            name, manifest.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"], torch.device("cpu")
+        )
         for batch in sorted({1, spec.batch_per_image}):
             inputs = spec.sample_inputs(dims, batch=batch)
             key = f"{name} (batch {batch})"
@@ -99,8 +100,12 @@ def component_latency(ckpt: Path, engine_dir: Path, repeat: int) -> dict:
                     "torch": measure(lambda m=module, i=inputs: m(**i), repeat=repeat).as_dict(),
                     "onnxruntime-cpu": measure(lambda e=ort_engine, i=inputs: e.run(i), repeat=repeat).as_dict(),
                 }
-            log.info("%s: torch %.4f s, ORT %.4f s", key, rows[key]["torch"]["median"],
-                     rows[key]["onnxruntime-cpu"]["median"])
+            log.info(
+                "%s: torch %.4f s, ORT %.4f s",
+                key,
+                rows[key]["torch"]["median"],
+                rows[key]["onnxruntime-cpu"]["median"],
+            )
     return rows
 
 
@@ -129,9 +134,12 @@ def _end_to_end_one(synth, settings: dict, repeat: int) -> dict:
         "end_to_end": e2e.as_dict(),
         "cached_reference": cached_stats.as_dict(),
         "reference_encoding": encoding.as_dict(),
-        "overhead": {"total_s": total, "component_calls_s": in_engines,
-                     "fraction": max(0.0, (total - in_engines) / total),
-                     "calls": {k: len(v) for k, v in ledger.items()}},
+        "overhead": {
+            "total_s": total,
+            "component_calls_s": in_engines,
+            "fraction": max(0.0, (total - in_engines) / total),
+            "calls": {k: len(v) for k, v in ledger.items()},
+        },
         "stages": dict(res.timings),
     }
 
@@ -142,8 +150,13 @@ def end_to_end(ckpt: Path, engine_dir: Path, repeat: int, steps: int) -> dict:
     out = {}
     for name, make in backends_for(ckpt, engine_dir).items():
         out[name] = r = _end_to_end_one(make(), settings, repeat)
-        log.info("%s: e2e %.3f s, cached ref %.3f s, overhead %.1f %%", name, r["end_to_end"]["median"],
-                 r["cached_reference"]["median"], 100 * r["overhead"]["fraction"])
+        log.info(
+            "%s: e2e %.3f s, cached ref %.3f s, overhead %.1f %%",
+            name,
+            r["end_to_end"]["median"],
+            r["cached_reference"]["median"],
+            100 * r["overhead"]["fraction"],
+        )
     return out
 
 
@@ -160,8 +173,13 @@ def diffusers_baseline(ckpt: Path, repeat: int, steps: int) -> dict:
 
     model = AnomalyControlModel.from_pretrained(ckpt)
     pipe = StableDiffusionInpaintPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-        scheduler=DDIMScheduler.from_config(model.scheduler_config), safety_checker=None, feature_extractor=None,
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=DDIMScheduler.from_config(model.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -175,17 +193,27 @@ def diffusers_baseline(ckpt: Path, repeat: int, steps: int) -> dict:
     scale = {"semantic_scale": torch.ones(1)}
 
     def run_diffusers():
-        return pipe(prompt_embeds=cond, negative_prompt_embeds=neg, image=Image.fromarray(image),
-                    mask_image=Image.fromarray(mask), height=size, width=size, strength=PAPER["strength"],
-                    num_inference_steps=steps, guidance_scale=PAPER["guidance_scale"],
-                    generator=torch.Generator().manual_seed(0), cross_attention_kwargs=scale)
+        return pipe(
+            prompt_embeds=cond,
+            negative_prompt_embeds=neg,
+            image=Image.fromarray(image),
+            mask_image=Image.fromarray(mask),
+            height=size,
+            width=size,
+            strength=PAPER["strength"],
+            num_inference_steps=steps,
+            guidance_scale=PAPER["guidance_scale"],
+            generator=torch.Generator().manual_seed(0),
+            cross_attention_kwargs=scale,
+        )
 
     cached = {k: v for k, v in PAPER.items() if k != "asea_steps"}
     cached["num_inference_steps"] = steps
     return {
         "diffusers_inpaint_pipeline": measure(run_diffusers, 1, repeat).as_dict(),
-        "acsdk_torch_reference": measure(lambda: synth.run(image, mask, PROMPT, reference=features, **cached), 1,
-                                         repeat).as_dict(),
+        "acsdk_torch_reference": measure(
+            lambda: synth.run(image, mask, PROMPT, reference=features, **cached), 1, repeat
+        ).as_dict(),
     }
 
 
@@ -193,8 +221,20 @@ def cold_start(ckpt: Path, engine_dir: Path, steps: int) -> dict:
     out = {}
     for backend, path in (("torch", ckpt), ("onnxruntime", engine_dir)):
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.coldstart", "--backend", backend, "--path", str(path), "--steps",
-             str(steps)], capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.coldstart",
+                "--backend",
+                backend,
+                "--path",
+                str(path),
+                "--steps",
+                str(steps),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         out[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
         log.info("cold start %s: %s", backend, out[backend])
@@ -216,21 +256,29 @@ def scaling(config: str, ckpt: Path, repeat: int) -> dict:
     for res in cfg.resolutions:
         e = Manifest.load(engines(config, res, components=["unet"]))
         entry = e.components["unet"]
-        ort_engine = OrtEngine("unet", e.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"],
-                               torch.device("cpu"))
+        ort_engine = OrtEngine(
+            "unet", e.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"], torch.device("cpu")
+        )
         dims = Dims.from_model(model, res, res)
         batches = cfg.batches if res == cfg.resolution else (2,)
         for batch in batches:
             inputs = spec.sample_inputs(dims, batch=batch)
             with torch.no_grad():
-                row = {"torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict(),
-                       "onnxruntime-cpu": measure(lambda i=inputs, o=ort_engine: o.run(i), 1, repeat).as_dict()}
+                row = {
+                    "torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict(),
+                    "onnxruntime-cpu": measure(lambda i=inputs, o=ort_engine: o.run(i), 1, repeat).as_dict(),
+                }
             if batch == 2:
                 by_res[res] = row
             if res == cfg.resolution:
                 by_batch[batch] = row
-            log.info("unet %d px batch %d: torch %.3f s, ORT %.3f s", res, batch, row["torch"]["median"],
-                     row["onnxruntime-cpu"]["median"])
+            log.info(
+                "unet %d px batch %d: torch %.3f s, ORT %.3f s",
+                res,
+                batch,
+                row["torch"]["median"],
+                row["onnxruntime-cpu"]["median"],
+            )
     return {"resolution": by_res, "batch": by_batch}
 
 
@@ -247,8 +295,10 @@ def charts(results: dict, out: Path) -> list[str]:
         names = list(e2e)
         for i, key in enumerate(("end_to_end", "cached_reference")):
             vals = [e2e[n][key]["median"] for n in names]
-            errs = [[e2e[n][key]["median"] - e2e[n][key]["p25"] for n in names],
-                    [e2e[n][key]["p75"] - e2e[n][key]["median"] for n in names]]
+            errs = [
+                [e2e[n][key]["median"] - e2e[n][key]["p25"] for n in names],
+                [e2e[n][key]["p75"] - e2e[n][key]["median"] for n in names],
+            ]
             ax.bar([x + i * 0.4 for x in range(len(names))], vals, 0.4, yerr=errs, label=key.replace("_", " "))
         ax.set_xticks([x + 0.2 for x in range(len(names))], names)
         ax.set_ylabel("seconds per image")
@@ -290,21 +340,31 @@ def charts(results: dict, out: Path) -> list[str]:
 
 def markdown(results: dict, images: list[str]) -> str:
     env = results["environment"]
-    lines = [f"# acsdk benchmark — config `{results['config']}`", "",
-             f"{env['date']}, {env['cpu']}, {env['cores']} cores, torch threads {env['torch_threads']}, "
-             f"GPU: {env['gpu'] or 'none'}. Versions: "
-             + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".", "",
-             f"Medians of {results['repeat']} runs after warm-up (p25–p75 in results.json). Random weights.", ""]
+    lines = [
+        f"# acsdk benchmark — config `{results['config']}`",
+        "",
+        f"{env['date']}, {env['cpu']}, {env['cores']} cores, torch threads {env['torch_threads']}, "
+        f"GPU: {env['gpu'] or 'none'}. Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        "",
+        f"Medians of {results['repeat']} runs after warm-up (p25–p75 in results.json). Random weights.",
+        "",
+    ]
     e2e = results.get("end_to_end")
     if e2e:
         base = e2e["torch"]["end_to_end"]["median"]
-        lines += ["## End to end per image (50 steps x strength 0.7 = 35 UNet calls, CFG 7, ASEA 5)", "",
-                  "| backend | fresh reference (s) | cached reference (s) | speed-up vs torch | reference encoding (s) "
-                  "| runtime overhead |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## End to end per image (50 steps x strength 0.7 = 35 UNet calls, CFG 7, ASEA 5)",
+            "",
+            "| backend | fresh reference (s) | cached reference (s) | speed-up vs torch | reference encoding (s) "
+            "| runtime overhead |",
+            "|---|---|---|---|---|---|",
+        ]
         for n, r in e2e.items():
-            lines.append(f"| {n} | {r['end_to_end']['median']:.3f} | {r['cached_reference']['median']:.3f} | "
-                         f"{base / r['end_to_end']['median']:.2f}x | {r['reference_encoding']['median']:.3f} | "
-                         f"{100 * r['overhead']['fraction']:.1f} % |")
+            lines.append(
+                f"| {n} | {r['end_to_end']['median']:.3f} | {r['cached_reference']['median']:.3f} | "
+                f"{base / r['end_to_end']['median']:.2f}x | {r['reference_encoding']['median']:.3f} | "
+                f"{100 * r['overhead']['fraction']:.1f} % |"
+            )
         lines.append("")
     comp = results.get("components")
     if comp:
@@ -323,17 +383,27 @@ def markdown(results: dict, images: list[str]) -> str:
         lines.append("")
     cs = results.get("cold_start")
     if cs:
-        lines += ["## Cold start and memory (fresh process each)", "",
-                  "| backend | process start to loaded (s) | to first image (s) | peak RSS (MB) |", "|---|---|---|---|"]
+        lines += [
+            "## Cold start and memory (fresh process each)",
+            "",
+            "| backend | process start to loaded (s) | to first image (s) | peak RSS (MB) |",
+            "|---|---|---|---|",
+        ]
         for n, r in cs.items():
             lines.append(f"| {n} | {r['load_s']:.2f} | {r['first_image_s']:.2f} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
     db = results.get("diffusers")
     if db:
-        lines += ["## Against diffusers", "", "diffusers' `StableDiffusionInpaintPipeline` driving the same SGA "
-                  "UNet and modules, same settings and cached semantic tokens:", "",
-                  f"- diffusers: {db['diffusers_inpaint_pipeline']['median']:.3f} s per image",
-                  f"- acsdk torch reference: {db['acsdk_torch_reference']['median']:.3f} s per image", ""]
+        lines += [
+            "## Against diffusers",
+            "",
+            "diffusers' `StableDiffusionInpaintPipeline` driving the same SGA "
+            "UNet and modules, same settings and cached semantic tokens:",
+            "",
+            f"- diffusers: {db['diffusers_inpaint_pipeline']['median']:.3f} s per image",
+            f"- acsdk torch reference: {db['acsdk_torch_reference']['median']:.3f} s per image",
+            "",
+        ]
     lines += [f"![{i}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -346,8 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (after 1 warm-up)")
     p.add_argument("--steps", type=int, default=PAPER["num_inference_steps"], help="DDIM steps (paper: 50)")
     p.add_argument("--update", action="store_true", help="keep the sections already in --out/results.json")
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                   "components,end_to_end,scaling,cold_start,diffusers")
+    p.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: components,end_to_end,scaling,cold_start,diffusers",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     for name in ("benchmarks", "export.build", "acsdk"):
@@ -390,9 +463,24 @@ def sd15_unet(repeat: int) -> dict:
     from export.specs import SPECS, Dims
     from runtime.onnxruntime_engine import OrtEngine
 
-    dims = Dims(height=512, width=512, latent_height=64, latent_width=64, latent_channels=4, latent_moments=8,
-                unet_in_channels=9, text_length=77, text_dim=768, text_vocab=49408, vision_size=224,
-                image_tokens=257, vision_dim=1408, qformer_length=32, qformer_vocab=30523, semantic_tokens=4)
+    dims = Dims(
+        height=512,
+        width=512,
+        latent_height=64,
+        latent_width=64,
+        latent_channels=4,
+        latent_moments=8,
+        unet_in_channels=9,
+        text_length=77,
+        text_dim=768,
+        text_vocab=49408,
+        vision_size=224,
+        image_tokens=257,
+        vision_dim=1408,
+        qformer_length=32,
+        qformer_vocab=30523,
+        semantic_tokens=4,
+    )
     spec = SPECS["unet"]
     module = SGAUNet(build_sd15_sga_unet())
     path = cache_dir() / "bench" / "sd15" / "unet.onnx"

@@ -1,7 +1,7 @@
 """pytest-benchmark suites: component calls and whole images per backend (not part of the default tests).
 
-    pytest benchmarks/ --benchmark-only                  # tiny config
-    ACSDK_BENCH_CONFIG=small pytest benchmarks/ --benchmark-only --benchmark-columns=median,iqr
+pytest benchmarks/ --benchmark-only                  # tiny config
+ACSDK_BENCH_CONFIG=small pytest benchmarks/ --benchmark-only --benchmark-columns=median,iqr
 """
 
 import pytest
@@ -43,8 +43,9 @@ def test_image_cached_reference(benchmark, synthesizers, scene, backend):
     features = synth.encode_reference(ref, ref_mask, PROMPT)
     settings = {k: v for k, v in PAPER.items() if k != "asea_steps"}
     benchmark.group = "image, paper settings, cached reference"
-    result = benchmark.pedantic(lambda: synth.run(image, mask, PROMPT, reference=features, **settings), rounds=3,
-                                warmup_rounds=1)
+    result = benchmark.pedantic(
+        lambda: synth.run(image, mask, PROMPT, reference=features, **settings), rounds=3, warmup_rounds=1
+    )
     assert result.image.size == (image.shape[1], image.shape[0])
 
 

@@ -20,8 +20,7 @@ def test_ledger_sees_every_engine_call(tiny_ckpt, scene):
 
     synth = acsdk.Synthesizer.from_checkpoint(tiny_ckpt)
     ledger = instrument(synth.parts.engines)
-    res = synth.run(scene["image"], scene["mask"], "a hole", scene["reference_image"], scene["reference_mask"],
-                    **FAST)
+    res = synth.run(scene["image"], scene["mask"], "a hole", scene["reference_image"], scene["reference_mask"], **FAST)
     assert len(ledger["unet"]) == res.timings["denoise_steps"]
     assert len(ledger["vae_encoder"]) == 1 and len(ledger["vae_decoder"]) == 1
     assert len(ledger["csm_vision"]) == 1 and len(ledger["csm_qformer"]) == 1 and len(ledger["text_encoder"]) == 1

@@ -97,9 +97,33 @@ def test_resume_extends_without_touching_finished_pairs(first_run, gen_synth, da
 
 def test_kill_and_resume_equals_uninterrupted(gen_synth, data, tmp_path, engine_dir):
     per_type = 8
-    args = [sys.executable, "-m", "acsdk", "generate", "--engines", str(engine_dir), "--backend", "onnxruntime",
-            "--device", "cpu", "--data", str(data), "--category", "plate", "--per-type", str(per_type),
-            "--out", str(tmp_path / "killed"), "--seed", "3", "--steps", "10", "--asea-steps", "2", "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "acsdk",
+        "generate",
+        "--engines",
+        str(engine_dir),
+        "--backend",
+        "onnxruntime",
+        "--device",
+        "cpu",
+        "--data",
+        str(data),
+        "--category",
+        "plate",
+        "--per-type",
+        str(per_type),
+        "--out",
+        str(tmp_path / "killed"),
+        "--seed",
+        "3",
+        "--steps",
+        "10",
+        "--asea-steps",
+        "2",
+        "-q",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     meta = tmp_path / "killed" / "plate" / "hole" / "metadata.jsonl"
@@ -113,11 +137,22 @@ def test_kill_and_resume_equals_uninterrupted(gen_synth, data, tmp_path, engine_
     proc.wait()
     partial = len(meta.read_text().splitlines())
     assert 3 <= partial < per_type
-    resumed = generate(None, data, "plate", per_type, tmp_path / "killed", synthesizer=gen_synth, seed=3,
-                       resume=True, progress=False, **FAST)
+    resumed = generate(
+        None,
+        data,
+        "plate",
+        per_type,
+        tmp_path / "killed",
+        synthesizer=gen_synth,
+        seed=3,
+        resume=True,
+        progress=False,
+        **FAST,
+    )
     assert resumed.written["hole"] == per_type - partial and resumed.total == {"hole": per_type, "scratch": per_type}
-    whole = generate(None, data, "plate", per_type, tmp_path / "whole", synthesizer=gen_synth, seed=3,
-                     progress=False, **FAST)
+    whole = generate(
+        None, data, "plate", per_type, tmp_path / "whole", synthesizer=gen_synth, seed=3, progress=False, **FAST
+    )
     assert whole.total == resumed.total
     assert _files(tmp_path / "killed") == _files(tmp_path / "whole")
     for defect in ("hole", "scratch"):

@@ -67,12 +67,11 @@ def make_mvtec_like(
     cat = Path(root) / category
     for sub in ("train/good", "test/good"):
         (cat / sub).mkdir(parents=True, exist_ok=True)
-    to_img = lambda a: Image.fromarray(
-        (np.clip(a, 0, 1) * 255).round().astype(np.uint8)[:, :, 0]
-        if gray
-        # noqa: E731
-        else (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
-    )
+
+    def to_img(a: np.ndarray) -> Image.Image:
+        u8 = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+        return Image.fromarray(u8[:, :, 0] if gray else u8)
+
     for i in range(n_good):
         to_img(_surface(size, rng, gray)).save(cat / "train/good" / f"{i:03d}.png")
     for i in range(2):
