@@ -30,7 +30,7 @@ _WORDS = (
 ).split()
 
 
-def _clip_tokenizer() -> CLIPTokenizer:
+def tiny_clip_tokenizer() -> CLIPTokenizer:
     """A character-level BPE vocabulary: every ASCII word tokenizes, no download needed."""
     chars = string.ascii_lowercase + string.digits + string.punctuation
     vocab: dict[str, int] = {}
@@ -49,7 +49,7 @@ def _clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _bert_tokenizer(model_max_length: int) -> BertTokenizer:
+def tiny_bert_tokenizer(model_max_length: int) -> BertTokenizer:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab_list = specials + _WORDS + pieces + ["##" + c for c in string.ascii_lowercase + string.digits]
@@ -219,7 +219,7 @@ def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
         norm_num_groups=c.vae_groups,
         sample_size=c.resolution,
     )
-    tokenizer = _clip_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=c.text_vocab or len(tokenizer),
@@ -233,7 +233,7 @@ def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    qtok = _bert_tokenizer(c.qformer_length)
+    qtok = tiny_bert_tokenizer(c.qformer_length)
     blip2_config = Blip2Config(
         vision_config={
             "hidden_size": c.vision_dim,

@@ -66,6 +66,33 @@ class Dims:
             semantic_tokens=int(model.config.num_semantic_tokens),
         )
 
+    @classmethod
+    def from_preset(cls, name: str) -> Dims:
+        """Sizes of a `acsdk.testing.PRESETS` model without building it (a real-size model takes minutes)."""
+        from acsdk.testing import PRESETS, tiny_bert_tokenizer, tiny_clip_tokenizer
+
+        p = PRESETS[name]
+        latent = p.resolution // 2 ** (len(p.vae_blocks) - 1)
+        grid = p.vision_size // p.vision_patch
+        return cls(
+            height=p.resolution,
+            width=p.resolution,
+            latent_height=latent,
+            latent_width=latent,
+            latent_channels=4,
+            latent_moments=8,
+            unet_in_channels=9,
+            text_length=77,
+            text_dim=p.text_dim,
+            text_vocab=p.text_vocab or len(tiny_clip_tokenizer()),
+            vision_size=p.vision_size,
+            image_tokens=1 + grid * grid,
+            vision_dim=p.vision_dim,
+            qformer_length=p.qformer_length,
+            qformer_vocab=30523 if name == "sd15" else len(tiny_bert_tokenizer(p.qformer_length).get_vocab()),
+            semantic_tokens=p.semantic_tokens,
+        )
+
     def resolve(self, dim: int | str) -> int | str:
         return dim if isinstance(dim, int) or dim == BATCH else getattr(self, dim)
 

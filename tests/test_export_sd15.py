@@ -14,24 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_sd15_unet_exports_with_external_data_and_matches_torch(tmp_path):
     unet = build_sd15_sga_unet()
-    dims = Dims(
-        height=512,
-        width=512,
-        latent_height=64,
-        latent_width=64,
-        latent_channels=4,
-        latent_moments=8,
-        unet_in_channels=9,
-        text_length=77,
-        text_dim=768,
-        text_vocab=49408,
-        vision_size=224,
-        image_tokens=257,
-        vision_dim=1408,
-        qformer_length=32,
-        qformer_vocab=30523,
-        semantic_tokens=4,
-    )
+    dims = Dims.from_preset("sd15")
     spec = SPECS["unet"]
     module = SGAUNet(unet)
     path = export_onnx(spec, module, dims, 1, tmp_path / "unet.onnx", 18)
