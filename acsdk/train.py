@@ -226,6 +226,9 @@ def train(
     progress: bool = True,
 ) -> Path:
     out = Path(out)
+    cat = load_category(data, category)  # validate the data before writing anything
+    if not any(cat.references(d) for d in cat.anomalies):
+        raise InputError("data", f"anomaly images in the training split of '{category}'", "none")
     base_digest = checkpoint_digest(checkpoint)
     if out.exists() and not resume:
         raise InputError("out", "a new directory, or --resume to continue training there", f"'{out}', which exists")

@@ -88,3 +88,44 @@ def test_trained_output_exports(trained, tmp_path):
     from export.build import main
 
     assert main(["--checkpoint", str(trained), "--out", str(tmp_path / "e"), "--components", "csm_qformer", "-q"]) == 0
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_ckpt, data, tmp_path, monkeypatch):
+    import acsdk.train as train_mod
+
+    real = train_mod.loss_on_batch
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_mod, "loss_on_batch", flaky)
+    with pytest.raises(train_mod.TrainingError, match="step 3"):
+        train(tiny_ckpt, data, "plate", tmp_path / "n", CFG, progress=False)
+    state = json.loads((tmp_path / "n" / "training" / "state.json").read_text())
+    assert state["step"] == 2  # the save before the NaN step
+    AnomalyControlModel.from_pretrained(tmp_path / "n")  # still a loadable checkpoint
+
+
+def test_cli_bad_data_exits_2(tiny_ckpt, tmp_path, capsys):
+    from acsdk.train import main
+
+    code = main(
+        [
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--data",
+            str(tmp_path / "none"),
+            "--category",
+            "plate",
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "1",
+        ]
+    )
+    assert code == 2
+    assert "data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
