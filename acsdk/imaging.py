@@ -128,6 +128,12 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (area[0, 0] > 0).to(mask.dtype)
 
 
+def vision_pixels(image: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """A [3, H, W] image as the vision tower's input: resized to size x size, normalised, [1, 3, size, size]."""
+    resized = resize_image(image, size, size)
+    return ((resized - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))[None]
+
+
 def mask_coverage(mask: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
     """Fraction of each attention-grid cell covered by the mask (area interpolation).
 

@@ -211,11 +211,8 @@ class Synthesizer:
     ) -> SemanticFeatures:
         p = self.parts
         t0 = time.perf_counter()
-        size = p.vision_image_size
-        pixels = imaging.resize_image(ref, size, size)
-        mean = torch.tensor(p.config.image_mean).view(3, 1, 1)
-        std = torch.tensor(p.config.image_std).view(3, 1, 1)
-        pixels = ((pixels - mean) / std)[None].to(self.device)
+        pixels = imaging.vision_pixels(ref, p.vision_image_size, p.config.image_mean, p.config.image_std)
+        pixels = pixels.to(self.device)
         e_v = p.engines["csm_vision"].run({"pixel_values": pixels})["image_tokens"].float()
         timings["csm_vision"] = time.perf_counter() - t0
 

@@ -72,10 +72,7 @@ def encode_features(
     model: AnomalyControlModel, image: torch.Tensor, mask: torch.Tensor, text: str, asea_steps: int
 ) -> torch.Tensor:
     """The mean Q-Former query output after ASEA for one (image, own mask, caption): [qformer_dim]."""
-    size = model.vision_image_size
-    mean = torch.tensor(model.config.image_mean).view(3, 1, 1)
-    std = torch.tensor(model.config.image_std).view(3, 1, 1)
-    pixels = ((imaging.resize_image(image, size, size) - mean) / std)[None]
+    pixels = imaging.vision_pixels(image, model.vision_image_size, model.config.image_mean, model.config.image_std)
     e_v = model.blip2.vision_model(pixel_values=pixels).last_hidden_state
     tok = model.qformer_tokenizer(
         text, padding="max_length", truncation=True, max_length=model.config.qformer_max_length, return_tensors="pt"
