@@ -15,16 +15,12 @@ class LRUCache(Generic[V]):
         self.capacity = max(0, int(capacity))
         self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable) -> V | None:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                self.hits += 1
                 return self._data[key]
-            self.misses += 1
             return None
 
     def put(self, key: Hashable, value: V) -> None:

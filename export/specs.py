@@ -10,7 +10,7 @@ manifest entry; nothing about a component's IO is written twice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -153,7 +153,6 @@ class ComponentSpec:
     fp16: bool = True  # may be compiled in fp16 under --fp16
     keep_fp32_variant: bool = False  # --fp16 also ships an fp32 variant to fall back on
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     # -- shapes and profiles -----------------------------------------------------------------
     def batch_range(self, max_batch: int) -> tuple[int, int, int]:

@@ -21,9 +21,6 @@ class Engine(ABC):
     @abstractmethod
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
-    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.run(inputs)
-
 
 class TorchEngine(Engine):
     """Eager torch: the reference, and the fallback for a component without a compiled engine."""

@@ -27,7 +27,7 @@ class ModelConfig:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # reserved for format extensions; stored, not read
 
     def to_json(self) -> str:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
