@@ -134,6 +134,34 @@ PRESETS: dict[str, Preset] = {
         qformer_length=16,
         qformer_init=0.15,
     ),
+    # The shipped demo model's sizes (trained from scratch by `python -m acsdk.train_base`): 64 px, an f=4
+    # VAE (16x16 latents), attention at the two coarser UNet levels (../shared/DEMO-MODEL-NOTES.md).
+    "demo": Preset(
+        resolution=64,
+        unet_blocks=(32, 64, 64),
+        unet_cross_attn=(False, True, True),
+        unet_layers=2,
+        unet_head_dim=8,
+        unet_groups=8,
+        vae_blocks=(16, 32, 64),
+        vae_layers=1,
+        vae_groups=8,
+        text_dim=64,
+        text_layers=2,
+        text_heads=4,
+        text_vocab=None,
+        vision_dim=48,
+        vision_layers=2,
+        vision_heads=4,
+        vision_size=32,
+        vision_patch=4,
+        qformer_dim=48,
+        qformer_layers=4,
+        qformer_heads=4,
+        queries=8,
+        blip_proj_dim=48,
+        qformer_length=16,
+    ),
     # SD-1.5's block structure (4 levels, 3 with cross-attention, f=8 VAE, 77 text tokens, 257 image
     # tokens from a ViT/14 at 224 px, 32 queries) scaled down ~1/5 in width: 256 px end to end on CPU.
     "small": Preset(

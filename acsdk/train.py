@@ -52,6 +52,17 @@ class TrainConfig:
     drop_caption: float = 0.05
     drop_both: float = 0.05
     asea_steps: int = 5
+    precision: str = "fp32"  # "bf16" (CPU or CUDA) or "fp16" (CUDA, with loss scaling): autocast, fp32 weights
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise InputError("precision", f"one of {sorted(PRECISIONS)}", repr(precision))
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("precision", "fp32 or bf16 on a CPU (fp16 training needs CUDA)", f"fp16 on {device}")
 
 
 class TrainingError(ACSDKError):
@@ -72,15 +83,17 @@ def encode_features(
     model: AnomalyControlModel, image: torch.Tensor, mask: torch.Tensor, text: str, asea_steps: int
 ) -> torch.Tensor:
     """The mean Q-Former query output after ASEA for one (image, own mask, caption): [qformer_dim]."""
+    dev = next(model.blip2.parameters()).device
     pixels = imaging.vision_pixels(image, model.vision_image_size, model.config.image_mean, model.config.image_std)
-    e_v = model.blip2.vision_model(pixel_values=pixels).last_hidden_state
+    e_v = model.blip2.vision_model(pixel_values=pixels.to(dev)).last_hidden_state
     tok = model.qformer_tokenizer(
         text, padding="max_length", truncation=True, max_length=model.config.qformer_max_length, return_tensors="pt"
     )
     region = imaging.mask_coverage(mask, *model.attention_grid)
-    res = run_asea(model.qformer, e_v, tok.input_ids, tok.attention_mask, region, steps=asea_steps)
-    query, _ = model.qformer(res.image_tokens, tok.input_ids, tok.attention_mask)
-    return query.mean(dim=1)[0]
+    ids, attn = tok.input_ids.to(dev), tok.attention_mask.to(dev)
+    res = run_asea(model.qformer, e_v, ids, attn, region, steps=asea_steps)
+    query, _ = model.qformer(res.image_tokens, ids, attn)
+    return query.mean(dim=1)[0].cpu()
 
 
 PER_SAMPLE = ("image", "mask", "text", "feature")
@@ -133,7 +146,7 @@ def build_dataset(
         return_tensors="pt",
     ).input_ids
     with torch.no_grad():
-        text_embeds = model.text_encoder(input_ids=tok).last_hidden_state
+        text_embeds = model.text_encoder(input_ids=tok.to(model.unet.device)).last_hidden_state.cpu()
     return {
         "image": torch.stack(images),
         "mask": torch.stack(masks)[:, None],
@@ -151,7 +164,10 @@ def loss_on_batch(
     num_train_timesteps: int,
     scheduler,
 ) -> torch.Tensor:
-    """eps-MSE of the SGA UNet on one batch, with the 5/5/5 % condition dropouts (all randomness from `g`)."""
+    """eps-MSE of the SGA UNet on one batch, with the 5/5/5 % condition dropouts (all randomness from `g`,
+    a CPU generator, so a run draws the same numbers on every device)."""
+    dev = model.unet.device
+    batch = {k: v.to(dev) for k, v in batch.items()}
     x = batch["image"] * 2 - 1
     m = batch["mask"]
     n = x.shape[0]
@@ -161,22 +177,24 @@ def loss_on_batch(
         latents = sample_latent(moments[:n], g, sf)
         masked = sample_latent(moments[n:], g, sf)
     mask_lat = (F.adaptive_max_pool2d(m, latents.shape[-2:]) > 0).float()
-    noise = torch.randn(latents.shape, generator=g)
-    t = torch.randint(0, num_train_timesteps, (n,), generator=g)
+    noise = torch.randn(latents.shape, generator=g).to(dev)
+    t = torch.randint(0, num_train_timesteps, (n,), generator=g).to(dev)
     noisy = scheduler.add_noise(latents, noise, t)
-    r = torch.rand(n, generator=g)
+    r = torch.rand(n, generator=g).to(dev)
     drop_feat = (r < cfg.drop_features) | (
         (r >= cfg.drop_features + cfg.drop_caption) & (r < cfg.drop_features + cfg.drop_caption + cfg.drop_both)
     )
     drop_text = (r >= cfg.drop_features) & (r < cfg.drop_features + cfg.drop_caption + cfg.drop_both)
     feats = batch["feature"] * (~drop_feat).float()[:, None]  # dropped -> zero feature = the uncond tokens
     text = torch.where(drop_text[:, None, None], batch["empty_text"].expand_as(batch["text"]), batch["text"])
-    sem = model.projection(feats)
-    sample = torch.cat([noisy, mask_lat, masked], dim=1)
-    context = torch.cat([text, sem], dim=1)
-    scale = {"semantic_scale": torch.ones(1)}
-    pred = model.unet(sample, t, encoder_hidden_states=context, cross_attention_kwargs=scale)
-    return F.mse_loss(pred.sample, noise)
+    autocast = torch.autocast(dev.type, dtype=PRECISIONS[cfg.precision], enabled=cfg.precision != "fp32")
+    with autocast:
+        sem = model.projection(feats)
+        sample = torch.cat([noisy, mask_lat, masked], dim=1)
+        context = torch.cat([text, sem], dim=1)
+        scale = {"semantic_scale": torch.ones(1, device=dev)}
+        pred = model.unet(sample, t, encoder_hidden_states=context, cross_attention_kwargs=scale)
+    return F.mse_loss(pred.sample.float(), noise)
 
 
 def save_state(
@@ -187,6 +205,7 @@ def save_state(
     step: int,
     cfg: TrainConfig,
     base_digest: str,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Adapter and training state, each written to a temp file and renamed (adapter last-but-one, JSON last)."""
     state_dir = out / STATE_DIR
@@ -195,13 +214,15 @@ def save_state(
     sd = optim.state_dict()
     for i, s in sd["state"].items():
         for k, v in s.items():
-            tensors[f"optim.{i}.{k}"] = v.detach().clone() if torch.is_tensor(v) else torch.tensor(v)
-    adapter = {k: v.detach().contiguous() for k, v in model.adapter_state_dict().items()}
+            tensors[f"optim.{i}.{k}"] = (v.detach().clone() if torch.is_tensor(v) else torch.tensor(v)).cpu()
+    adapter = {k: v.detach().cpu().contiguous() for k, v in model.adapter_state_dict().items()}
     for path, payload in ((state_dir / "state.safetensors", tensors), (out / ADAPTER_FILE, adapter)):
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(payload, str(tmp))
         os.replace(tmp, path)
     meta = {"step": step, "config": dataclasses.asdict(cfg), "base_digest": base_digest}
+    if scaler is not None:
+        meta["grad_scaler"] = scaler.state_dict()
     tmp = state_dir / ".state.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, state_dir / "state.json")
@@ -221,8 +242,12 @@ def train(
     resume: bool = False,
     captions: str | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Path:
+    """Train (or with `resume`, continue) the adapter; `device` defaults to CUDA when present."""
     out = Path(out)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_precision(cfg.precision, dev)
     cat = load_category(data, category)  # validate the data before writing anything
     if not any(cat.references(d) for d in cat.anomalies):
         raise InputError("data", f"anomaly images in the training split of '{category}'", "none")
@@ -234,7 +259,8 @@ def train(
         if not meta_file.is_file():
             raise InputError("out", "a training output with training/state.json to resume", f"'{out}'")
         meta = json.loads(meta_file.read_text())
-        if _fixed(meta["config"]) != _fixed(dataclasses.asdict(cfg)) or meta["base_digest"] != base_digest:
+        saved = {"precision": "fp32", **meta["config"]}  # runs from before --precision trained in fp32
+        if _fixed(saved) != _fixed(dataclasses.asdict(cfg)) or meta["base_digest"] != base_digest:
             raise InputError(
                 "resume",
                 "the same base checkpoint and training config as the run being resumed",
@@ -244,6 +270,7 @@ def train(
     else:
         model = AnomalyControlModel.from_pretrained(checkpoint)
         model.save_pretrained(out)
+    model.to(dev)
     params = trainable_parameters(model)
     model.requires_grad_(False)
     for p in params:
@@ -262,6 +289,9 @@ def train(
                 sd["state"].setdefault(int(i), {})[k] = value
         optim.load_state_dict(sd)
         step = meta["step"]
+    scaler = torch.amp.GradScaler(dev.type) if cfg.precision == "fp16" else None
+    if scaler is not None and resume and "grad_scaler" in meta:
+        scaler.load_state_dict(meta["grad_scaler"])
     dataset = build_dataset(
         model, Path(data), category, out / STATE_DIR / "features", cfg.asea_steps, base_digest, captions
     )
@@ -278,21 +308,26 @@ def train(
             idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=g)
             batch = {k: (v[idx] if k in PER_SAMPLE else v) for k, v in dataset.items()}
             loss = loss_on_batch(model, batch, g, cfg, scheduler.config.num_train_timesteps, scheduler)
-            (loss / cfg.grad_accum).backward()
+            scaled = loss / cfg.grad_accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
             total += float(loss.detach()) / cfg.grad_accum
         if not torch.isfinite(torch.tensor(total)):
             raise TrainingError(
                 f"loss became {total} at step {step + 1}; stopped, the checkpoint in {out} is "
                 f"from step {step} (lower --lr or check the data)"
             )
-        optim.step()
+        if scaler is not None:
+            scaler.step(optim)  # skips the step when fp16 gradients overflowed
+            scaler.update()
+        else:
+            optim.step()
         step += 1
         with open(log_file, "a") as f:
             f.write(json.dumps({"step": step, "loss": total}) + "\n")
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_state(out, model, optim, g, step, cfg, base_digest)
+            save_state(out, model, optim, g, step, cfg, base_digest, scaler)
     bar.close()
     _loss_plot(log_file, out / STATE_DIR / "loss.png")
     return out
@@ -330,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=d.precision, help="autocast dtype (fp16: CUDA)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--captions")
     args = p.parse_args(argv)
@@ -341,10 +378,18 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         seed=args.seed,
         save_every=args.save_every,
+        precision=args.precision,
     )
     try:
         out = train(
-            args.checkpoint, args.data, args.category, args.out, cfg, resume=args.resume, captions=args.captions
+            args.checkpoint,
+            args.data,
+            args.category,
+            args.out,
+            cfg,
+            resume=args.resume,
+            captions=args.captions,
+            device=args.device,
         )
     except TrainingError as exc:
         print(f"acsdk.train: {exc}", file=sys.stderr)

@@ -129,3 +129,39 @@ def test_cli_bad_data_exits_2(tiny_ckpt, tmp_path, capsys):
     assert code == 2
     assert "data" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bf16_autocast_trains_only_the_adapter_and_fp16_needs_cuda(tiny_ckpt, data, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 2, "precision": "bf16"})
+    out = train(tiny_ckpt, data, "plate", tmp_path / "bf16", cfg, progress=False, device="cpu")
+    losses = [json.loads(x)["loss"] for x in (out / "training" / "loss.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    base, after = AnomalyControlModel.from_pretrained(tiny_ckpt), AnomalyControlModel.from_pretrained(out)
+    assert torch.equal(base.vae.encoder.conv_in.weight, after.vae.encoder.conv_in.weight)
+    assert all(v.dtype == torch.float32 for v in after.adapter_state_dict().values()), "weights stay fp32"
+    moved = after.adapter_state_dict()
+    assert any(not torch.equal(v, moved[k]) for k, v in base.adapter_state_dict().items())
+
+    fp16 = TrainConfig(**{**CFG.__dict__, "precision": "fp16"})
+    with pytest.raises(InputError, match="precision"):
+        train(tiny_ckpt, data, "plate", tmp_path / "fp16", fp16, progress=False, device="cpu")
+    assert not (tmp_path / "fp16").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_fp16_mixed_precision_on_cuda_resumes_exactly(tiny_ckpt, data, tmp_path):
+    cfg = TrainConfig(**{**CFG.__dict__, "precision": "fp16"})
+    full = train(tiny_ckpt, data, "plate", tmp_path / "full", cfg, progress=False, device="cuda")
+    half = train(
+        tiny_ckpt,
+        data,
+        "plate",
+        tmp_path / "half",
+        TrainConfig(**{**cfg.__dict__, "steps": 2}),
+        progress=False,
+        device="cuda",
+    )
+    train(tiny_ckpt, data, "plate", half, cfg, resume=True, progress=False, device="cuda")
+    a, b = load_file(str(full / ADAPTER_FILE)), load_file(str(half / ADAPTER_FILE))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "grad_scaler" in json.loads((full / "training" / "state.json").read_text())

@@ -52,6 +52,16 @@ def _defect(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return mask, np.broadcast_to(np.asarray(shift, dtype=np.float32), (3,))
 
 
+def render_sample(kind: str, size: int, rng: np.random.Generator, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One surface with one defect of `kind` ("good": none): (HxWx3 float image in [0, 1], HxW bool mask)."""
+    img = _surface(size, rng, gray)
+    if kind == "good":
+        return img, np.zeros((size, size), dtype=bool)
+    mask, shift = _defect(kind, size, rng)
+    img[mask] = img[mask] + shift
+    return np.clip(img, 0, 1), mask
+
+
 def make_mvtec_like(
     root: str | os.PathLike,
     category: str = "plate",
@@ -80,9 +90,7 @@ def make_mvtec_like(
         (cat / "test" / kind).mkdir(parents=True, exist_ok=True)
         (cat / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
         for i in range(n_per_defect):
-            img = _surface(size, rng, gray)
-            mask, shift = _defect(kind, size, rng)
-            img[mask] = img[mask] + shift
+            img, mask = render_sample(kind, size, rng, gray)
             to_img(img).save(cat / "test" / kind / f"{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(cat / "ground_truth" / kind / f"{i:03d}_mask.png")
     return Path(root)
