@@ -14,8 +14,8 @@ from . import __version__
 from .cache import cache_dir
 from .contact_sheet import contact_sheet
 from .data.procedural import make_mvtec_like
-from .generate import generate
 from .errors import CheckpointError
+from .generate import generate
 from .models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
