@@ -13,14 +13,14 @@ def test_demo_writes_a_training_set_sheet_and_summary(tmp_path, monkeypatch, cap
     synthetic = out / "synthetic" / "plate"
     images = sorted(synthetic.glob("*/image/*.png"))
     masks = sorted(synthetic.glob("*/mask/*.png"))
-    assert len(images) == 3 and len(masks) == 3  # one per defect type
+    assert len(images) == 4 and len(masks) == 4  # one per defect type
     assert Image.open(images[0]).mode == "RGB"
     assert set(np.unique(np.asarray(Image.open(masks[0])))) == {0, 255}
     assert (out / "data" / "plate" / "train" / "good").is_dir()
     sheet = Image.open(out / "contact_sheet.png")
-    assert 4 * 128 < sheet.width < 5 * 128 and 3 * 128 < sheet.height < 4 * 128  # 3 rows x 4 columns
+    assert 4 * 128 < sheet.width < 5 * 128 and 4 * 128 < sheet.height < 5 * 128  # 4 rows x 4 columns
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 3 and "random" in summary["note"]
+    assert summary["images"] == 4 and "trained from scratch" in summary["note"]
     printed = capsys.readouterr().out
     assert str(out) in printed and "contact sheet" in printed
 
