@@ -53,6 +53,7 @@ class TrainConfig:
     drop_both: float = 0.05
     asea_steps: int = 5
     precision: str = "fp32"  # "bf16" (CPU or CUDA) or "fp16" (CUDA, with loss scaling): autocast, fp32 weights
+    augment: bool = False  # random horizontal / vertical flips of each (image, mask) pair
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -97,6 +98,20 @@ def encode_features(
 
 
 PER_SAMPLE = ("image", "mask", "text", "feature")
+
+
+def augment_batch(batch: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Flip each image with its mask, left-right and up-down, each with p = 0.5 (draws from `g`).
+
+    The cached semantic feature stays: it summarises what the defect is, which a flip does not change.
+    """
+    n = batch["image"].shape[0]
+    out = dict(batch)
+    for dim, flip in ((-1, torch.rand(n, generator=g) < 0.5), (-2, torch.rand(n, generator=g) < 0.5)):
+        f = flip.view(n, 1, 1, 1)
+        for key in ("image", "mask"):
+            out[key] = torch.where(f, out[key].flip(dim), out[key])
+    return out
 
 
 def build_dataset(
@@ -307,6 +322,8 @@ def train(
         for _ in range(cfg.grad_accum):
             idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=g)
             batch = {k: (v[idx] if k in PER_SAMPLE else v) for k, v in dataset.items()}
+            if cfg.augment:
+                batch = augment_batch(batch, g)
             loss = loss_on_batch(model, batch, g, cfg, scheduler.config.num_train_timesteps, scheduler)
             scaled = loss / cfg.grad_accum
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -367,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--precision", choices=sorted(PRECISIONS), default=d.precision, help="autocast dtype (fp16: CUDA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--augment", action="store_true", help="random flips of each (image, mask) pair")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--captions")
     args = p.parse_args(argv)
@@ -379,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         save_every=args.save_every,
         precision=args.precision,
+        augment=args.augment,
     )
     try:
         out = train(

@@ -165,3 +165,26 @@ def test_fp16_mixed_precision_on_cuda_resumes_exactly(tiny_ckpt, data, tmp_path)
     a, b = load_file(str(full / ADAPTER_FILE)), load_file(str(half / ADAPTER_FILE))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "grad_scaler" in json.loads((full / "training" / "state.json").read_text())
+
+
+def test_augment_flips_image_and_mask_together_and_resumes_exactly(tiny_ckpt, data, tmp_path):
+    from acsdk.train import augment_batch
+
+    img = torch.rand(16, 3, 8, 8)
+    mask = (img[:, :1] > 0.5).float()
+    batch = {"image": img, "mask": mask, "feature": torch.rand(16, 4)}
+    out = augment_batch(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(out["feature"], batch["feature"])
+    assert torch.equal((out["image"][:, :1] > 0.5).float(), out["mask"]), "mask follows its image"
+    assert not torch.equal(out["image"], img), "some samples flipped"
+    same = torch.equal(augment_batch(batch, torch.Generator().manual_seed(0))["image"], out["image"])
+    assert same, "flips come from the generator"
+
+    cfg = TrainConfig(**{**CFG.__dict__, "augment": True})
+    full = train(tiny_ckpt, data, "plate", tmp_path / "full", cfg, progress=False)
+    half = train(
+        tiny_ckpt, data, "plate", tmp_path / "half", TrainConfig(**{**cfg.__dict__, "steps": 2}), progress=False
+    )
+    train(tiny_ckpt, data, "plate", half, cfg, resume=True, progress=False)
+    a, b = load_file(str(full / ADAPTER_FILE)), load_file(str(half / ADAPTER_FILE))
+    assert all(torch.equal(a[k], b[k]) for k in a)
