@@ -10,8 +10,9 @@ No AnomalyControl (or SD) weights can be downloaded here, so the demo model is g
            `acsdk.train` (the paper's adapter recipe) trains BlipProj, ImageProj and them
 
 OUT/stages/<stage>/ is a full checkpoint after each stage (written atomically); `--resume` skips finished
-stages. OUT/logs/ has one loss log per stage and recipe.json (config, per-stage seconds, metrics).
-Every stage draws from its own seeded generator: the same seed and config give the same model.
+stages, `--resume --redo STAGE` runs that stage and the later ones again. OUT/logs/ has one loss log per
+stage and recipe.json (config, per-stage seconds, metrics). Every stage draws from its own seeded
+generator: the same seed and config give the same model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +133,7 @@ def _optimise(
     steps: int,
     lr: float,
     warmup: int,
-    loss_fn,
+    loss_fn: Callable[[], torch.Tensor],
     logs: Path,
     ema: list[torch.Tensor] | None = None,
     ema_decay: float = 0.0,
