@@ -128,6 +128,11 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (area[0, 0] > 0).to(mask.dtype)
 
 
+def latent_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[N, 1, H, W] mask -> {0, 1} float at latent size; a latent pixel is masked when any pixel it covers is."""
+    return (F.adaptive_max_pool2d(mask.float(), tuple(size)) > 0).float()
+
+
 def vision_pixels(image: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """A [3, H, W] image as the vision tower's input: resized to size x size, normalised, [1, 3, size, size]."""
     resized = resize_image(image, size, size)

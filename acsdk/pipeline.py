@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from runtime import Engine
 
+from . import imaging
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ class InpaintSampler:
         image_latents = sample_latent(both[:1], generator, g.scaling_factor)
         masked_latents = sample_latent(both[1:], generator, g.scaling_factor)
         lat_h, lat_w = image_latents.shape[-2:]
-        mask_latent = (torch.nn.functional.adaptive_max_pool2d(mask.float(), (lat_h, lat_w)) > 0).float().to(dev)
+        mask_latent = imaging.latent_mask(mask, (lat_h, lat_w)).to(dev)
         timings["vae_encode"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -28,11 +28,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import imaging
+from .configargs import add_config_arguments, config_from_arguments
 from .data.mvtec import load_category
 from .data.prompts import PromptSource
 from .errors import ACSDKError, CheckpointError, InputError
 from .models.asea import run_asea
 from .models.checkpoint import ADAPTER_FILE, AnomalyControlModel, checkpoint_digest
+from .models.components import VAEEncoder
 from .pipeline import sample_latent
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ def augment_batch(batch: dict[str, torch.Tensor], g: torch.Generator) -> dict[st
     for dim, flip in ((-1, torch.rand(n, generator=g) < 0.5), (-2, torch.rand(n, generator=g) < 0.5)):
         f = flip.view(n, 1, 1, 1)
         for key in ("image", "mask"):
-            out[key] = torch.where(f, out[key].flip(dim), out[key])
+            out[key] = torch.where(f.to(out[key].device), out[key].flip(dim), out[key])
     return out
 
 
@@ -187,11 +189,11 @@ def loss_on_batch(
     m = batch["mask"]
     n = x.shape[0]
     with torch.no_grad():
-        moments = model.vae.quant_conv(model.vae.encoder(torch.cat([x, x * (m < 0.5)])))
+        moments = VAEEncoder(model.vae)(torch.cat([x, x * (m < 0.5)]))
         sf = float(model.vae.config.scaling_factor)
         latents = sample_latent(moments[:n], g, sf)
         masked = sample_latent(moments[n:], g, sf)
-    mask_lat = (F.adaptive_max_pool2d(m, latents.shape[-2:]) > 0).float()
+    mask_lat = imaging.latent_mask(m, latents.shape[-2:])
     noise = torch.randn(latents.shape, generator=g).to(dev)
     t = torch.randint(0, num_train_timesteps, (n,), generator=g).to(dev)
     noisy = scheduler.add_noise(latents, noise, t)
@@ -310,6 +312,7 @@ def train(
     dataset = build_dataset(
         model, Path(data), category, out / STATE_DIR / "features", cfg.asea_steps, base_digest, captions
     )
+    dataset = {k: v.to(dev) for k, v in dataset.items()}  # once, not per step
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(model.scheduler_config)
@@ -375,30 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--category", required=True)
     p.add_argument("--out", required=True)
-    d = TrainConfig()
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default=d.precision, help="autocast dtype (fp16: CUDA)")
+    add_config_arguments(
+        p,
+        TrainConfig,
+        help={
+            "precision": "autocast dtype: fp32, bf16, fp16 (CUDA only)",
+            "augment": "random flips of each (image, mask) pair",
+        },
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    p.add_argument("--augment", action="store_true", help="random flips of each (image, mask) pair")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--captions")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        seed=args.seed,
-        save_every=args.save_every,
-        precision=args.precision,
-        augment=args.augment,
-    )
+    cfg = config_from_arguments(TrainConfig, args)
     try:
         out = train(
             args.checkpoint,

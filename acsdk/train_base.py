@@ -35,10 +35,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import imaging
+from .configargs import add_config_arguments, config_from_arguments
 from .data.procedural import DEFECTS, make_mvtec_like, render_sample
 from .data.prompts import PromptSource
 from .errors import InputError
 from .models.checkpoint import AnomalyControlModel
+from .models.components import VAEEncoder
 from .models.sga import sga_processors
 from .pipeline import sample_latent
 
@@ -198,7 +201,7 @@ def train_vae(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, lo
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         held = images[-_held(n) :] * 2 - 1
-        moments = vae.quant_conv(vae.encoder(held))
+        moments = VAEEncoder(vae)(held)
         mean = moments[:, :4]
         rec = vae.decode(mean).sample.clamp(-1, 1)
         mse = float(((rec - held) / 2).pow(2).mean())
@@ -250,7 +253,8 @@ def train_csm(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, lo
 
 @torch.no_grad()
 def _latent_moments(model: AnomalyControlModel, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([model.vae.quant_conv(model.vae.encoder(x[i : i + batch])) for i in range(0, len(x), batch)])
+    encoder = VAEEncoder(model.vae)
+    return torch.cat([encoder(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def train_unet(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, logs: Path) -> dict:
@@ -263,7 +267,7 @@ def train_unet(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, l
     masked_moments = _latent_moments(model, x * (m < 0.5))
     log.info("encoded %d images and their masked copies in %.0f s", len(x), time.perf_counter() - t0)
     lat = image_moments.shape[-2:]
-    mask_lat = (F.adaptive_max_pool2d(m, lat) > 0).float()
+    mask_lat = imaging.latent_mask(m, lat)
     captions = corpus["caption"]
     unique = sorted(set(captions)) + [""]
     caption_idx = torch.tensor([unique.index(c) for c in captions])
@@ -422,22 +426,18 @@ def train_base(
         tmp = recipe_file.with_name(".recipe.json.tmp")
         tmp.write_text(json.dumps(recipe, indent=2))
         os.replace(tmp, recipe_file)
-    final = out / "model"
-    AnomalyControlModel.from_pretrained(out / "stages" / "adapter").save_pretrained(final, overwrite=True)
-    return final
+    return model.save_pretrained(out / "model", overwrite=True)  # the last stage's model, in memory
 
 
 def main(argv: list[str] | None = None) -> int:
-    d = BaseTrainConfig()
     p = argparse.ArgumentParser(prog="python -m acsdk.train_base", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="keep the stages OUT already finished")
     p.add_argument("--redo", choices=STAGES, help="with --resume: run this stage and the later ones again")
-    for f in dataclasses.fields(BaseTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(d, f.name)), default=getattr(d, f.name))
+    add_config_arguments(p, BaseTrainConfig)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = BaseTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BaseTrainConfig)})
+    cfg = config_from_arguments(BaseTrainConfig, args)
     try:
         final = train_base(args.out, cfg, resume=args.resume, redo=args.redo)
     except InputError as exc:
