@@ -226,9 +226,8 @@ def train_csm(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, lo
     torch.manual_seed(cfg.seed + 2)  # the head's init and the Q-Former's dropout
     head = torch.nn.Linear(blip2.config.qformer_config.hidden_size, len(CLASSES))
     size = model.vision_image_size
-    mean = torch.tensor(model.config.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.config.image_std).view(1, 3, 1, 1)
-    pixels = (F.interpolate(corpus["image"], size=(size, size), mode="bilinear", antialias=True) - mean) / std
+    c = model.config
+    pixels = torch.cat([imaging.vision_pixels(im, size, c.image_mean, c.image_std) for im in corpus["image"]])
     labels = corpus["label"]
     n = pixels.shape[0]
 
