@@ -9,10 +9,9 @@ from .errors import (
     InputError,
     IntegrityError,
 )
-from .features import SemanticFeatures
-from .synthesizer import SynthesisResult, Synthesizer
-
-__version__ = "0.1.0"
+from .inference.features import SemanticFeatures
+from .inference.synthesizer import SynthesisResult, Synthesizer
+from .version import __version__
 
 __all__ = [
     "ACSDKError",

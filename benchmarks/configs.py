@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from acsdk.cache import cache_dir
-from acsdk.testing import PRESETS, build_model
+from acsdk.apps.cache import cache_dir
+from acsdk.models.presets import PRESETS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def engines(
         build_engine_dir(
             checkpoint(config, root),
             path,
-            backend="onnx",
+            backend="onnxruntime",
             height=res,
             width=res,
             max_batch=max_batch,

@@ -14,10 +14,11 @@ import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from runtime.versions import tool_versions
 
 from .configs import CONFIGS, PAPER, checkpoint, engines
 from .measure import instrument, measure
@@ -27,12 +28,7 @@ PROMPT = "a photo of a surface with a hole"
 
 
 def environment() -> dict:
-    versions = {}
-    for d in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "diffusers", "transformers", "tensorrt"):
-        try:
-            versions[d] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = {k: v for k, v in tool_versions().items() if v is not None and k != "python"}
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -456,9 +452,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def sd15_unet(repeat: int) -> dict:
     """Real-size UNet calls only: on CPU one batch-2 call takes ~20 s, whole images are impractical."""
-    from acsdk.cache import cache_dir
+    from acsdk.apps.cache import cache_dir
     from acsdk.models.components import SGAUNet
-    from acsdk.testing import build_sd15_sga_unet
+    from acsdk.models.presets import build_sd15_sga_unet
     from export.onnx_export import export_onnx
     from export.specs import SPECS, Dims
     from runtime.onnxruntime_engine import OrtEngine

@@ -1,1 +1,5 @@
-"""Checkpoint -> verified engine dir (ONNX / TensorRT). The component specs and the builder live here."""
+"""Export: checkpoint -> verified engine dir (ONNX / TensorRT), one declarative spec per component.
+
+Layer contract: imports `acsdk.models`, `acsdk.errors` and `runtime`; library code never imports export (only
+`acsdk.apps`, benchmarks and tests do).
+"""

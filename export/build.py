@@ -15,26 +15,27 @@ import dataclasses
 import errno
 import logging
 import os
-import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-import acsdk
 from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
 from acsdk.models.checkpoint import AnomalyControlModel, checkpoint_digest
 from acsdk.models.config import CONFIG_NAME
+from acsdk.version import __version__
+from runtime.files import atomic_dir
 from runtime.manifest import Manifest, list_files, write_manifest
+from runtime.tensorrt_engine import tensorrt_usable
+from runtime.versions import tool_versions
 
 from . import tensorrt as trt_build
+from .errors import BuildArgumentError, BuildError
 from .onnx_export import artifact_files, convert_fp16, export_onnx
 from .specs import SPECS, Dims
 from .verify import verify_onnx
@@ -42,15 +43,8 @@ from .verify import verify_onnx
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-BACKENDS = ("auto", "onnx", "tensorrt")
-
-
-class BuildArgumentError(ACSDKError, ValueError):
-    """Bad arguments or input: exit code 2."""
-
-
-class BuildError(ACSDKError):
-    """The build or its verification failed: exit code 1."""
+# What the engine dir is built for: ONNX files (run by ONNX Runtime), or ONNX files plus TensorRT plans.
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -58,46 +52,26 @@ class BuildSettings:
     height: int
     width: int
     fp16: bool
-    backend: str  # resolved: "onnx" or "tensorrt"
+    backend: str  # resolved: "onnxruntime" or "tensorrt"
     max_batch: int
     opset: int
     verify: bool
 
 
-def _tool_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in (
-        "torch",
-        "onnx",
-        "onnxscript",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "diffusers",
-        "transformers",
-        "tensorrt",
-        "polygraphy",
-    ):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def resolve_backend(requested: str) -> str:
     if requested not in BACKENDS:
         raise BuildArgumentError(f"--backend: expected one of {', '.join(BACKENDS)}, got '{requested}'")
-    if requested == "onnx":
-        return "onnx"
-    ok, reason = trt_build.tensorrt_available()
+    if requested == "onnxruntime":
+        return "onnxruntime"
+    ok, reason = tensorrt_usable()
     if requested == "tensorrt" and not ok:
         raise BackendUnavailableError(
             f"--backend tensorrt: TensorRT cannot be used here ({reason}). "
-            "`--backend onnx` builds ONNX engines that run on this machine."
+            "`--backend onnxruntime` builds ONNX engines that run on this machine."
         )
     if not ok:
         log.info("backend auto: ONNX only (%s)", reason)
-    return "tensorrt" if ok else "onnx"
+    return "tensorrt" if ok else "onnxruntime"
 
 
 def _check_resolution(model: AnomalyControlModel, height: int, width: int) -> None:
@@ -178,7 +152,7 @@ def _build_component(
             )
         if s.backend == "tensorrt":
             gpu = trt_build.gpu_info() or {}
-            trt_version = _tool_versions()["tensorrt"] or "unknown"
+            trt_version = tool_versions()["tensorrt"] or "unknown"
             plan = (
                 root
                 / "plans"
@@ -260,66 +234,49 @@ def build_engine_dir(
             )
         previous = old.components
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        if partial_update:
-            shutil.copytree(out, tmp, dirs_exist_ok=True)
-            for name in names:
-                for art in previous.get(name, {}).get("artifacts", []):
-                    for rel in [art["file"], *art.get("data_files", [])]:
-                        (tmp / rel).unlink(missing_ok=True)
-        dims = Dims.from_model(model, h, w)
-        cache = Path(timing_cache) if timing_cache else None
-        entries = dict(previous)
-        bar = tqdm(names, desc="export", unit="component", disable=not progress)
-        for name in bar:
-            bar.set_postfix_str(name)
-            entries[name] = _build_component(name, model, dims, settings, tmp, cache)
-        _write_runtime_files(model, tmp, settings)
-        failed = [(n, v) for n, e in entries.items() if n in names for v in e["verification"] if not v["passed"]]
-        manifest = {
-            "acsdk_version": acsdk.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_seconds": round(time.perf_counter() - started, 2),
-            "source_checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": digest},
-            "settings": asdict(settings),
-            "tools": _tool_versions(),
-            "gpu": trt_build.gpu_info(),
-            "model": _model_entry(model, settings),
-            "components": {n: entries[n] for n in SPECS if n in entries},
-            "files": list_files(tmp),
-        }
-        write_manifest(tmp, manifest)
-        if failed:
-            lines = [
-                f"  {n} ({v['artifact']}): max_abs {v['max_abs']:.3g} > allowed "
-                f"{v['tolerance']['atol']} + {v['tolerance']['rtol']} * {v['reference_scale']:.3g}"
-                for n, v in failed
-            ]
-            raise BuildError("verification against torch failed:\n" + "\n".join(lines))
-        _replace_dir(tmp, out)
+        with atomic_dir(out, replace=True) as tmp:
+            if partial_update:
+                shutil.copytree(out, tmp, dirs_exist_ok=True)
+                for name in names:
+                    for art in previous.get(name, {}).get("artifacts", []):
+                        for rel in [art["file"], *art.get("data_files", [])]:
+                            (tmp / rel).unlink(missing_ok=True)
+            dims = Dims.from_model(model, h, w)
+            cache = Path(timing_cache) if timing_cache else None
+            entries = dict(previous)
+            bar = tqdm(names, desc="export", unit="component", disable=not progress)
+            for name in bar:
+                bar.set_postfix_str(name)
+                entries[name] = _build_component(name, model, dims, settings, tmp, cache)
+            _write_runtime_files(model, tmp, settings)
+            failed = [(n, v) for n, e in entries.items() if n in names for v in e["verification"] if not v["passed"]]
+            if failed:
+                lines = [
+                    f"  {n} ({v['artifact']}): max_abs {v['max_abs']:.3g} > allowed "
+                    f"{v['tolerance']['atol']} + {v['tolerance']['rtol']} * {v['reference_scale']:.3g}"
+                    for n, v in failed
+                ]
+                raise BuildError("verification against torch failed:\n" + "\n".join(lines))
+            manifest = {
+                "acsdk_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.perf_counter() - started, 2),
+                "source_checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": digest},
+                "settings": asdict(settings),
+                "tools": tool_versions(),
+                "gpu": trt_build.gpu_info(),
+                "model": _model_entry(model, settings),
+                "components": {n: entries[n] for n in SPECS if n in entries},
+                "files": list_files(tmp),
+            }
+            write_manifest(tmp, manifest)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno == errno.ENOSPC:
             raise BuildError(f"no space left on device while building into {out.parent}; nothing was written") from exc
         raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("engine dir ready: %s", out)
     return out
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Put `new` at `dest`; an existing `dest` is moved aside first and removed only after the swap."""
-    if dest.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.replace(dest, aside / dest.name)
-        os.replace(new, dest)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(new, dest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="onnx: ONNX files only; tensorrt: also TensorRT plans (needs TensorRT 10 and a CUDA GPU); "
-        "auto: tensorrt when usable, else onnx (default)",
+        help="onnxruntime: ONNX files only; tensorrt: also TensorRT plans (needs TensorRT 10 and a CUDA GPU); "
+        "auto: tensorrt when usable, else onnxruntime (default)",
     )
     p.add_argument("--height", type=int, help="image height the engines run at (default: the checkpoint's)")
     p.add_argument("--width", type=int, help="image width the engines run at (default: the checkpoint's)")

@@ -12,6 +12,7 @@ import onnx
 import torch
 from torch import nn
 
+from .errors import BuildError
 from .specs import BATCH, ComponentSpec, Dims
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
             else:
                 rest.append(node)
         if len(rest) == len(pending):
-            raise ValueError(f"graph has a cycle or an undefined input near node '{rest[0].name}'")
+            raise BuildError(f"graph has a cycle or an undefined input near node '{rest[0].name}'")
         pending = rest
     graph.ClearField("node")
     graph.node.extend(ordered)

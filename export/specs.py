@@ -68,8 +68,8 @@ class Dims:
 
     @classmethod
     def from_preset(cls, name: str) -> Dims:
-        """Sizes of a `acsdk.testing.PRESETS` model without building it (a real-size model takes minutes)."""
-        from acsdk.testing import PRESETS, tiny_bert_tokenizer, tiny_clip_tokenizer
+        """Sizes of an `acsdk.models.presets` model without building it (a real-size model takes minutes)."""
+        from acsdk.models.presets import PRESETS, tiny_bert_tokenizer, tiny_clip_tokenizer
 
         p = PRESETS[name]
         latent = p.resolution // 2 ** (len(p.vae_blocks) - 1)

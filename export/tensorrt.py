@@ -1,7 +1,8 @@
-"""TensorRT 10 plan building, plus the ONNX Runtime TensorRT-EP options derived from the same profiles.
+"""TensorRT 10 plan building from an ONNX file and a spec's profile.
 
 TensorRT is imported lazily inside the functions that need it, so this module (and everything that imports it)
-works on machines without TensorRT or a GPU; `tensorrt_available()` says why a build cannot run there.
+works on machines without TensorRT or a GPU; `runtime.tensorrt_engine.tensorrt_usable()` says why a build cannot
+run there.
 
 A plan is only valid for the TensorRT version and the GPU architecture that built it (no version- or
 hardware-compatibility flags are used: they cost speed). Hence the version and compute capability live in the
@@ -12,54 +13,30 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.compat import (  # noqa: F401  (check_plan_compatibility re-exported for build tooling)
-    REBUILD_HINT,
-    check_plan_compatibility,
-    parse_compute_capability,
-    parse_trt_version,
-)
+from runtime.compat import parse_compute_capability, parse_trt_version
+from runtime.files import atomic_write
+
+from .errors import BuildError
 
 logger = logging.getLogger(__name__)
 
 Profile = Mapping[str, Mapping[str, Sequence[int]]]
 
 PRECISIONS = ("fp16", "fp32")
-_MIN_TRT_MAJOR = 10
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
-class TensorRTBuildError(RuntimeError):
+class TensorRTBuildError(BuildError):
     """A TensorRT plan could not be built; the message says what failed and what to do about it."""
 
 
 # -- environment ------------------------------------------------------------------------------------
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """(True, "") when a plan can be built here, else (False, why): lets the builder skip TensorRT with a reason."""
-    try:
-        import tensorrt as trt
-    except Exception as e:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
-        return False, f"tensorrt not importable ({type(e).__name__}: {e}); install `acsdk[tensorrt]` on a CUDA machine"
-    version = str(getattr(trt, "__version__", "unknown"))
-    parsed = parse_trt_version(version)
-    if parsed is None or parsed[0] < _MIN_TRT_MAJOR:
-        return False, f"tensorrt {version} found, but TensorRT >= {_MIN_TRT_MAJOR} is required"
-    try:
-        import torch
-    except ImportError as e:
-        return False, f"tensorrt {version} found, but torch is not importable to query the GPU ({e})"
-    if not torch.cuda.is_available():
-        return False, f"tensorrt {version} found, but no CUDA GPU (torch.cuda.is_available() is False)"
-    return True, ""
 
 
 def gpu_info(device: int | None = None) -> dict[str, str] | None:
@@ -106,15 +83,17 @@ def plan_filename(component: str, precision: str, *, trt_version: str, compute_c
     """`unet.fp16.trt10.6.sm89.plan`: the name says which TensorRT and GPU the plan is tied to, so a stale plan
     is obvious from a directory listing and plans for several targets can sit side by side."""
     if not _COMPONENT_RE.match(component or ""):
-        raise ValueError(f"component must be a non-empty name of letters, digits, '_' or '-', got {component!r}")
+        raise TensorRTBuildError(
+            f"component must be a non-empty name of letters, digits, '_' or '-', got {component!r}"
+        )
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise TensorRTBuildError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     version = parse_trt_version(trt_version)
     if version is None:
-        raise ValueError(f"trt_version must look like '10.6.0', got {trt_version!r}")
+        raise TensorRTBuildError(f"trt_version must look like '10.6.0', got {trt_version!r}")
     cc = parse_compute_capability(compute_capability)
     if cc is None:
-        raise ValueError(f"compute_capability must look like '8.9', got {compute_capability!r}")
+        raise TensorRTBuildError(f"compute_capability must look like '8.9', got {compute_capability!r}")
     return f"{component}.{precision}.trt{version[0]}.{version[1]}.sm{cc[0]}{cc[1]}.plan"
 
 
@@ -132,58 +111,20 @@ def builder_flag_names(fp16: bool) -> list[str]:
 def _validate_profile(profile: Profile) -> None:
     """Catch malformed profiles here with the input's name, rather than as an opaque TensorRT/ORT failure."""
     if not profile:
-        raise ValueError("profile is empty: it needs a {'min','opt','max'} entry per network input")
+        raise TensorRTBuildError("profile is empty: it needs a {'min','opt','max'} entry per network input")
     for name, entry in profile.items():
         missing = [k for k in ("min", "opt", "max") if k not in entry]
         if missing:
-            raise ValueError(f"profile entry {name!r} lacks {missing}")
+            raise TensorRTBuildError(f"profile entry {name!r} lacks {missing}")
         lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
         if not len(lo) == len(opt) == len(hi):
-            raise ValueError(f"profile entry {name!r}: min/opt/max ranks differ ({lo}, {opt}, {hi})")
+            raise TensorRTBuildError(f"profile entry {name!r}: min/opt/max ranks differ ({lo}, {opt}, {hi})")
         for a, b, c in zip(lo, opt, hi, strict=True):
             if not all(isinstance(d, numbers.Integral) for d in (a, b, c)) or not 0 < a <= b <= c:
-                raise ValueError(
+                raise TensorRTBuildError(
                     f"profile entry {name!r}: need positive ints with min <= opt <= max, got "
                     f"min={lo} opt={opt} max={hi}"
                 )
-
-
-def _shape_string(profile: Profile, which: str) -> str:
-    parts = []
-    for name, entry in profile.items():
-        dims = list(entry[which])
-        if not dims:
-            raise ValueError(f"profile entry {name!r} is a scalar; ORT's profile strings cannot express rank 0")
-        parts.append(f"{name}:{'x'.join(str(d) for d in dims)}")
-    return ",".join(parts)
-
-
-def ort_tensorrt_provider_options(
-    profile: Profile, fp16: bool, cache_dir: Path | None = None, workspace_gb: float | None = None
-) -> dict[str, Any]:
-    """Options for ONNX Runtime's TensorrtExecutionProvider matching `build_plan`'s profile and precision.
-
-    Explicit profile shapes keep ORT from rebuilding its engine whenever it meets a new shape; the engine and
-    timing caches in `cache_dir` keep the minutes-long build to the first session on a machine.
-    """
-    _validate_profile(profile)
-    opts: dict[str, Any] = {
-        "trt_profile_min_shapes": _shape_string(profile, "min"),
-        "trt_profile_opt_shapes": _shape_string(profile, "opt"),
-        "trt_profile_max_shapes": _shape_string(profile, "max"),
-        "trt_fp16_enable": bool(fp16),
-    }
-    if cache_dir is not None:
-        cache = str(Path(cache_dir))
-        opts.update(
-            trt_engine_cache_enable=True,
-            trt_engine_cache_path=cache,
-            trt_timing_cache_enable=True,
-            trt_timing_cache_path=cache,
-        )
-    if workspace_gb is not None:
-        opts["trt_max_workspace_size"] = _workspace_bytes(workspace_gb)
-    return opts
 
 
 # -- building -------------------------------------------------------------------------------------------
@@ -191,23 +132,8 @@ def ort_tensorrt_provider_options(
 
 def _workspace_bytes(workspace_gb: float) -> int:
     if workspace_gb <= 0:
-        raise ValueError(f"workspace_gb must be positive, got {workspace_gb}")
+        raise TensorRTBuildError(f"workspace_gb: expected a positive number of GiB, got {workspace_gb}")
     return int(workspace_gb * (1 << 30))
-
-
-def _atomic_write(path: Path, data: Any) -> None:
-    """Write through a temp file in the same directory and os.replace it: a crash never leaves a torn plan."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _apply_flags(trt: Any, config: Any, names: Sequence[str]) -> None:
@@ -321,7 +247,7 @@ def build_plan(
         raise TensorRTBuildError(f"ONNX model not found: {onnx_path}; export it first with `python -m export.build`")
     try:
         _validate_profile(profile)
-    except ValueError as e:
+    except TensorRTBuildError as e:
         raise TensorRTBuildError(f"invalid profile for {onnx_path.name}: {e}") from e
 
     flags = builder_flag_names(fp16)
@@ -356,9 +282,9 @@ def build_plan(
             "log above. Common causes: GPU out of memory (close other GPU jobs, lower the max batch, or set "
             "workspace_gb) or an unsupported layer/precision (try an fp32 build)."
         )
-    _atomic_write(plan_path, plan)
+    atomic_write(plan_path, plan)
     if timing_cache is not None:
-        _atomic_write(timing_cache, config.get_timing_cache().serialize())
+        atomic_write(timing_cache, config.get_timing_cache().serialize())
     seconds = time.perf_counter() - start
     logger.info("built %s in %.1f s", plan_path, seconds)
     return {

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import BuildError
 from .specs import FP16_TOLERANCE, FP32_TOLERANCE, ComponentSpec, Dims
 
 
@@ -19,7 +20,7 @@ def compare(reference: dict[str, torch.Tensor], candidate: dict[str, np.ndarray]
         ref = ref.detach().float().cpu().numpy()
         got = np.asarray(candidate[name], dtype=np.float32)
         if got.shape != ref.shape:
-            raise ValueError(f"output '{name}' has shape {got.shape}, torch gives {ref.shape}")
+            raise BuildError(f"output '{name}' has shape {got.shape}, torch gives {ref.shape}")
         finite &= bool(np.isfinite(got).all())
         err = float(np.abs(got - ref).max()) if finite else math.inf
         s = float(np.abs(ref).max())

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import EngineIOError
+
 
 class Engine(ABC):
     """A compiled (or eager) component. Implementations must be safe to call from several threads."""
@@ -37,7 +39,7 @@ class TorchEngine(Engine):
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
-            raise KeyError(f"engine '{self.name}' needs inputs {missing}")
+            raise EngineIOError(f"engine '{self.name}' needs inputs {missing}, got {sorted(inputs)}")
         with torch.no_grad():
             out = self.module(**{n: inputs[n] for n in self.input_names})
         outs = out if isinstance(out, (tuple, list)) else (out,)

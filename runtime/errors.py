@@ -19,5 +19,9 @@ class IncompatibleEngineError(ACSDKError):
     """A compiled plan was built for another GPU or TensorRT version."""
 
 
+class EngineIOError(ACSDKError, ValueError):
+    """An engine was called without the inputs its interface names."""
+
+
 class BackendUnavailableError(ACSDKError):
     """The requested backend (TensorRT, a CUDA provider) is not usable on this machine."""

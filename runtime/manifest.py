@@ -9,7 +9,6 @@ engines/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -17,26 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineDirError, IntegrityError
+from .files import atomic_write, confined, is_temporary, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:
     """Write manifest.json atomically; `data` must not carry its own schema_version."""
     body = {"schema_version": SCHEMA_VERSION, **data}
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=False))
-    os.replace(tmp, root / MANIFEST_NAME)
-    return root / MANIFEST_NAME
+    return atomic_write(root / MANIFEST_NAME, json.dumps(body, indent=2, sort_keys=False))
 
 
 class Manifest:
@@ -71,6 +60,18 @@ class Manifest:
         missing = [k for k in cls.REQUIRED if k not in data]
         if missing:
             raise EngineDirError(f"{file} lacks {missing}; rebuild the engine dir")
+        listed = list(data["files"]) + [
+            rel
+            for entry in data["components"].values()
+            for art in entry.get("artifacts", [])
+            for rel in [art["file"], *art.get("data_files", [])]
+        ]
+        escaping = [rel for rel in listed if confined(root, rel) is None]
+        if escaping:
+            raise EngineDirError(
+                f"{file} names paths outside the engine dir ({escaping[:3]}): every path must be relative, without "
+                "'..'; refusing to open it"
+            )
         return cls(root, data)
 
     @property
@@ -82,7 +83,9 @@ class Manifest:
         expected = self.data["files"].get(rel)
         if expected is None:
             raise EngineDirError(f"'{rel}' is not listed in {self.root / MANIFEST_NAME}")
-        full = self.root / rel
+        full = confined(self.root, rel)
+        if full is None:
+            raise EngineDirError(f"'{rel}' leads outside the engine dir {self.root}; refusing to open it")
         if not full.is_file():
             raise EngineDirError(f"engine file '{rel}' is missing from {self.root}; rebuild the engine dir")
         if verify:
@@ -97,16 +100,12 @@ class Manifest:
                     self._verified.add(rel)
         return full
 
-    def verify_all(self) -> None:
-        for rel in self.data["files"]:
-            self.path(rel)
-
 
 def list_files(root: Path) -> dict[str, str]:
     """sha256 of every file below `root` except the manifest, keyed by POSIX relative path."""
     out = {}
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
-        if rel != MANIFEST_NAME and not rel.startswith(f".{MANIFEST_NAME}"):
+        if rel != MANIFEST_NAME and not is_temporary(file):
             out[rel] = sha256_file(file)
     return out

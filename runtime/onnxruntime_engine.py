@@ -7,26 +7,17 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .dtypes import NUMPY_DTYPES, TORCH_DTYPES
 from .engine import Engine
 from .errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
-_NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
-_TORCH = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
-
 
 def providers_for(device: torch.device) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
 
 
 class OrtEngine(Engine):
@@ -89,7 +80,7 @@ class OrtEngine(Engine):
         feeds = {}
         for spec in self.inputs:
             t = inputs[spec["name"]]
-            feeds[spec["name"]] = t.detach().to("cpu", _TORCH[spec["dtype"]]).contiguous().numpy()
+            feeds[spec["name"]] = t.detach().to("cpu", TORCH_DTYPES[spec["dtype"]]).contiguous().numpy()
         outs = self.session.run(list(self.output_names), feeds)
         return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs, strict=True)}
 
@@ -99,13 +90,13 @@ class OrtEngine(Engine):
         dev_id = self.device.index or 0
         keep = []
         for spec in self.inputs:
-            t = inputs[spec["name"]].detach().to(self.device, _TORCH[spec["dtype"]]).contiguous()
+            t = inputs[spec["name"]].detach().to(self.device, TORCH_DTYPES[spec["dtype"]]).contiguous()
             keep.append(t)
-            binding.bind_input(spec["name"], "cuda", dev_id, _NP[spec["dtype"]], tuple(t.shape), t.data_ptr())
+            binding.bind_input(spec["name"], "cuda", dev_id, NUMPY_DTYPES[spec["dtype"]], tuple(t.shape), t.data_ptr())
         outs = {}
         for spec in self.outputs:
-            o = torch.empty(self._output_shape(spec, batch), dtype=_TORCH[spec["dtype"]], device=self.device)
-            binding.bind_output(spec["name"], "cuda", dev_id, _NP[spec["dtype"]], tuple(o.shape), o.data_ptr())
+            o = torch.empty(self._output_shape(spec, batch), dtype=TORCH_DTYPES[spec["dtype"]], device=self.device)
+            binding.bind_output(spec["name"], "cuda", dev_id, NUMPY_DTYPES[spec["dtype"]], tuple(o.shape), o.data_ptr())
             outs[spec["name"]] = o
         torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch kernels must be ready
         self.session.run_with_iobinding(binding)

@@ -13,22 +13,30 @@ from pathlib import Path
 
 import torch
 
-from .compat import check_plan_compatibility
+from .compat import check_plan_compatibility, parse_trt_version
+from .dtypes import TORCH_DTYPES
 from .engine import Engine
 from .errors import BackendUnavailableError, IncompatibleEngineError
 
 log = logging.getLogger(__name__)
 
-_TORCH = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
+MIN_TRT_MAJOR = 10
 
 
 def tensorrt_usable() -> tuple[bool, str]:
+    """(True, "") when TensorRT plans can be built and run here, else (False, why). The one such check in acsdk."""
     try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken CUDA library under it
-        return False, f"TensorRT is not importable ({exc}); install acsdk[tensorrt] on a CUDA machine"
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
+        return False, (
+            f"tensorrt is not importable ({type(exc).__name__}: {exc}); install `acsdk[tensorrt]` on a CUDA machine"
+        )
+    version = str(getattr(trt, "__version__", "unknown"))
+    parsed = parse_trt_version(version)
+    if parsed is None or parsed[0] < MIN_TRT_MAJOR:
+        return False, f"tensorrt {version} found, but TensorRT >= {MIN_TRT_MAJOR} is required"
     if not torch.cuda.is_available():
-        return False, "no CUDA GPU (torch.cuda.is_available() is False)"
+        return False, f"tensorrt {version} found, but no CUDA GPU (torch.cuda.is_available() is False)"
     return True, ""
 
 
@@ -84,14 +92,15 @@ class TensorRTEngine(Engine):
         outs = {}
         for spec in self.outputs:
             shape = tuple(self.context.get_tensor_shape(spec["name"]))
-            o = torch.empty(shape, dtype=_TORCH[spec["dtype"]], device=self.device)
+            o = torch.empty(shape, dtype=TORCH_DTYPES[spec["dtype"]], device=self.device)
             self.context.set_tensor_address(spec["name"], o.data_ptr())
             outs[spec["name"]] = o
         return outs
 
     def _prepare(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
-            s["name"]: inputs[s["name"]].detach().to(self.device, _TORCH[s["dtype"]]).contiguous() for s in self.inputs
+            s["name"]: inputs[s["name"]].detach().to(self.device, TORCH_DTYPES[s["dtype"]]).contiguous()
+            for s in self.inputs
         }
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

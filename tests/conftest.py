@@ -57,7 +57,9 @@ def engine_dir(tiny_ckpt, tmp_path_factory):
     """The tiny checkpoint exported at fp32 (ONNX), once per test session (~80 s on 2 cores)."""
     from export.build import build_engine_dir
 
-    return build_engine_dir(tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp32", backend="onnx", progress=False)
+    return build_engine_dir(
+        tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp32", backend="onnxruntime", progress=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,5 +67,5 @@ def engine_dir_fp16(tiny_ckpt, tmp_path_factory):
     from export.build import build_engine_dir
 
     return build_engine_dir(
-        tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp16", backend="onnx", fp16=True, progress=False
+        tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp16", backend="onnxruntime", fp16=True, progress=False
     )

@@ -1,6 +1,6 @@
 import torch
 
-from acsdk import imaging
+from acsdk.inference import imaging
 from acsdk.models.asea import in_mask_ratio, run_asea
 from acsdk.models.csm import query_to_image_attention
 

@@ -5,9 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from acsdk import CheckpointError
+from acsdk import CheckpointError, InputError
 from acsdk.models import AnomalyControlModel
-from acsdk.models.checkpoint import ADAPTER_FILE, PARTS
+from acsdk.models.checkpoint import ADAPTER_FILE
+
+PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "blip2", "qformer_tokenizer", "adapter")
 
 
 def _state(model):
@@ -34,9 +36,50 @@ def test_diffusers_unet_part_holds_no_adapter_weights(tiny_ckpt):
 
 def test_save_refuses_existing_dir_and_leaves_no_temp(tiny_model, tmp_path):
     (tmp_path / "taken").mkdir()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(InputError) as err:
         tiny_model.save_pretrained(tmp_path / "taken")
+    assert err.value.argument == "path"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+@pytest.mark.parametrize("atomic_swap", [True, False], ids=["exchange", "aside-then-rename"])
+def test_overwrite_that_fails_at_the_swap_keeps_the_old_checkpoint(
+    tiny_ckpt, tiny_model, tmp_path, monkeypatch, atomic_swap
+):
+    """Overwriting a checkpoint must never leave the destination empty: fail the final rename and the old one
+    must still load. (Deleting the old one before renaming the new one in loses both.)"""
+    import os
+
+    import runtime.files
+
+    dest = shutil.copytree(tiny_ckpt, tmp_path / "ckpt")
+    before = load_file(str(dest / ADAPTER_FILE))
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.fspath(dst) == os.fspath(dest) and ".old-" not in os.fspath(src):
+            raise OSError("simulated failure while renaming the new checkpoint in")
+        return real_replace(src, dst)
+
+    def failing_exchange(a, b):
+        raise OSError("simulated failure of the atomic exchange")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    if atomic_swap:
+        monkeypatch.setattr(runtime.files, "_exchange", failing_exchange)
+    else:
+        monkeypatch.setattr(runtime.files, "_exchange", lambda a, b: False)
+    model = AnomalyControlModel.from_pretrained(dest)
+    with torch.no_grad():
+        for p in model.projection.parameters():
+            p.add_(1.0)
+    with pytest.raises(OSError, match="simulated"):
+        model.save_pretrained(dest, overwrite=True)
+    monkeypatch.undo()
+    after = load_file(str(dest / ADAPTER_FILE))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    AnomalyControlModel.from_pretrained(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or aside directory left behind
 
 
 @pytest.mark.parametrize("part", [p for p in PARTS])

@@ -3,7 +3,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from acsdk.cli import main
+from acsdk.apps.cli import main
 
 
 def test_demo_writes_a_training_set_sheet_and_summary(tmp_path, monkeypatch, capsys, engine_dir):
@@ -23,6 +23,29 @@ def test_demo_writes_a_training_set_sheet_and_summary(tmp_path, monkeypatch, cap
     assert summary["images"] == 4 and "trained from scratch" in summary["note"]
     printed = capsys.readouterr().out
     assert str(out) in printed and "contact sheet" in printed
+
+
+def test_demo_never_deletes_what_it_did_not_write(tmp_path, capsys, engine_dir):
+    """`acsdk demo --out X` on a directory of the user's is refused and nothing in it is touched; a directory an
+    earlier demo wrote (it has the marker) is reused, and only the demo's own outputs are replaced."""
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "precious.txt").write_text("user data")
+    (out / "synthetic").mkdir()
+    (out / "synthetic" / "labels.csv").write_text("user labels")
+    args = ["demo", "--out", str(out), "--per-type", "1", "--steps", "2", "--engines", str(engine_dir)]
+    assert main(args) == 2
+    assert "out" in capsys.readouterr().err
+    assert (out / "data" / "precious.txt").read_text() == "user data"
+    assert (out / "synthetic" / "labels.csv").read_text() == "user labels"
+
+    fresh = tmp_path / "fresh"
+    args[2] = str(fresh)
+    assert main(args) == 0
+    (fresh / "notes.txt").write_text("the user's, beside the demo's outputs")
+    assert main(args) == 0  # a second demo run into its own directory
+    assert (fresh / "notes.txt").is_file()
+    assert len(list((fresh / "synthetic" / "plate").glob("*/image/*.png"))) == 4
 
 
 def test_import_ip_adapter_cli_errors_exit_2(tmp_path, tiny_ckpt, capsys):

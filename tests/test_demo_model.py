@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from acsdk.apps.demo import demo_checkpoint
 from acsdk.data.procedural import render_sample
-from acsdk.demo import demo_checkpoint
+from acsdk.inference.synthesizer import Synthesizer
 from acsdk.models.checkpoint import AnomalyControlModel
-from acsdk.synthesizer import Synthesizer
 
 # Mean change inside the mask over three seeds, per the procedural defects' look: holes and cracks are
 # dark, scratches bright, stains shift red up and blue down. The shipped model measures about +-0.2 on

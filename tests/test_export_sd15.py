@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from acsdk.models.components import SGAUNet
-from acsdk.testing import build_sd15_sga_unet
+from acsdk.models.presets import build_sd15_sga_unet
 from export.onnx_export import artifact_files, export_onnx
 from export.specs import SPECS, Dims
 from export.verify import verify_onnx

@@ -11,7 +11,7 @@ from PIL import Image
 
 from acsdk import InputError
 from acsdk.data import make_mvtec_like
-from acsdk.generate import generate
+from acsdk.data.generate import generate
 
 FAST = {"num_inference_steps": 10, "asea_steps": 2}
 

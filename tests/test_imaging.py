@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from acsdk import InputError, imaging
+from acsdk import InputError
+from acsdk.inference import imaging
 
 
 def test_modes_and_sources_give_rgb_in_unit_range(tmp_path):

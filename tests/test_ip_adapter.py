@@ -4,7 +4,7 @@ from safetensors.torch import save_file
 
 from acsdk import CheckpointError
 from acsdk.models.ip_adapter import convert_ip_adapter, import_ip_adapter
-from acsdk.testing import build_tiny_model
+from acsdk.models.presets import build_model
 
 
 def _ip_adapter_groups(model, seed=0):
@@ -21,7 +21,7 @@ def _ip_adapter_groups(model, seed=0):
 
 @pytest.fixture(scope="module")
 def model():
-    return build_tiny_model(seed=1)
+    return build_model("tiny", seed=1)
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])

@@ -121,6 +121,22 @@ def test_tampered_engine_file_is_rejected_by_name(engine_dir, tmp_path):
         acsdk.Synthesizer(work, backend="onnxruntime", device="cpu")
 
 
+@pytest.mark.parametrize("style", ["dotdot", "absolute"])
+def test_manifest_paths_leading_out_of_the_engine_dir_are_refused(engine_dir, tmp_path, style):
+    """A manifest (hand-edited, or from an untrusted source) must not make the runtime open files elsewhere, even
+    ones whose sha256 it lists correctly."""
+    work = shutil.copytree(engine_dir, tmp_path / "e")
+    outside = shutil.copy(work / "onnx" / "text_encoder.onnx", tmp_path / "elsewhere.onnx")
+    rel = "../elsewhere.onnx" if style == "dotdot" else str(outside)
+    data = json.loads((work / MANIFEST_NAME).read_text())
+    data["files"][rel] = data["files"].pop("onnx/text_encoder.onnx")
+    data["components"]["text_encoder"]["artifacts"][0]["file"] = rel
+    (work / MANIFEST_NAME).write_text(json.dumps(data))
+    (work / "onnx" / "text_encoder.onnx").unlink()
+    with pytest.raises(EngineDirError, match="outside the engine dir"):
+        acsdk.Synthesizer(work, backend="onnxruntime", device="cpu")
+
+
 def test_engine_dir_errors(engine_dir, tmp_path):
     with pytest.raises(EngineDirError, match="export.build"):
         acsdk.Synthesizer(tmp_path / "none", device="cpu")

@@ -5,7 +5,8 @@ import pytest
 from conftest import FAST, pixels
 from PIL import Image
 
-from acsdk import InputError, SemanticFeatures, imaging
+from acsdk import InputError, SemanticFeatures
+from acsdk.inference import imaging
 
 
 @pytest.fixture(scope="module")

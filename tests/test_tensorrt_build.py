@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from acsdk.errors import ACSDKError
 from export import tensorrt as trt_build
 from export.specs import SPECS, Dims
 from export.tensorrt import TensorRTBuildError
+from runtime.compat import check_plan_compatibility
+from runtime.tensorrt_engine import tensorrt_usable
 
 DIMS = Dims(
     height=64,
@@ -77,9 +80,11 @@ def test_plan_filename(component, precision, version, cc, expected):
         ("../unet", "fp16", "10.6.0", "8.9"),  # a path, not a name
     ],
 )
-def test_plan_filename_rejects_bad_input(component, precision, version, cc):
-    with pytest.raises(ValueError):
+def test_plan_filename_rejects_bad_input_with_a_build_error(component, precision, version, cc):
+    # A typed error the CLI turns into a message and exit 1, not a ValueError traceback.
+    with pytest.raises(TensorRTBuildError) as err:
         trt_build.plan_filename(component, precision, trt_version=version, compute_capability=cc)
+    assert isinstance(err.value, ACSDKError) and not isinstance(err.value, ValueError)
 
 
 def test_builder_flag_names():
@@ -88,64 +93,17 @@ def test_builder_flag_names():
     assert trt_build.builder_flag_names(fp16=False) == ["-TF32"]
 
 
-def test_ort_provider_options_from_spec_profile(tmp_path):
-    profile = unet_profile(max_batch=2)  # unet: batch_per_image 2 -> batch (1, 2, 4)
-    opts = trt_build.ort_tensorrt_provider_options(profile, fp16=True, cache_dir=tmp_path / "cache")
-    assert opts["trt_profile_min_shapes"] == (
-        "sample:1x9x8x8,timestep:1,text_embeds:1x7x32,semantic_tokens:1x4x32,semantic_scale:1"
-    )
-    assert opts["trt_profile_opt_shapes"] == (
-        "sample:2x9x8x8,timestep:2,text_embeds:2x7x32,semantic_tokens:2x4x32,semantic_scale:1"
-    )
-    assert opts["trt_profile_max_shapes"] == (
-        "sample:4x9x8x8,timestep:4,text_embeds:4x7x32,semantic_tokens:4x4x32,semantic_scale:1"
-    )
-    assert opts["trt_fp16_enable"] is True
-    assert opts["trt_engine_cache_enable"] is True
-    assert opts["trt_engine_cache_path"] == str(tmp_path / "cache")
-    assert opts["trt_timing_cache_enable"] is True
-    assert opts["trt_timing_cache_path"] == str(tmp_path / "cache")
-    assert "trt_max_workspace_size" not in opts
-
-
-def test_ort_provider_options_fp32_without_cache():
-    profile = SPECS["vae_decoder"].profile(DIMS, max_batch=3)
-    opts = trt_build.ort_tensorrt_provider_options(profile, fp16=False, workspace_gb=1.5)
-    assert opts["trt_profile_min_shapes"] == "latents:1x4x8x8"
-    assert opts["trt_profile_opt_shapes"] == "latents:1x4x8x8"
-    assert opts["trt_profile_max_shapes"] == "latents:3x4x8x8"
-    assert opts["trt_fp16_enable"] is False
-    assert opts["trt_max_workspace_size"] == int(1.5 * 2**30)
-    assert not any(k.startswith(("trt_engine_cache", "trt_timing_cache")) for k in opts)
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {},
-        {"x": {"min": [1, 3], "opt": [2, 3]}},  # no max
-        {"x": {"min": [1, 3], "opt": [2, 3], "max": [4]}},  # rank differs
-        {"x": {"min": [2, 3], "opt": [1, 3], "max": [4, 3]}},  # min > opt
-        {"x": {"min": [0, 3], "opt": [1, 3], "max": [4, 3]}},  # zero-size
-        {"x": {"min": [], "opt": [], "max": []}},  # scalar: no ORT spelling
-    ],
-)
-def test_ort_provider_options_rejects_bad_profiles(bad):
-    with pytest.raises(ValueError):
-        trt_build.ort_tensorrt_provider_options(bad, fp16=True)
-
-
 def test_check_plan_compatibility_match():
     recorded = {"tensorrt_version": "10.6.0", "compute_capability": "8.9"}
-    assert trt_build.check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="8.9") is None
+    assert check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="8.9") is None
     # plans built without version compatibility load only on the exact TensorRT version
-    msg = trt_build.check_plan_compatibility(recorded, current_trt="10.6.1", current_cc="8.9")
+    msg = check_plan_compatibility(recorded, current_trt="10.6.1", current_cc="8.9")
     assert msg is not None and "10.6.1" in msg and "python -m export.build" in msg
 
 
 def test_check_plan_compatibility_trt_minor_differs():
     recorded = {"tensorrt_version": "10.6.0", "compute_capability": "8.9"}
-    msg = trt_build.check_plan_compatibility(recorded, current_trt="10.7.0", current_cc="8.9")
+    msg = check_plan_compatibility(recorded, current_trt="10.7.0", current_cc="8.9")
     assert msg is not None
     assert "10.6.0" in msg and "10.7.0" in msg
     assert "compute capability" not in msg
@@ -154,33 +112,33 @@ def test_check_plan_compatibility_trt_minor_differs():
 
 def test_check_plan_compatibility_cc_differs():
     recorded = {"tensorrt_version": "10.6.0", "compute_capability": "8.9"}
-    msg = trt_build.check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="9.0")
+    msg = check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="9.0")
     assert msg is not None
     assert "8.9" in msg and "9.0" in msg and "sm90" in msg
     assert "TensorRT 10.6.0 but" not in msg  # the version matched, only the GPU differs
     assert "python -m export.build" in msg
     # "exactly": 8.6 plans do not run on 8.9 either
-    assert trt_build.check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="8.6") is not None
+    assert check_plan_compatibility(recorded, current_trt="10.6.0", current_cc="8.6") is not None
 
 
 def test_check_plan_compatibility_both_differ_and_missing_fields():
-    msg = trt_build.check_plan_compatibility(
+    msg = check_plan_compatibility(
         {"tensorrt_version": "10.3.0", "compute_capability": "8.0"}, current_trt="10.6.0", current_cc="8.9"
     )
     assert "10.3.0" in msg and "8.0" in msg and "python -m export.build" in msg
-    msg = trt_build.check_plan_compatibility({}, current_trt="10.6.0", current_cc="8.9")
+    msg = check_plan_compatibility({}, current_trt="10.6.0", current_cc="8.9")
     assert msg is not None and "python -m export.build" in msg
 
 
-def test_tensorrt_available_false_without_tensorrt(monkeypatch):
+def test_tensorrt_usable_false_without_tensorrt(monkeypatch):
     # A None entry makes `import tensorrt` raise ImportError whatever is installed.
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    ok, reason = trt_build.tensorrt_available()
+    ok, reason = tensorrt_usable()
     assert ok is False
     assert "tensorrt" in reason.lower()
 
 
-def test_tensorrt_available_here():
+def test_tensorrt_usable_here():
     # This machine has no TensorRT (and no GPU): the builder must be told why, not crash.
     pytest.importorskip("torch")
     try:
@@ -193,27 +151,27 @@ def test_tensorrt_available_here():
 
     if has_trt and torch.cuda.is_available():
         pytest.skip("TensorRT and CUDA are both present here")
-    ok, reason = trt_build.tensorrt_available()
+    ok, reason = tensorrt_usable()
     assert ok is False
     assert "tensorrt" in reason.lower()
 
 
-def test_tensorrt_available_without_cuda(monkeypatch):
+def test_tensorrt_usable_without_cuda(monkeypatch):
     import torch
 
     fake, _ = make_fake_trt({})
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ok, reason = trt_build.tensorrt_available()
+    ok, reason = tensorrt_usable()
     assert ok is False
     assert "CUDA" in reason and "10.6.0" in reason
     assert trt_build.gpu_info() is None
 
 
-def test_tensorrt_available_old_version(monkeypatch):
+def test_tensorrt_usable_old_version(monkeypatch):
     fake, _ = make_fake_trt({}, version="8.6.1")
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    ok, reason = trt_build.tensorrt_available()
+    ok, reason = tensorrt_usable()
     assert ok is False
     assert "8.6.1" in reason and ">= 10" in reason
 
@@ -590,7 +548,7 @@ def test_build_real_plan(tmp_path, fp16):
     assert cache.stat().st_size > 0
     assert leftovers(tmp_path) == []
     recorded = {k: info[k] for k in ("tensorrt_version", "compute_capability")}
-    assert trt_build.check_plan_compatibility(recorded, trt.__version__, gpu["compute_capability"]) is None
+    assert check_plan_compatibility(recorded, trt.__version__, gpu["compute_capability"]) is None
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
     assert engine is not None

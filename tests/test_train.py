@@ -10,7 +10,14 @@ from acsdk import InputError
 from acsdk.data import make_mvtec_like
 from acsdk.models import AnomalyControlModel
 from acsdk.models.checkpoint import ADAPTER_FILE
-from acsdk.train import TrainConfig, build_dataset, loss_on_batch, train, trainable_parameters
+from acsdk.training.adapter import (
+    TrainConfig,
+    build_dataset,
+    load_state,
+    loss_on_batch,
+    train,
+    trainable_parameters,
+)
 
 CFG = TrainConfig(steps=4, batch_size=2, grad_accum=1, lr=1e-3, save_every=2, asea_steps=1)
 
@@ -68,10 +75,49 @@ def test_frozen_weights_are_bit_identical_and_adapter_moved(tiny_ckpt, trained):
 def test_resume_after_k_steps_equals_uninterrupted(tiny_ckpt, data, trained, tmp_path):
     first = TrainConfig(**{**CFG.__dict__, "steps": 2})
     out = train(tiny_ckpt, data, "plate", tmp_path / "r", first, progress=False)
-    assert json.loads((out / "training" / "state.json").read_text())["step"] == 2
+    assert load_state(out)[0]["step"] == 2
     train(tiny_ckpt, data, "plate", out, CFG, resume=True, progress=False)
     a, b = load_file(str(out / ADAPTER_FILE)), load_file(str(trained / ADAPTER_FILE))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_crash_inside_a_save_still_resumes_bit_exactly(tiny_ckpt, data, trained, tmp_path, monkeypatch, crash_at):
+    """Kill the run at the `crash_at`-th file rename of its second save (step 4); the resume must still end on the
+    uninterrupted run's adapter. With state split over several files renamed one by one it does not."""
+    import os
+
+    import acsdk.training.adapter as mod
+
+    real_save, real_replace, saves = mod.save_state, os.replace, []
+
+    def save_that_dies(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            renames = []
+
+            def dying_replace(src, dst):
+                renames.append(dst)
+                if len(renames) == crash_at:
+                    raise SimulatedCrash(dst)
+                return real_replace(src, dst)
+
+            monkeypatch.setattr(os, "replace", dying_replace)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "save_state", save_that_dies)
+    with pytest.raises(SimulatedCrash):
+        train(tiny_ckpt, data, "plate", tmp_path / "c", CFG, progress=False)
+    monkeypatch.undo()
+    out = train(tiny_ckpt, data, "plate", tmp_path / "c", CFG, resume=True, progress=False)
+    a, b = load_file(str(out / ADAPTER_FILE)), load_file(str(trained / ADAPTER_FILE))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    steps = [json.loads(x)["step"] for x in (out / "training" / "loss.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, CFG.steps + 1))  # no step logged twice
 
 
 def test_resume_refuses_another_config(tiny_ckpt, data, trained):
@@ -91,7 +137,7 @@ def test_trained_output_exports(trained, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_ckpt, data, tmp_path, monkeypatch):
-    import acsdk.train as train_mod
+    import acsdk.training.adapter as train_mod
 
     real = train_mod.loss_on_batch
     calls = []
@@ -104,13 +150,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_ckpt, data, tmp_
     monkeypatch.setattr(train_mod, "loss_on_batch", flaky)
     with pytest.raises(train_mod.TrainingError, match="step 3"):
         train(tiny_ckpt, data, "plate", tmp_path / "n", CFG, progress=False)
-    state = json.loads((tmp_path / "n" / "training" / "state.json").read_text())
-    assert state["step"] == 2  # the save before the NaN step
+    assert load_state(tmp_path / "n")[0]["step"] == 2  # the save before the NaN step
     AnomalyControlModel.from_pretrained(tmp_path / "n")  # still a loadable checkpoint
 
 
 def test_cli_bad_data_exits_2(tiny_ckpt, tmp_path, capsys):
-    from acsdk.train import main
+    from acsdk.training.adapter import main
 
     code = main(
         [
@@ -164,11 +209,11 @@ def test_fp16_mixed_precision_on_cuda_resumes_exactly(tiny_ckpt, data, tmp_path)
     train(tiny_ckpt, data, "plate", half, cfg, resume=True, progress=False, device="cuda")
     a, b = load_file(str(full / ADAPTER_FILE)), load_file(str(half / ADAPTER_FILE))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert "grad_scaler" in json.loads((full / "training" / "state.json").read_text())
+    assert "grad_scaler" in load_state(full)[0]
 
 
 def test_augment_flips_image_and_mask_together_and_resumes_exactly(tiny_ckpt, data, tmp_path):
-    from acsdk.train import augment_batch
+    from acsdk.training.adapter import augment_batch
 
     img = torch.rand(16, 3, 8, 8)
     mask = (img[:, :1] > 0.5).float()

@@ -10,9 +10,9 @@ import torch
 
 from acsdk.errors import InputError
 from acsdk.models.checkpoint import AnomalyControlModel
+from acsdk.models.presets import build_model
 from acsdk.models.sga import sga_processors
-from acsdk.testing import build_model
-from acsdk.train_base import CLASSES, STAGES, BaseTrainConfig, main, make_corpus, train_base
+from acsdk.training.demo_model import CLASSES, STAGES, BaseTrainConfig, main, make_corpus, train_base
 
 SMOKE = BaseTrainConfig(
     samples=96,

@@ -1,4 +1,8 @@
-"""Datasets: MVTec-AD-shaped data in, synthetic (image, mask) training sets out."""
+"""Data: the MVTec reader, target masks, procedural data, prompts, and generation of synthetic training sets.
+
+Layer contract: imports `acsdk.inference`, `acsdk.models`, `acsdk.errors` and `runtime`; never `acsdk.training`,
+`acsdk.apps` or `export`. Only `generate` reaches into inference; the readers stand alone.
+"""
 
 from .masks import estimate_foreground, sample_target_mask
 from .mvtec import MVTecCategory, load_category

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
+
 
 def _box_blur(x: np.ndarray, k: int) -> np.ndarray:
     pad = k // 2
@@ -71,7 +73,7 @@ def sample_target_mask(
     """A bool HxW mask: a reference mask moved, rotated, scaled and flipped; inside `foreground`; non-empty;
     covering at most `max_fraction` of the image."""
     if not reference_masks:
-        raise ValueError("reference_masks: expected at least one mask, got none")
+        raise InputError("reference_masks", "at least one mask", "none")
     h, w = shape
     fg = np.ones(shape, dtype=bool) if foreground is None else foreground
     budget = max(1, int(max_fraction * h * w))

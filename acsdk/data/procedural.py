@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from runtime.files import atomic_dir
+
+from ..errors import InputError
+
 DEFECTS = ("hole", "scratch", "stain", "crack")
 
 
@@ -48,7 +52,7 @@ def _defect(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray,
             mask |= (yy - y) ** 2 + (xx - x) ** 2 <= width**2
         shift = 0.3 if kind == "scratch" else -0.3
     else:
-        raise ValueError(f"kind: expected one of {DEFECTS}, got {kind!r}")
+        raise InputError("kind", f"one of {DEFECTS}", repr(kind))
     return mask, np.broadcast_to(np.asarray(shift, dtype=np.float32), (3,))
 
 
@@ -72,11 +76,23 @@ def make_mvtec_like(
     seed: int = 0,
     gray: bool = False,
 ) -> Path:
-    """Write ROOT/<category>/{train/good, test/good, test/<defect>, ground_truth/<defect>} with exact masks."""
+    """Write ROOT/<category>/{train/good, test/good, test/<defect>, ground_truth/<defect>} with exact masks.
+
+    The category is built in a temporary sibling and renamed into place: an existing one is refused, not mixed.
+    """
     rng = np.random.default_rng(seed)
-    cat = Path(root) / category
-    for sub in ("train/good", "test/good"):
-        (cat / sub).mkdir(parents=True, exist_ok=True)
+    if (Path(root) / category).exists():
+        raise InputError("category", f"a category not yet under {root}", f"'{category}', which exists")
+    with atomic_dir(Path(root) / category) as cat:
+        for sub in ("train/good", "test/good"):
+            (cat / sub).mkdir(parents=True)
+        _write_category(cat, size, n_good, n_per_defect, defects, rng, gray)
+    return Path(root)
+
+
+def _write_category(
+    cat: Path, size: int, n_good: int, n_per_defect: int, defects: tuple[str, ...], rng: np.random.Generator, gray: bool
+) -> None:
 
     def to_img(a: np.ndarray) -> Image.Image:
         u8 = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
@@ -93,4 +109,3 @@ def make_mvtec_like(
             img, mask = render_sample(kind, size, rng, gray)
             to_img(img).save(cat / "test" / kind / f"{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(cat / "ground_truth" / kind / f"{i:03d}_mask.png")
-    return Path(root)

@@ -1,4 +1,8 @@
-"""The torch modules of AnomalyControl: CSM, ASEA, SGA, and the checkpoint that holds them."""
+"""The model: AnomalyControl's torch modules (CSM, ASEA, SGA), the checkpoint format and its importers, and the
+architecture presets.
+
+Layer contract: imports `acsdk.errors` and `runtime` only; every other layer builds on it.
+"""
 
 from .asea import ASEAResult, run_asea
 from .checkpoint import AnomalyControlModel

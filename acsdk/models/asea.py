@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import InputError
 from .csm import QFormer, query_to_image_attention
 
 
@@ -57,7 +58,7 @@ def run_asea(
     history: list[float] = []
     if any(p.requires_grad for p in qformer.parameters()):
         # Toggling shared weights here would race with other threads; the loader freezes them once.
-        raise RuntimeError("ASEA needs a frozen Q-Former: call requires_grad_(False) on it first")
+        raise InputError("qformer", "a frozen Q-Former (call requires_grad_(False) on it first)", "trainable weights")
     with torch.inference_mode(False), torch.enable_grad():
         # Clones: tensors made under inference_mode cannot take part in autograd.
         e_v = image_tokens.detach().clone()

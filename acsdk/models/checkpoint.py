@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +26,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import BertTokenizer, Blip2ForImageTextRetrieval, CLIPTextModel, CLIPTokenizer
 
-from ..errors import CheckpointError
+from runtime.files import atomic_dir
+
+from ..errors import CheckpointError, InputError
 from .config import CONFIG_NAME, ModelConfig
 from .csm import QFormer, SemanticProjection
 from .sga import install_sga, sga_processors
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapter/adapter.safetensors"
 SGA_PREFIX = "sga."
-PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "blip2", "qformer_tokenizer", "adapter")
 
 T = TypeVar("T")
 
@@ -173,13 +172,12 @@ class AnomalyControlModel(nn.Module):
         return model.to(device)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the checkpoint atomically: into a temporary sibling, then rename."""
+        """Write the checkpoint into a temporary sibling and swap it in (`runtime.files.atomic_dir`): a crash at any
+        moment leaves either the old checkpoint or the new one at `path`, never neither."""
         dest = Path(path)
         if dest.exists() and not overwrite:
-            raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
+            raise InputError("path", "a new directory, or overwrite=True to replace it", f"'{dest}', which exists")
+        with atomic_dir(dest, replace=overwrite) as tmp:
             (tmp / CONFIG_NAME).write_text(self.config.to_json())
             procs = self.unet.attn_processors
             self.unet.set_attn_processor(AttnProcessor2_0())  # the diffusers part holds base weights only
@@ -196,12 +194,6 @@ class AnomalyControlModel(nn.Module):
             (tmp / "adapter").mkdir()
             state = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict().items()}
             save_file(state, str(tmp / ADAPTER_FILE), metadata={"format": "acsdk-adapter"})
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dest
 
 

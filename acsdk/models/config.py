@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
@@ -27,7 +27,6 @@ class ModelConfig:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    extra: dict = field(default_factory=dict)  # reserved for format extensions; stored, not read
 
     def to_json(self) -> str:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -49,6 +48,8 @@ class ModelConfig:
             raise CheckpointError(
                 "acsdk.json", file, f"format_version {version!r} is not supported (this acsdk reads {FORMAT_VERSION})"
             )
+        if data.get("extra") == {}:
+            del data["extra"]  # acsdk 0.1.0 wrote an always-empty "extra"; nothing ever read it
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:

@@ -13,6 +13,8 @@ from torch import nn
 from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2QFormerModel
 from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
+from ..errors import InputError
+
 
 class ImageProj(nn.Module):
     """IP-Adapter's image projection (`proj`, `norm` keys, so ip-adapter weights load unchanged)."""
@@ -72,10 +74,6 @@ class QFormer(nn.Module):
             Blip2QFormerModel._from_config(qcfg, attn_implementation="eager"),
         )
 
-    @property
-    def num_queries(self) -> int:
-        return self.query_tokens.shape[1]
-
     def forward(
         self,
         image_tokens: torch.Tensor,
@@ -102,7 +100,9 @@ class QFormer(nn.Module):
 def query_to_image_attention(cross_attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:
     """Mean over cross-attention layers, heads and queries of query->image probabilities, CLS dropped: [B, gh, gw]."""
     if not cross_attentions:
-        raise RuntimeError("the Q-Former returned no cross-attention maps; load BLIP-2 with eager attention")
+        raise InputError(
+            "cross_attentions", "the Q-Former's attention maps (BLIP-2 loaded with eager attention)", "none"
+        )
     stacked = torch.stack([a.float() for a in cross_attentions])  # [L, B, heads, Q, N]
     mean = stacked.mean(dim=(0, 2, 3))  # [B, N]
     patches = mean[:, 1:]

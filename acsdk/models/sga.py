@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from ..errors import InputError
+
 
 class SGAAttnProcessor(nn.Module):
     def __init__(self, hidden_size: int, cross_attention_dim: int, num_tokens: int):
@@ -32,7 +34,7 @@ class SGAAttnProcessor(nn.Module):
         semantic_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is None:
-            raise ValueError("SGAAttnProcessor is a cross-attention processor: encoder_hidden_states is required")
+            raise InputError("encoder_hidden_states", "the [text ; semantic] context of a cross-attention", "None")
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -72,7 +74,15 @@ class SGAAttnProcessor(nn.Module):
 
 
 class SelfAttnProcessor(AttnProcessor2_0):
-    """diffusers' self-attention, declaring `semantic_scale` so the shared kwargs pass it silently."""
+    """diffusers' self-attention, declaring `semantic_scale` so the shared kwargs pass it silently.
+
+    Why it exists: lambda must be a per-call tensor (a graph input of the exported UNet, different per thread), and
+    `cross_attention_kwargs` is diffusers' only per-call route into processors. Every transformer block hands the
+    same kwargs to attn1 and attn2, and `Attention.forward` logs a warning on every call for a keyword its processor
+    does not declare (16 layers x 35 steps per image). The alternatives are worse: lambda as a processor attribute
+    is shared state (not thread-safe, not a graph input), and smuggling it through `encoder_hidden_states` hides
+    the method's one scalar in a tensor layout.
+    """
 
     def __call__(
         self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, semantic_scale=None
@@ -114,11 +124,3 @@ def _key(processor_name: str) -> str:
 def sga_processors(unet: nn.Module) -> dict[str, SGAAttnProcessor]:
     return {n: p for n, p in unet.attn_processors.items() if isinstance(p, SGAAttnProcessor)}
 
-
-def sga_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
-    """Adapter weights keyed `<processor name>.to_k_ip.weight`, the layout of the checkpoint's adapter file."""
-    out: dict[str, torch.Tensor] = {}
-    for name, proc in sga_processors(unet).items():
-        for key, value in proc.state_dict().items():
-            out[f"{name}.{key}"] = value
-    return out

@@ -27,11 +27,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from runtime.files import atomic_path, atomic_write, is_temporary, sha256_file
+
+from ..errors import InputError
 from .contact_sheet import contact_sheet
-from .data.masks import estimate_foreground, sample_target_mask
-from .data.mvtec import MVTecCategory, load_category
-from .data.prompts import DEFAULT_TEMPLATE, PromptSource
-from .errors import InputError
+from .masks import estimate_foreground, sample_target_mask
+from .mvtec import MVTecCategory, load_category
+from .prompts import DEFAULT_TEMPLATE, PromptSource
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "generate.json"
@@ -95,17 +97,14 @@ def _read_done(meta: Path, image_dir: Path, mask_dir: Path) -> dict[int, dict]:
             done[rec["index"]] = rec
             good.append(line)
     if len(good) != len(lines):
-        tmp = meta.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(g + "\n" for g in good))
-        os.replace(tmp, meta)
+        atomic_write(meta, "".join(g + "\n" for g in good))
     return done
 
 
 def _write_pair(image: Image.Image, mask: Image.Image, image_path: Path, mask_path: Path) -> None:
     for im, path in ((mask, mask_path), (image, image_path)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        im.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            im.save(tmp, format="PNG")
 
 
 def _append(meta: Path, record: dict) -> None:
@@ -156,7 +155,7 @@ def generate(
     progress: bool = True,
 ) -> GenerateSummary:
     """Write `per_type` synthetic pairs for each defect type of `category`; see the module docstring."""
-    from .synthesizer import Synthesizer  # heavy import, after argument checks below would be nicer but simple
+    from ..inference.synthesizer import Synthesizer
 
     started = time.perf_counter()
     if isinstance(per_type, bool) or not isinstance(per_type, int) or per_type < 1:
@@ -180,7 +179,7 @@ def generate(
         n_refs = sum(len(cat.references(d)) for d in cat.anomalies)
         synthesizer = Synthesizer(engines, backend=backend, device=device, cache_size=max(64, n_refs + 8))
     if synthesizer.engine_dir is not None:
-        from runtime.manifest import MANIFEST_NAME, sha256_file
+        from runtime.manifest import MANIFEST_NAME
 
         manifest_sha = sha256_file(Path(synthesizer.engine_dir) / MANIFEST_NAME)
     settings = GenerateSettings(
@@ -199,10 +198,8 @@ def generate(
     root = Path(out) / category
     _check_out(root, settings, resume)
     root.mkdir(parents=True, exist_ok=True)
-    tmp_settings = root / f".{SETTINGS_FILE}.tmp"
-    tmp_settings.write_text(json.dumps(dataclasses.asdict(settings), indent=2))
-    os.replace(tmp_settings, root / SETTINGS_FILE)
-    (root / "skipped.json").write_text(json.dumps(cat.skipped, indent=2))
+    atomic_write(root / SETTINGS_FILE, json.dumps(dataclasses.asdict(settings), indent=2))
+    atomic_write(root / "skipped.json", json.dumps(cat.skipped, indent=2))
 
     written: dict[str, int] = {}
     total: dict[str, int] = {}
@@ -213,8 +210,9 @@ def generate(
         image_dir, mask_dir, meta = ddir / "image", ddir / "mask", ddir / "metadata.jsonl"
         image_dir.mkdir(parents=True, exist_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*image_dir.glob(".*.tmp"), *mask_dir.glob(".*.tmp")]:
-            stale.unlink()
+        for stale in [*image_dir.iterdir(), *mask_dir.iterdir()]:
+            if is_temporary(stale):
+                stale.unlink()
         done = _read_done(meta, image_dir, mask_dir)
         refs = cat.references(defect)
         ref_masks = [_load_mask(r.mask) for r in refs]
@@ -284,5 +282,6 @@ def _sheet(data_root: Path, ddir: Path, records: dict[int, dict], rows: int = 8)
             [Image.open(data_root / rec["normal"]), Image.open(ddir / rec["mask"]), Image.open(ddir / rec["image"])]
         )
     path = ddir / "contact_sheet.png"
-    contact_sheet(tiles, titles=("normal", "mask", "result")).save(path)
+    with atomic_path(path) as tmp:
+        contact_sheet(tiles, titles=("normal", "mask", "result")).save(tmp, format="PNG")
     return path

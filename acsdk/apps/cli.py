@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .errors import ACSDKError
+from ..errors import ACSDKError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from ..data.generate import generate
 
     defects = [d.strip() for d in args.defects.split(",") if d.strip()] if args.defects else None
     s = generate(
@@ -60,8 +60,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _import_ip_adapter(args: argparse.Namespace) -> int:
-    from .models.checkpoint import AnomalyControlModel
-    from .models.ip_adapter import import_ip_adapter
+    from ..models.checkpoint import AnomalyControlModel
+    from ..models.ip_adapter import import_ip_adapter
 
     model = AnomalyControlModel.from_pretrained(args.checkpoint)
     import_ip_adapter(model, args.ip_adapter)
@@ -74,7 +74,11 @@ def _synth(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .synthesizer import Synthesizer
+    from PIL import Image
+
+    from runtime.files import atomic_path
+
+    from ..inference.synthesizer import Synthesizer
 
     synth = Synthesizer(args.engines, backend=args.backend, device=args.device)
     res = synth.run(
@@ -95,8 +99,9 @@ def _synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     mask_out = Path(args.mask_out) if args.mask_out else out.with_name(out.stem + "_mask.png")
-    res.image.save(out)
-    res.mask.save(mask_out)
+    for im, path in ((res.image, out), (res.mask, mask_out)):
+        with atomic_path(path) as tmp:
+            im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     print(f"wrote {out} and {mask_out}")
     print(
         json.dumps(
@@ -110,7 +115,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import json
 
-    from .synthesizer import Synthesizer
+    from ..inference.synthesizer import Synthesizer
 
     synth = Synthesizer(args.engines, backend=args.backend, device=args.device, verify=not args.no_verify)
     print(json.dumps(synth.info(), indent=2))
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ACSDKError, FileExistsError) as exc:
+    except ACSDKError as exc:
         print(f"acsdk {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

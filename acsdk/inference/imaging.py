@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import __version__
+from runtime.files import atomic_path, atomic_write
+
+from ..data.contact_sheet import contact_sheet
+from ..data.generate import generate
+from ..data.procedural import make_mvtec_like
+from ..errors import CheckpointError, InputError
+from ..models.checkpoint import checkpoint_digest
+from ..version import __version__
 from .cache import cache_dir
-from .contact_sheet import contact_sheet
-from .data.procedural import make_mvtec_like
-from .errors import CheckpointError
-from .generate import generate
-from .models.checkpoint import checkpoint_digest
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,11 @@ DEMO_MODEL_NOTE = (
     "Q-Former, adapter) trained from scratch on procedural surfaces by `python -m acsdk.train_base` in about "
     "45 minutes on 2 CPU cores (docs/demo-model.md): it shows the whole chain working, not production quality."
 )
+MARKER = ".acsdk-demo"
+OUTPUTS = ("data", "synthetic", "contact_sheet.png", "summary.json")  # all the demo writes, all it may delete
 CATEGORY = "plate"
 DEFECTS = ("hole", "scratch", "stain", "crack")
-DEMO_MODEL = Path(__file__).parent / "assets" / "demo-model"
+DEMO_MODEL = Path(__file__).parent.parent / "assets" / "demo-model"
 
 
 @dataclass
@@ -56,22 +60,40 @@ def demo_engines() -> Path:
     path = cache_dir() / f"demo-{__version__}-{digest}" / "engines"
     if not (path / "manifest.json").is_file():
         log.warning("compiling the demo engines into %s (once; about a minute on 2 CPU cores)", path)
-        build_engine_dir(demo_checkpoint(), path, backend="onnx", force=True, progress=True)
+        build_engine_dir(demo_checkpoint(), path, backend="onnxruntime", force=True, progress=True)
     return path
+
+
+def _claim(out: Path) -> None:
+    """Make `out` the demo's: a new or empty directory gets the marker; one with the marker had a demo run
+    before, whose outputs are removed; anything else belongs to the user and is refused, never deleted."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise InputError("out", "a directory for the demo's outputs", f"'{out}', which is a file")
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise InputError(
+            "out",
+            f"a new or empty directory, or one an earlier `acsdk demo` wrote ({MARKER})",
+            f"'{out}' holds other files",
+        )
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    atomic_write(marker, "written by `acsdk demo`; it may delete and rewrite: " + ", ".join(OUTPUTS) + "\n")
 
 
 def run_demo(
     out_dir: str | Path, per_type: int = 2, seed: int = 0, steps: int = 50, engines: str | Path | None = None
 ) -> DemoSummary:
     out = Path(out_dir)
-    data = out / "data"
-    if data.exists():
-        shutil.rmtree(data)
-    make_mvtec_like(data, CATEGORY, size=64, n_good=6, n_per_defect=6, defects=DEFECTS, seed=seed)
     engine_dir = Path(engines) if engines else demo_engines()
+    _claim(out)
+    data = out / "data"
+    make_mvtec_like(data, CATEGORY, size=64, n_good=6, n_per_defect=6, defects=DEFECTS, seed=seed)
     synth_dir = out / "synthetic"
-    if synth_dir.exists():
-        shutil.rmtree(synth_dir)
     summary = generate(
         engine_dir,
         data,
@@ -102,9 +124,11 @@ def run_demo(
                 timings.setdefault(k, []).append(v)
             asea = asea or rec["asea"]
     sheet = out / "contact_sheet.png"
-    contact_sheet(rows, titles=("normal", "reference", "mask", "result")).save(sheet)
+    with atomic_path(sheet) as tmp:
+        contact_sheet(rows, titles=("normal", "reference", "mask", "result")).save(tmp, format="PNG")
     means = {k: sum(v) / len(v) for k, v in timings.items()}
-    (out / "summary.json").write_text(
+    atomic_write(
+        out / "summary.json",
         json.dumps(
             {
                 "images": len(images),
@@ -114,6 +138,6 @@ def run_demo(
                 "note": DEMO_MODEL_NOTE,
             },
             indent=2,
-        )
+        ),
     )
     return DemoSummary(out, images, sheet, means, asea, DEMO_MODEL_NOTE, engine_dir)

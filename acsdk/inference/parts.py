@@ -1,4 +1,5 @@
-"""Assemble a Synthesizer's parts from an engine dir: engines per component, plus the torch pieces ASEA needs."""
+"""What a Synthesizer runs on: `ModelParts`, from a checkpoint (torch engines) or from an engine dir (compiled
+engines per component, plus the torch Q-Former ASEA needs for its gradient)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,72 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
-from runtime import Engine
+from runtime import Engine, TorchEngine
 from runtime.errors import BackendUnavailableError, EngineDirError
 from runtime.manifest import Manifest
 
-from .errors import InputError
-from .models.config import ModelConfig
-from .models.csm import QFormer
-from .pipeline import LatentGeometry
+from ..errors import InputError
+from ..models.checkpoint import AnomalyControlModel
+from ..models.components import COMPONENT_NAMES, CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
+from ..models.config import ModelConfig
+from ..models.csm import QFormer
+from .sampler import LatentGeometry
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+@dataclass
+class ModelParts:
+    """What a Synthesizer needs, whether it came from a checkpoint (torch) or an engine dir."""
+
+    config: ModelConfig
+    engines: dict[str, Engine]
+    qformer: QFormer  # torch, for ASEA's gradient
+    tokenizer: object
+    qformer_tokenizer: object
+    scheduler_config: dict
+    geometry: LatentGeometry
+    vision_image_size: int
+    attention_grid: tuple[int, int]
+    unconditional_tokens: torch.Tensor  # [1, T, D]
+
+
+def parts_from_model(model: AnomalyControlModel) -> ModelParts:
+    """Wrap a loaded checkpoint's modules as torch engines."""
+    engines: dict[str, Engine] = {
+        "text_encoder": TorchEngine("text_encoder", TextEncoder(model.text_encoder)),
+        "csm_vision": TorchEngine("csm_vision", CSMVision(model.blip2.vision_model)),
+        "csm_qformer": TorchEngine("csm_qformer", CSMQFormer(model.qformer, model.projection)),
+        "unet": TorchEngine("unet", SGAUNet(model.unet)),
+        "vae_encoder": TorchEngine("vae_encoder", VAEEncoder(model.vae)),
+        "vae_decoder": TorchEngine("vae_decoder", VAEDecoder(model.vae)),
+    }
+    with torch.no_grad():
+        uncond = model.projection.unconditional().float()
+    geometry = LatentGeometry(
+        model.vae_scale_factor, float(model.vae.config.scaling_factor), int(model.vae.config.latent_channels)
+    )
+    return ModelParts(
+        config=model.config,
+        engines=engines,
+        qformer=model.qformer,
+        tokenizer=model.tokenizer,
+        qformer_tokenizer=model.qformer_tokenizer,
+        scheduler_config=model.scheduler_config,
+        geometry=geometry,
+        vision_image_size=model.vision_image_size,
+        attention_grid=model.attention_grid,
+        unconditional_tokens=uncond,
+    )
 
 
 def _artifact(entry: Mapping, fmt: str, precision: str) -> Mapping | None:
@@ -67,7 +116,7 @@ def _load_engine(
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
 
 
-def load_parts(
+def parts_from_engine_dir(
     engine_dir: str | os.PathLike,
     backend: str,
     device: torch.device,
@@ -76,8 +125,6 @@ def load_parts(
     checkpoint: str | os.PathLike | None,
 ):
     """Return ModelParts whose engines come from the engine dir (or torch for overridden components)."""
-    from .synthesizer import ModelParts, parts_from_model  # noqa: PLC0415  (synthesizer imports this module)
-
     if backend not in BACKENDS:
         raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
     overrides = dict(component_backends or {})
@@ -91,8 +138,6 @@ def load_parts(
     if backend == "torch" or "torch" in overrides.values():
         if checkpoint is None:
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
-        from .models.checkpoint import AnomalyControlModel
-
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
     engines: dict[str, Engine] = {}
@@ -104,11 +149,7 @@ def load_parts(
         engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify)
         if name == "vae_decoder" and entry["precision"] == "fp16" and _artifact(entry, "onnx", "fp32"):
             engines["vae_decoder_fp32"] = _load_engine(name, manifest, "onnxruntime", "fp32", device, verify)
-    missing = [
-        n
-        for n in ("text_encoder", "csm_vision", "csm_qformer", "unet", "vae_encoder", "vae_decoder")
-        if n not in engines
-    ]
+    missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")
 

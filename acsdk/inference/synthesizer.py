@@ -15,18 +15,14 @@ from numbers import Integral, Real
 import torch
 from PIL import Image
 
-from runtime import Engine, TorchEngine
-
+from ..errors import InputError
+from ..models.asea import run_asea
+from ..models.checkpoint import AnomalyControlModel
 from . import imaging
-from .errors import InputError
 from .features import SemanticFeatures
 from .lru import LRUCache
-from .models.asea import run_asea
-from .models.checkpoint import AnomalyControlModel
-from .models.components import CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
-from .models.config import ModelConfig
-from .models.csm import QFormer
-from .pipeline import InpaintSampler, LatentGeometry
+from .parts import ModelParts, parts_from_engine_dir, parts_from_model
+from .sampler import InpaintSampler
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +36,6 @@ class SynthesisResult:
     seed: int = 0
     cache_hits: dict[str, bool] = field(default_factory=dict)  # text embeddings / reference features reused
     notes: list[str] = field(default_factory=list)  # e.g. "vae_decoder_fp32_fallback"
-
-
-@dataclass
-class ModelParts:
-    """What a Synthesizer needs, whether it came from a checkpoint (torch) or an engine dir."""
-
-    config: ModelConfig
-    engines: dict[str, Engine]
-    qformer: QFormer  # torch, for ASEA's gradient
-    tokenizer: object
-    qformer_tokenizer: object
-    scheduler_config: dict
-    geometry: LatentGeometry
-    vision_image_size: int
-    attention_grid: tuple[int, int]
-    unconditional_tokens: torch.Tensor  # [1, T, D]
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -95,10 +75,8 @@ class Synthesizer:
         checkpoint: str | os.PathLike | None = None,
         cache_size: int = 64,
     ):
-        from .engine_dir import load_parts
-
         dev = torch.device(device) if device is not None else _default_device()
-        parts, manifest = load_parts(engine_dir, backend, dev, verify, component_backends, checkpoint)
+        parts, manifest = parts_from_engine_dir(engine_dir, backend, dev, verify, component_backends, checkpoint)
         self._setup(parts, dev, cache_size, manifest.data)
         self.engine_dir = manifest.root
 
@@ -371,32 +349,3 @@ class Synthesizer:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parts_from_model(model: AnomalyControlModel) -> ModelParts:
-    """Wrap a loaded checkpoint's modules as torch engines."""
-    engines: dict[str, Engine] = {
-        "text_encoder": TorchEngine("text_encoder", TextEncoder(model.text_encoder)),
-        "csm_vision": TorchEngine("csm_vision", CSMVision(model.blip2.vision_model)),
-        "csm_qformer": TorchEngine("csm_qformer", CSMQFormer(model.qformer, model.projection)),
-        "unet": TorchEngine("unet", SGAUNet(model.unet)),
-        "vae_encoder": TorchEngine("vae_encoder", VAEEncoder(model.vae)),
-        "vae_decoder": TorchEngine("vae_decoder", VAEDecoder(model.vae)),
-    }
-    with torch.no_grad():
-        uncond = model.projection.unconditional().float()
-    geometry = LatentGeometry(
-        model.vae_scale_factor, float(model.vae.config.scaling_factor), int(model.vae.config.latent_channels)
-    )
-    return ModelParts(
-        config=model.config,
-        engines=engines,
-        qformer=model.qformer,
-        tokenizer=model.tokenizer,
-        qformer_tokenizer=model.qformer_tokenizer,
-        scheduler_config=model.scheduler_config,
-        geometry=geometry,
-        vision_image_size=model.vision_image_size,
-        attention_grid=model.attention_grid,
-        unconditional_tokens=uncond,
-    )

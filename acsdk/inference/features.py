@@ -11,7 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import InputError
+from runtime.files import atomic_path
+
+from ..errors import InputError
 
 _KIND = "acsdk-semantic-features"
 
@@ -26,10 +28,9 @@ class SemanticFeatures:
 
     def save(self, path: str | os.PathLike) -> Path:
         dest = Path(path)
-        tmp = dest.with_name(f".{dest.name}.tmp")
         meta = {"kind": _KIND, "asea": json.dumps(self.asea), "prompt": self.prompt}
-        save_file({"tokens": self.tokens.detach().float().contiguous().cpu()}, str(tmp), metadata=meta)
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            save_file({"tokens": self.tokens.detach().float().contiguous().cpu()}, str(tmp), metadata=meta)
         return dest
 
     @classmethod

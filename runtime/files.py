@@ -1,0 +1,152 @@
+"""Files nobody can half-write: the one atomic-write mechanism every writer in acsdk uses, sha256, confined paths.
+
+A file is written to a temporary name in its destination's directory, flushed and fsynced, renamed over the
+destination, and the directory is fsynced, so after a crash the destination holds either the old bytes or the
+new ones. A directory is built beside its destination and swapped in the same way (`atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `dest` for any writer (PIL, safetensors, json...); on success the file is
+    fsynced and renamed over `dest`, on failure it is removed and `dest` is untouched."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
+
+
+def atomic_write(dest: str | os.PathLike, data: bytes | str) -> Path:
+    """Write bytes (or UTF-8 text) to `dest` atomically; return `dest`."""
+    payload = data.encode() if isinstance(data, str) else data
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(payload)
+    return Path(dest)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is a leftover of an interrupted atomic write (safe to delete)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    rename = getattr(_libc(), "renameat2", None)
+    if rename is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return rename(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put directory `new` at `dest`; the old content is deleted only once the new one is in place.
+
+    Where the OS can swap two paths atomically (Linux) `dest` never stops holding a complete directory. Elsewhere
+    the old one is renamed aside, the new one renamed in (the old one is put back if that fails), then the old
+    one removed; a crash between those two renames leaves the old one at `.<name>.old-*/<name>` beside `dest`.
+    """
+    if not dest.exists():
+        os.replace(new, dest)
+        fsync_dir(dest.parent)
+        return
+    if _exchange(new, dest):
+        fsync_dir(dest.parent)
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old content
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    os.replace(dest, aside / dest.name)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(aside / dest.name, dest)
+        aside.rmdir()
+        raise
+    fsync_dir(dest.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `dest`; on success every file in it is fsynced and it becomes
+    `dest` (swapped in with `replace_dir` when `replace`); on failure it is removed and `dest` is untouched."""
+    dest = Path(dest)
+    if dest.exists() and not replace:
+        raise FileExistsError(f"{dest} exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync_file(file)
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def confined(root: Path, rel: str) -> Path | None:
+    """`root / rel` when `rel` is a relative path that stays inside `root` (no `..`, no absolute path, no link
+    leading out), else None."""
+    if not rel or "\\" in rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return None
+    full = root / rel
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return full
