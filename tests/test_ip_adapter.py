@@ -72,3 +72,51 @@ def test_shape_mismatch_names_the_key(model, tmp_path):
     torch.save(groups, tmp_path / "c.bin")
     with pytest.raises(CheckpointError, match="image_proj.proj.weight"):
         import_ip_adapter(model, tmp_path / "c.bin")
+
+
+# The published ip-adapter_sd15 layout: index -> (SD-1.5 cross-attention layer, to_k_ip / to_v_ip width).
+PUBLISHED_SD15 = {
+    1: ("down_blocks.0.attentions.0", 320),
+    3: ("down_blocks.0.attentions.1", 320),
+    5: ("down_blocks.1.attentions.0", 640),
+    7: ("down_blocks.1.attentions.1", 640),
+    9: ("down_blocks.2.attentions.0", 1280),
+    11: ("down_blocks.2.attentions.1", 1280),
+    13: ("up_blocks.1.attentions.0", 1280),
+    15: ("up_blocks.1.attentions.1", 1280),
+    17: ("up_blocks.1.attentions.2", 1280),
+    19: ("up_blocks.2.attentions.0", 640),
+    21: ("up_blocks.2.attentions.1", 640),
+    23: ("up_blocks.2.attentions.2", 640),
+    25: ("up_blocks.3.attentions.0", 320),
+    27: ("up_blocks.3.attentions.1", 320),
+    29: ("up_blocks.3.attentions.2", 320),
+    31: ("mid_block.attentions.0", 1280),
+}
+
+
+def test_published_sd15_numbering_lands_on_the_named_layers():
+    """Keys 1, 3, ..., 31 of ip-adapter_sd15 onto SD-1.5's named attn2 layers (an SD-1.5 UNet on the meta device:
+    the real structure, no memory)."""
+    from diffusers import UNet2DConditionModel
+
+    from acsdk.models.ip_adapter import SGA_PREFIX, ip_adapter_to_sga
+    from acsdk.models.presets import PRESETS
+    from acsdk.models.sga import install_sga
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**PRESETS["sd15"].unet_config())
+    install_sga(unet, 4)
+    published = {
+        f"{i}.{p}.weight": torch.zeros(width, 768, device="meta")
+        for i, (_, width) in PUBLISHED_SD15.items()
+        for p in ("to_k_ip", "to_v_ip")
+    }
+    state = ip_adapter_to_sga(unet, published, "ip-adapter_sd15")
+    procs = unet.attn_processors
+    for i, (layer, width) in PUBLISHED_SD15.items():
+        name = f"{layer}.transformer_blocks.0.attn2.processor"
+        for p in ("to_k_ip", "to_v_ip"):
+            assert state[f"{SGA_PREFIX}{name}.{p}.weight"] is published[f"{i}.{p}.weight"]
+        assert tuple(procs[name].to_k_ip.weight.shape) == (width, 768), name
+    assert len(state) == 32

@@ -106,9 +106,12 @@ def test_fp16_vae_nan_falls_back_to_fp32(engine_dir_fp16, scene):
     fp16 = s.parts.engines["vae_decoder"]
     real_run = fp16.run
     fp16.run = lambda inputs: {"image": real_run(inputs)["image"] * float("nan")}
+    clean = _run(acsdk.Synthesizer(engine_dir_fp16, backend="onnxruntime", device="cpu"), scene)
     res = _run(s, scene)
-    assert res.notes == ["vae_decoder_fp32_fallback"]
-    assert np.isfinite(pixels(res.image)).all()
+    assert res.notes == ["vae_decoder_fp32_fallback"] and clean.notes == []
+    # The fallback decodes the same latents in fp32: within fp16's error of the undisturbed run, not black/NaN.
+    diff = np.abs(pixels(res.image).astype(int) - pixels(clean.image).astype(int))
+    assert diff.max() <= 3, diff.max()
     assert not np.array_equal(pixels(res.image), scene["image"])
 
 

@@ -378,7 +378,7 @@ def test_build_plan_fake(monkeypatch, fake_gpu, onnx_file, tmp_path, fp16):
     assert info["gpu_name"] == "Fake GPU"
     assert info["precision"] == ("fp16" if fp16 else "fp32")
     assert info["flags"] == trt_build.builder_flag_names(fp16)
-    assert isinstance(info["build_seconds"], float) and info["build_seconds"] >= 0
+    assert isinstance(info["build_seconds"], float)
     assert info["profile"] == profile
 
 

@@ -1,8 +1,8 @@
 """Import IP-Adapter-style weights (`image_proj` / `ip_adapter` groups) as the start of an SGA adapter.
 
-ip-adapter_sd15 stores `ip_adapter` keys by processor index (`"1.to_k_ip.weight"`): the position of the
-processor in the UNet's `attn_processors` order, where the cross-attention ones sit. The authors'
-loader looked for `sg_adapter` and loaded nothing; here every attn2 must receive its weights.
+ip-adapter_sd15 stores `ip_adapter` keys by processor index (`"1.to_k_ip.weight"` ... `"31.to_v_ip.weight"`):
+odd numbers, one per cross-attention layer in the UNet's `attn_processors` order. The authors' loader looked for
+`sg_adapter` and loaded nothing; here every attn2 must receive its weights.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError
 from .checkpoint import SGA_PREFIX, AnomalyControlModel
@@ -41,24 +42,36 @@ def read_ip_adapter(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor
     return groups
 
 
+def ip_adapter_layers(unet: nn.Module) -> dict[int, str]:
+    """The published numbering: the k-th cross-attention processor in the UNet's `attn_processors` order is
+    ip-adapter index 2k+1 (1, 3, ..., 31 on SD-1.5), the rule IP-Adapter's training and diffusers' loader share."""
+    cross = [name for name in unet.attn_processors if is_cross_attention(name)]
+    return {2 * k + 1: name for k, name in enumerate(cross)}
+
+
+def ip_adapter_to_sga(unet: nn.Module, ip_adapter: dict[str, torch.Tensor], source: object) -> dict[str, torch.Tensor]:
+    """`ip_adapter` group keys (`"<index>.to_k_ip.weight"`) -> adapter-file keys of this UNet's SGA processors."""
+    layers = ip_adapter_layers(unet)
+    out = {}
+    for key, value in ip_adapter.items():
+        index, _, param = key.partition(".")
+        name = layers.get(int(index)) if index.isdigit() else None
+        if name is None:
+            raise CheckpointError("ip_adapter", source, f"key '{key}' names no cross-attention processor of this UNet")
+        out[f"{SGA_PREFIX}{name}.{param}"] = value
+    filled = {k[len(SGA_PREFIX) :].rpartition(".to_")[0] for k in out}
+    missing = [n for n in layers.values() if n not in filled]
+    if missing:
+        raise CheckpointError("ip_adapter", source, f"no weights for {len(missing)} attn2 layers, e.g. {missing[0]}")
+    return out
+
+
 def convert_ip_adapter(model: AnomalyControlModel, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Return a full adapter state: ImageProj and to_k_ip/to_v_ip from the file, BlipProj kept from `model`."""
     groups = read_ip_adapter(path)
-    names = list(model.unet.attn_processors)
     state = dict(model.adapter_state_dict())
-    for key, value in groups["image_proj"].items():
-        state[f"image_proj.{key}"] = value
-    filled = set()
-    for key, value in groups["ip_adapter"].items():
-        index, _, param = key.partition(".")
-        if not index.isdigit() or int(index) >= len(names) or not is_cross_attention(names[int(index)]):
-            raise CheckpointError("ip_adapter", path, f"key '{key}' names no cross-attention processor of this UNet")
-        name = names[int(index)]
-        state[f"{SGA_PREFIX}{name}.{param}"] = value
-        filled.add(name)
-    missing = [n for n in names if is_cross_attention(n) and n not in filled]
-    if missing:
-        raise CheckpointError("ip_adapter", path, f"no weights for {len(missing)} attn2 layers, e.g. {missing[0]}")
+    state.update({f"image_proj.{k}": v for k, v in groups["image_proj"].items()})
+    state.update(ip_adapter_to_sga(model.unet, groups["ip_adapter"], path))
     return state
 
 

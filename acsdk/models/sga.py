@@ -123,4 +123,3 @@ def _key(processor_name: str) -> str:
 
 def sga_processors(unet: nn.Module) -> dict[str, SGAAttnProcessor]:
     return {n: p for n, p in unet.attn_processors.items() if isinstance(p, SGAAttnProcessor)}
-

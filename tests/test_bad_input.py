@@ -1,0 +1,276 @@
+"""Bad input, swept across the Python API and the commands: each case gets a typed `ACSDKError` naming the argument
+(or exit code 2 with a one-line message) and leaves nothing behind in the working directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST
+
+import acsdk
+from acsdk import ACSDKError, CheckpointError, EngineDirError, InputError
+from acsdk.data import make_mvtec_like
+
+PROMPT = "a photo of a plate with a hole"
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    ckpt: Path
+    engines: Path
+    scene: dict
+    synth: acsdk.Synthesizer
+    data: Path
+
+
+@pytest.fixture(scope="module")
+def ort(engine_dir):
+    return acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_mvtec_like(tmp_path_factory.mktemp("bad-input-data"), "plate", n_good=2, n_per_defect=3)
+
+
+def _run(c: Ctx, **kw) -> None:
+    args = {**c.scene, "prompt": PROMPT, **FAST, **kw}
+    c.synth.run(args.pop("image"), args.pop("mask"), args.pop("prompt"), **args)
+
+
+def _cli(*argv: str) -> int:
+    from acsdk.apps.cli import main
+
+    return main(list(argv))
+
+
+def _build(*argv: str) -> int:
+    from export.build import main
+
+    return main([*argv, "-q"])
+
+
+def _train(c: Ctx, data: Path, *extra: str) -> int:
+    from acsdk.training.adapter import main
+
+    args = ["--checkpoint", str(c.ckpt), "--data", str(data), "--category", "plate", "--out", str(c.tmp / "t")]
+    return main([*args, "--steps", "1", *extra])
+
+
+def _generate(c: Ctx, **kw) -> None:
+    from acsdk.data.generate import generate
+
+    args = {"per_type": 1, "out": c.tmp / "gen", "category": "plate", "num_inference_steps": 2, "progress": False}
+    args.update(kw)
+    generate(None, c.data, args.pop("category"), args.pop("per_type"), args.pop("out"), synthesizer=c.synth, **args)
+
+
+def _build_engines(c: Ctx, **kw) -> None:
+    from export.build import build_engine_dir
+
+    build_engine_dir(c.ckpt, kw.pop("out", c.tmp / "e"), backend="onnxruntime", progress=False, **kw)
+
+
+def _train_py(c: Ctx, out: Path, **kw) -> None:
+    from acsdk.training.adapter import TrainConfig, train
+
+    train(c.ckpt, c.data, "plate", out, TrainConfig(steps=1, batch_size=1, grad_accum=1), progress=False, **kw)
+
+
+def _corrupt_png(c: Ctx) -> Path:
+    path = c.tmp / "corrupt.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return path
+
+
+def _existing(c: Ctx, name: str) -> Path:
+    path = c.tmp / name
+    path.mkdir(parents=True)
+    (path / "keep.txt").write_text("the user's")
+    return path
+
+
+def _features_of_another_kind(c: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = c.tmp / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path))
+    return path
+
+
+# (id, action, expected error type or exit code, argument the InputError must name)
+CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
+    # -- Python API: the Synthesizer --------------------------------------------------------------------------
+    ("engine-dir-missing", lambda c: acsdk.Synthesizer(c.tmp / "none", device="cpu"), EngineDirError, None),
+    ("backend-unknown", lambda c: acsdk.Synthesizer(c.engines, backend="cuda", device="cpu"), InputError, "backend"),
+    (
+        "component-backend-unknown-name",
+        lambda c: acsdk.Synthesizer(c.engines, device="cpu", component_backends={"unet2": "torch"}),
+        InputError,
+        "component_backends",
+    ),
+    ("image-not-an-image", lambda c: _run(c, image=42), InputError, "image"),
+    ("mask-size-differs", lambda c: _run(c, mask=np.ones((10, 10), np.uint8) * 255), InputError, "mask"),
+    ("mask-empty", lambda c: _run(c, mask=np.zeros((64, 64), np.uint8)), InputError, "mask"),
+    ("image-float-out-of-range", lambda c: _run(c, image=np.full((64, 64, 3), 2.0)), InputError, "image"),
+    ("image-path-missing", lambda c: _run(c, image=c.tmp / "nope.png"), InputError, "image"),
+    ("image-file-corrupt", lambda c: _run(c, image=_corrupt_png(c)), InputError, "image"),
+    ("seed-negative", lambda c: _run(c, seed=-1), InputError, "seed"),
+    ("steps-zero", lambda c: _run(c, num_inference_steps=0), InputError, "num_inference_steps"),
+    ("strength-zero", lambda c: _run(c, strength=0.0), InputError, "strength"),
+    ("guidance-nan", lambda c: _run(c, guidance_scale=float("nan")), InputError, "guidance_scale"),
+    ("prompt-not-a-string", lambda c: _run(c, prompt=None), InputError, "prompt"),
+    ("reference-without-mask", lambda c: _run(c, reference_mask=None), InputError, "reference_mask"),
+    (
+        "reference-of-another-model",
+        lambda c: _run(
+            c, reference_image=None, reference_mask=None, reference=acsdk.SemanticFeatures(torch.zeros(1, 9, 5))
+        ),
+        InputError,
+        "reference",
+    ),
+    (
+        "features-file-of-another-kind",
+        lambda c: acsdk.SemanticFeatures.load(_features_of_another_kind(c)),
+        InputError,
+        "path",
+    ),
+    # -- Python API: checkpoints, export, data, training -----------------------------------------------------
+    (
+        "checkpoint-empty-dir",
+        lambda c: acsdk.models.AnomalyControlModel.from_pretrained(_existing(c, "ck")),
+        CheckpointError,
+        None,
+    ),
+    (
+        "save-onto-existing-dir",
+        lambda c: acsdk.models.AnomalyControlModel.from_pretrained(c.ckpt).save_pretrained(_existing(c, "ck")),
+        InputError,
+        "path",
+    ),
+    ("build-out-exists", lambda c: _build_engines(c, out=_existing(c, "e")), ACSDKError, None),
+    ("build-max-batch-zero", lambda c: _build_engines(c, max_batch=0), ACSDKError, None),
+    ("build-unknown-component", lambda c: _build_engines(c, components=["unet2"]), ACSDKError, None),
+    ("build-height-not-a-multiple", lambda c: _build_engines(c, height=50), ACSDKError, None),
+    ("generate-per-type-zero", lambda c: _generate(c, per_type=0), InputError, "per_type"),
+    ("generate-out-holds-other-files", lambda c: _generate(c, out=_existing(c, "gen/plate").parent), InputError, "out"),
+    ("generate-unknown-category", lambda c: _generate(c, category="bottle"), InputError, "category"),
+    ("train-out-exists", lambda c: _train_py(c, _existing(c, "t")), InputError, "out"),
+    ("train-resume-nothing", lambda c: _train_py(c, _existing(c, "t"), resume=True), InputError, "out"),
+    ("procedural-category-exists", lambda c: make_mvtec_like(c.data, "plate"), InputError, "category"),
+    # -- the commands ------------------------------------------------------------------------------------------
+    (
+        "cli-synth-image-missing",
+        lambda c: _cli(
+            "synth",
+            "--engines",
+            str(c.engines),
+            "--device",
+            "cpu",
+            "--image",
+            str(c.tmp / "x.png"),
+            "--mask",
+            str(c.tmp / "m.png"),
+            "--prompt",
+            PROMPT,
+            "--out",
+            str(c.tmp / "out" / "y.png"),
+        ),
+        2,
+        None,
+    ),
+    ("cli-info-missing", lambda c: _cli("info", str(c.tmp / "none")), 2, None),
+    (
+        "cli-generate-unknown-category",
+        lambda c: _cli(
+            "generate",
+            "--engines",
+            str(c.engines),
+            "--device",
+            "cpu",
+            "--data",
+            str(c.data),
+            "--category",
+            "bottle",
+            "--per-type",
+            "1",
+            "--out",
+            str(c.tmp / "g"),
+        ),
+        2,
+        None,
+    ),
+    (
+        "cli-demo-out-is-a-file",
+        lambda c: _cli("demo", "--out", str(_corrupt_png(c)), "--engines", str(c.engines)),
+        2,
+        None,
+    ),
+    (
+        "cli-import-ip-adapter-missing",
+        lambda c: _cli(
+            "import-ip-adapter",
+            *("--checkpoint", str(c.ckpt)),
+            *("--ip-adapter", str(c.tmp / "n.bin")),
+            *("--out", str(c.tmp / "o")),
+        ),
+        2,
+        None,
+    ),
+    (
+        "build-checkpoint-missing",
+        lambda c: _build("--checkpoint", str(c.tmp / "no"), "--out", str(c.tmp / "e")),
+        2,
+        None,
+    ),
+    (
+        "build-max-batch-zero-cli",
+        lambda c: _build("--checkpoint", str(c.ckpt), "--out", str(c.tmp / "e"), "--max-batch", "0"),
+        2,
+        None,
+    ),
+    ("train-data-missing", lambda c: _train(c, c.tmp / "d"), 2, None),
+    ("train-fp16-on-cpu", lambda c: _train(c, c.data, "--precision", "fp16", "--device", "cpu"), 2, None),
+]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_sweep_is_wide():
+    assert len(CASES) >= 25 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("action", "expected", "argument"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_typed_and_leaves_nothing(
+    action, expected, argument, tmp_path, tiny_ckpt, engine_dir, scene, ort, data, capsys
+):
+    ctx = Ctx(tmp_path, tiny_ckpt, engine_dir, scene, ort, data)
+    data_before = _tree(data)
+    if isinstance(expected, int):
+        code = action(ctx)
+        err = capsys.readouterr().err
+        assert code == expected, err
+        assert "Traceback" not in err and ": error: " in err.strip().splitlines()[-1], err  # one line says what
+    else:
+        with pytest.raises(expected) as exc:
+            action(ctx)
+        assert isinstance(exc.value, ACSDKError)
+        if argument is not None:
+            assert exc.value.argument == argument, str(exc.value)
+            assert argument in str(exc.value)
+    # Nothing half-written: only what the case itself prepared (its inputs, the user's own dirs) is there.
+    made = [p for p in _tree(tmp_path) if not p.endswith(PREPARED)]
+    assert not made, f"left behind: {made}"
+    assert not [p for p in tmp_path.rglob("*") if p.is_dir() and not any(p.iterdir())], "empty directories left"
+    assert _tree(data) == data_before
+
+
+PREPARED = ("keep.txt", "corrupt.png", "other.safetensors")
