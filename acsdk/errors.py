@@ -28,3 +28,12 @@ class CheckpointError(ACSDKError, FileNotFoundError):
         self.part = part
         self.path = path
         super().__init__(f"checkpoint part '{part}' at {path}: {problem}")
+
+
+class WriteError(ACSDKError, OSError):
+    """A result could not be written (e.g. the disk is full); nothing was left half-written."""
+
+    def __init__(self, argument: str, path: object, problem: str):
+        self.argument = argument
+        self.path = path
+        super().__init__(f"{argument} '{path}': {problem}")

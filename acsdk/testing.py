@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
 
-from .models.presets import TINY_RESOLUTION, build_model
+from .models.presets import TINY_RESOLUTION, build_model, preset_configs
 
 
 def make_tiny_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
@@ -46,3 +52,135 @@ def make_box_mask(size: int, top: int, left: int, height: int, width: int) -> np
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[top : top + height, left : left + width] = 255
     return mask
+
+
+# -- public layouts, written from random weights ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicSources:
+    """Random weights of a preset in the layouts public models come in."""
+
+    sd_folder: Path  # diffusers StableDiffusionInpaintPipeline folder (model_index.json, safetensors)
+    sd_single_file: Path  # one .safetensors in the original LDM / A1111 key layout
+    sd_config: Path  # the diffusers folder without weights a single file is read against
+    blip2_folder: Path  # transformers Blip2ForImageTextRetrieval folder with its tokenizer and image processor
+
+
+def write_public_sources(preset: str, root: str | os.PathLike, seed: int = 0) -> PublicSources:
+    """Write a preset's SD-inpainting and BLIP-2 parts as a diffusers folder, a single LDM file and a transformers
+    folder (what `acsdk init-checkpoint` reads), one part in memory at a time."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval, CLIPTextConfig, CLIPTextModel
+
+    c = preset_configs(preset)
+    root = Path(root)
+    torch.manual_seed(seed)
+    pipe = StableDiffusionInpaintPipeline(
+        vae=AutoencoderKL(**c.vae),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**c.text_encoder)),
+        tokenizer=c.tokenizer,
+        unet=UNet2DConditionModel(**c.unet),
+        scheduler=DDIMScheduler(**c.scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "sd", safe_serialization=True)
+    save_file(ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder), str(root / "sd.safetensors"))
+    config_dir = root / "sd-config"
+    shutil.copytree(root / "sd", config_dir, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    del pipe
+    blip2 = Blip2ForImageTextRetrieval(Blip2Config(**c.blip2))
+    blip2.save_pretrained(root / "blip2")
+    del blip2
+    c.qformer_tokenizer.save_pretrained(root / "blip2")
+    processor = {
+        "image_processor_type": "BlipImageProcessor",
+        "size": {"height": c.vision_image_size, "width": c.vision_image_size},
+        "image_mean": list(c.acsdk.image_mean),
+        "image_std": list(c.acsdk.image_std),
+        "do_normalize": True,
+        "do_resize": True,
+        "resample": 3,
+    }
+    (root / "blip2" / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    return PublicSources(root / "sd", root / "sd.safetensors", config_dir, root / "blip2")
+
+
+_RESNET_TO_LDM = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTENTION_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def ldm_state_dict(unet: nn.Module, vae: nn.Module, text_encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """Diffusers / transformers weights in the original Stable Diffusion (LDM, A1111) single-file key layout."""
+    out = {f"model.diffusion_model.{_ldm_unet_key(k, unet.config)}": v for k, v in unet.state_dict().items()}
+    n = len(vae.config.block_out_channels)
+    for key, value in vae.state_dict().items():
+        new, value = _ldm_vae_key(key, value, n)
+        out[f"first_stage_model.{new}"] = value
+    for key, value in text_encoder.state_dict().items():  # transformers 5 names them without `text_model.`
+        out[f"cond_stage_model.transformer.text_model.{key.removeprefix('text_model.')}"] = value
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _ldm_unet_key(key: str, config) -> str:
+    step = config.layers_per_block + 1
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2"}
+    fixed.update({"conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"})
+    for old, new in fixed.items():
+        if key.startswith(old + "."):
+            return new + key[len(old) :]
+    parts = key.split(".")
+    if parts[0] == "mid_block":
+        kind, i, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+        return f"middle_block.{2 * i}.{_resnet(rest)}" if kind == "resnets" else f"middle_block.1.{rest}"
+    block, kind, i, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+    if parts[0] == "down_blocks":
+        if kind == "downsamplers":
+            return f"input_blocks.{(block + 1) * step}.0.op.{rest.removeprefix('conv.')}"
+        index = 1 + block * step + i
+    else:
+        if kind == "upsamplers":
+            slot = 2 if "CrossAttn" in config.up_block_types[block] else 1
+            return f"output_blocks.{block * step + step - 1}.{slot}.{rest}"
+        index = block * step + i
+    prefix = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
+    return f"{prefix}.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"{prefix}.{index}.1.{rest}"
+
+
+def _resnet(rest: str) -> str:
+    layer, _, param = rest.partition(".")
+    return f"{_RESNET_TO_LDM[layer]}.{param}"
+
+
+def _ldm_vae_key(key: str, value: torch.Tensor, levels: int) -> tuple[str, torch.Tensor]:
+    side, rest = key.split(".", 1)
+    if rest.startswith("conv_norm_out."):
+        return f"{side}.norm_out.{rest.split('.', 1)[1]}", value
+    parts = rest.split(".")
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return (
+                f"{side}.mid.block_{int(parts[2]) + 1}.{'.'.join(parts[3:]).replace('conv_shortcut', 'nin_shortcut')}",
+                value,
+            )
+        layer = ".".join(parts[3:-1])
+        if parts[-1] == "weight" and layer != "group_norm":
+            value = value[:, :, None, None]  # LDM's attention projections are 1x1 convolutions
+        return f"{side}.mid.attn_1.{_VAE_ATTENTION_TO_LDM[layer]}.{parts[-1]}", value
+    if parts[0] in ("down_blocks", "up_blocks"):
+        i = int(parts[1])
+        level, name = (i, "down") if parts[0] == "down_blocks" else (levels - 1 - i, "up")
+        if parts[2] in ("downsamplers", "upsamplers"):
+            return f"{side}.{name}.{level}.{name}sample.{'.'.join(parts[4:])}", value
+        tail = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+        return f"{side}.{name}.{level}.block.{parts[3]}.{tail}", value
+    return key, value

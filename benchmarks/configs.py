@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acsdk.apps.cache import cache_dir
-from acsdk.models.presets import PRESETS, build_model
+from acsdk.models.presets import build_model, preset_configs
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class BenchConfig:
 
     @property
     def resolution(self) -> int:
-        return PRESETS[self.name].resolution
+        return preset_configs(self.name).acsdk.height
 
 
 CONFIGS = {
@@ -53,7 +53,7 @@ def engines(
     """The config's fp32 ONNX engine dir at `resolution` (default: the preset's), built on first use."""
     from export.build import build_engine_dir
 
-    res = resolution or PRESETS[config].resolution
+    res = resolution or preset_configs(config).acsdk.height
     tag = f"engines-{res}-b{max_batch}-o{opset}" + ("-" + "-".join(components) if components else "")
     path = (root or cache_dir() / "bench") / config / tag
     if not (path / "manifest.json").is_file():

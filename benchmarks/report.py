@@ -80,7 +80,7 @@ def component_latency(ckpt: Path, engine_dir: Path, repeat: int) -> dict:
     model = AnomalyControlModel.from_pretrained(ckpt)
     manifest = Manifest.load(engine_dir)
     res = manifest.data["model"]["height"]
-    dims = Dims.from_model(model, res, manifest.data["model"]["width"])
+    dims = Dims.from_configs(model.configs, res, manifest.data["model"]["width"])
     rows = {}
     for name, spec in SPECS.items():
         module = spec.build_module(model)
@@ -255,7 +255,7 @@ def scaling(config: str, ckpt: Path, repeat: int) -> dict:
         ort_engine = OrtEngine(
             "unet", e.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"], torch.device("cpu")
         )
-        dims = Dims.from_model(model, res, res)
+        dims = Dims.from_configs(model.configs, res, res)
         batches = cfg.batches if res == cfg.resolution else (2,)
         for batch in batches:
             inputs = spec.sample_inputs(dims, batch=batch)
@@ -454,12 +454,12 @@ def sd15_unet(repeat: int) -> dict:
     """Real-size UNet calls only: on CPU one batch-2 call takes ~20 s, whole images are impractical."""
     from acsdk.apps.cache import cache_dir
     from acsdk.models.components import SGAUNet
-    from acsdk.models.presets import build_sd15_sga_unet
+    from acsdk.models.presets import build_sd15_sga_unet, preset_configs
     from export.onnx_export import export_onnx
     from export.specs import SPECS, Dims
     from runtime.onnxruntime_engine import OrtEngine
 
-    dims = Dims.from_preset("sd15")
+    dims = Dims.from_configs(preset_configs("sd15"), 512, 512)
     spec = SPECS["unet"]
     module = SGAUNet(build_sd15_sga_unet())
     path = cache_dir() / "bench" / "sd15" / "unet.onnx"

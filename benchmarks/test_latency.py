@@ -30,7 +30,7 @@ def test_component(benchmark, synthesizers, bench_paths, backend, component):
     engine = synth.parts.engines[component]
     model = AnomalyControlModel.from_pretrained(bench_paths[0])
     cfg = synth.parts.config
-    inputs = SPECS[component].sample_inputs(Dims.from_model(model, cfg.height, cfg.width))
+    inputs = SPECS[component].sample_inputs(Dims.from_configs(model.configs, cfg.height, cfg.width))
     benchmark.group = f"component {component}"
     with torch.no_grad():
         benchmark.pedantic(engine.run, args=(inputs,), rounds=5, warmup_rounds=1)

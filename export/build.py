@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import gc
+import json
 import logging
 import os
 import shutil
@@ -26,8 +28,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
-from acsdk.models.checkpoint import AnomalyControlModel, checkpoint_digest
-from acsdk.models.config import CONFIG_NAME
+from acsdk.models.checkpoint import Checkpoint, checkpoint_digest
+from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
 from runtime.files import atomic_dir
 from runtime.manifest import Manifest, list_files, write_manifest
@@ -35,10 +37,10 @@ from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
 
 from . import tensorrt as trt_build
+from . import verify as verification
 from .errors import BuildArgumentError, BuildError
 from .onnx_export import artifact_files, convert_fp16, export_onnx
 from .specs import SPECS, Dims
-from .verify import verify_onnx
 
 log = logging.getLogger(__name__)
 
@@ -74,74 +76,78 @@ def resolve_backend(requested: str) -> str:
     return "tensorrt" if ok else "onnxruntime"
 
 
-def _check_resolution(model: AnomalyControlModel, height: int, width: int) -> None:
+def _check_resolution(c: Configs, height: int, width: int) -> None:
     # The UNet halves the latent once per down block but the last.
-    levels = len(model.unet.config.block_out_channels) - 1
-    step = model.vae_scale_factor * 2**levels
+    levels = len(c.unet["block_out_channels"]) - 1
+    step = c.vae_scale_factor * 2**levels
     for name, value in (("--height", height), ("--width", width)):
         if value < step or value % 8 or value % step:
             raise BuildArgumentError(
-                f"{name}: expected a positive multiple of 8 and of {step} (VAE factor {model.vae_scale_factor} "
+                f"{name}: expected a positive multiple of 8 and of {step} (VAE factor {c.vae_scale_factor} "
                 f"x 2^{levels} UNet levels), got {value}"
             )
 
 
-def _write_runtime_files(model: AnomalyControlModel, root: Path, settings: BuildSettings) -> None:
+def _write_runtime_files(ckpt: Checkpoint, root: Path, settings: BuildSettings) -> None:
     """What the runtime needs beside the engines: tokenizers, scheduler, config, ASEA's torch weights."""
-    config = dataclasses.replace(model.config, height=settings.height, width=settings.width)
-    (root / CONFIG_NAME).write_text(config.to_json())
-    model.tokenizer.save_pretrained(root / "tokenizer")
-    model.qformer_tokenizer.save_pretrained(root / "qformer_tokenizer")
     from diffusers import DDIMScheduler
 
-    DDIMScheduler.from_config(model.scheduler_config).save_pretrained(root / "scheduler")
+    c = ckpt.configs
+    config = dataclasses.replace(ckpt.config, height=settings.height, width=settings.width)
+    (root / CONFIG_NAME).write_text(config.to_json())
+    c.tokenizer.save_pretrained(root / "tokenizer")
+    c.qformer_tokenizer.save_pretrained(root / "qformer_tokenizer")
+    DDIMScheduler.from_config(c.scheduler).save_pretrained(root / "scheduler")
     torch_dir = root / "torch"
     torch_dir.mkdir(exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.qformer.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in ckpt.qformer().state_dict().items()}
     save_file(state, str(torch_dir / "qformer.safetensors"))
-    (torch_dir / "blip2_config.json").write_text(model.blip2.config.to_json_string())
+    (torch_dir / "blip2_config.json").write_text(json.dumps(c.blip2, indent=2))
     with torch.no_grad():
-        uncond = model.projection.unconditional().float().contiguous()
+        uncond = ckpt.projection().unconditional().float().contiguous()
     save_file({"unconditional_semantic_tokens": uncond}, str(torch_dir / "constants.safetensors"))
 
 
-def _model_entry(model: AnomalyControlModel, s: BuildSettings) -> dict:
+def _model_entry(c: Configs, s: BuildSettings) -> dict:
     return {
         "height": s.height,
         "width": s.width,
-        "vae_scale_factor": model.vae_scale_factor,
-        "vae_scaling_factor": float(model.vae.config.scaling_factor),
-        "latent_channels": int(model.vae.config.latent_channels),
-        "vision_image_size": model.vision_image_size,
-        "attention_grid": list(model.attention_grid),
+        "vae_scale_factor": c.vae_scale_factor,
+        "vae_scaling_factor": float(c.vae.get("scaling_factor", 0.18215)),
+        "latent_channels": int(c.vae.get("latent_channels", 4)),
+        "vision_image_size": c.vision_image_size,
+        "attention_grid": list(c.attention_grid),
     }
 
 
 def _build_component(
-    name: str, model: AnomalyControlModel, dims: Dims, s: BuildSettings, root: Path, timing_cache: Path | None
+    name: str, ckpt: Checkpoint, dims: Dims, s: BuildSettings, root: Path, timing_cache: Path | None
 ) -> dict:
+    """Export one component, verify it, convert it; only this component's weights are in memory meanwhile."""
     spec = SPECS[name]
-    module = spec.build_module(model)
     t0 = time.perf_counter()
+    module = spec.build_module(ckpt)
     onnx_dir = root / "onnx"
     fp32_path = export_onnx(spec, module, dims, s.max_batch, onnx_dir / f"{name}.onnx", s.opset)
+    ref = verification.reference(spec, module, dims) if s.verify else None
+    del module
+    gc.collect()
     precision = spec.precision(s.fp16)
     variants = {"fp32": fp32_path}
     if precision == "fp16":
-        variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx")
-        if not spec.keep_fp32_variant:
-            for f in artifact_files(fp32_path):
-                f.unlink()
-            del variants["fp32"]
+        variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx", spec.fp32_scopes)
     export_s = time.perf_counter() - t0
 
-    artifacts, verification = [], []
+    if precision == "fp16" and not spec.keep_fp32_variant:
+        for f in artifact_files(fp32_path):  # the fp16 graph was made from it; it does not ship
+            f.unlink()
+        del variants["fp32"]
+    artifacts, checks = [], []
     for prec, path in variants.items():
         rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
-        artifacts.append({"format": "onnx", "precision": prec, "file": rel[0], "data_files": rel[1:], "opset": s.opset})
-        if s.verify:
-            result = verify_onnx(spec, module, path, dims, prec)
-            verification.append({"artifact": rel[0], **result})
+        if ref is not None:
+            result = verification.verify_onnx(spec, ref, path, prec)
+            checks.append({"artifact": rel[0], **result})
             log.info(
                 "%s %s: max_abs %.3g (rel %.3g) %s",
                 name,
@@ -150,6 +156,7 @@ def _build_component(
                 result["max_rel"],
                 "ok" if result["passed"] else "FAILED",
             )
+        artifacts.append({"format": "onnx", "precision": prec, "file": rel[0], "data_files": rel[1:], "opset": s.opset})
         if s.backend == "tensorrt":
             gpu = trt_build.gpu_info() or {}
             trt_version = tool_versions()["tensorrt"] or "unknown"
@@ -177,7 +184,7 @@ def _build_component(
         "precision": precision,
         "profile": spec.profile(dims, s.max_batch),
         "artifacts": artifacts,
-        "verification": verification,
+        "verification": checks,
         "export_seconds": round(export_s, 3),
         "note": spec.note,
     }
@@ -217,10 +224,11 @@ def build_engine_dir(
         raise CheckpointError("checkpoint", checkpoint, "not a directory")
     resolved = resolve_backend(backend)
 
-    model = AnomalyControlModel.from_pretrained(checkpoint)
-    h = model.config.height if height is None else height
-    w = model.config.width if width is None else width
-    _check_resolution(model, h, w)
+    ckpt = Checkpoint(checkpoint)
+    configs = ckpt.configs
+    h = ckpt.config.height if height is None else height
+    w = ckpt.config.width if width is None else width
+    _check_resolution(configs, h, w)
     settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify)
     digest = checkpoint_digest(checkpoint)
 
@@ -242,14 +250,14 @@ def build_engine_dir(
                     for art in previous.get(name, {}).get("artifacts", []):
                         for rel in [art["file"], *art.get("data_files", [])]:
                             (tmp / rel).unlink(missing_ok=True)
-            dims = Dims.from_model(model, h, w)
+            dims = Dims.from_configs(configs, h, w)
             cache = Path(timing_cache) if timing_cache else None
             entries = dict(previous)
             bar = tqdm(names, desc="export", unit="component", disable=not progress)
             for name in bar:
                 bar.set_postfix_str(name)
-                entries[name] = _build_component(name, model, dims, settings, tmp, cache)
-            _write_runtime_files(model, tmp, settings)
+                entries[name] = _build_component(name, ckpt, dims, settings, tmp, cache)
+            _write_runtime_files(ckpt, tmp, settings)
             failed = [(n, v) for n, e in entries.items() if n in names for v in e["verification"] if not v["passed"]]
             if failed:
                 lines = [
@@ -266,7 +274,7 @@ def build_engine_dir(
                 "settings": asdict(settings),
                 "tools": tool_versions(),
                 "gpu": trt_build.gpu_info(),
-                "model": _model_entry(model, settings),
+                "model": _model_entry(configs, settings),
                 "components": {n: entries[n] for n in SPECS if n in entries},
                 "files": list_files(tmp),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import warnings
 from collections.abc import Iterator
@@ -67,26 +68,50 @@ def export_onnx(spec: ComponentSpec, module: nn.Module, dims: Dims, max_batch: i
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=weight_bytes(module) > EXTERNAL_DATA_THRESHOLD)
-    onnx.checker.check_model(str(path))  # by path: works above 2 GiB
+    onnx.checker.check_model(str(path), full_check=True)  # by path: works above 2 GiB
     return path
 
 
-def convert_fp16(src: Path, dst: Path) -> Path:
-    """fp16 weights and activations with fp32 IO (the runtime feeds every engine fp32 / int64)."""
+def convert_fp16(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> Path:
+    """fp16 weights and activations with fp32 IO (the runtime feeds every engine fp32 / int64).
+
+    Nodes exported from a module under one of `fp32_scopes` (the exporter records each node's module path)
+    stay fp32, with casts around them. The converter gets the file path, not a loaded model, so its shape
+    inference also runs on graphs above protobuf's 2 GiB limit.
+    """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     large = sum(f.stat().st_size for f in artifact_files(src)) > EXTERNAL_DATA_THRESHOLD
-    model = onnx.load(str(src))
-    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=large)
+    blocked = nodes_in_scopes(onnx.load(str(src), load_external_data=False), fp32_scopes)
+    half = convert_float_to_float16(str(src), keep_io_types=True, node_block_list=blocked)
     _topological_sort(half.graph)  # the converter appends its input casts at the end of the graph
+    # Its intermediate type annotations still say float32 where tensors became float16; stricter parsers than
+    # ORT's (and onnx's full check) refuse that. They are optional: drop them, consumers infer their own.
+    del half.graph.value_info[:]
     if large:
         onnx.save_model(
             half, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=dst.name + ".data"
         )
     else:
         onnx.save_model(half, str(dst))
-    onnx.checker.check_model(str(dst))
+    onnx.checker.check_model(str(dst), full_check=True)
     return dst
+
+
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def nodes_in_scopes(model: onnx.ModelProto, scopes: tuple[str, ...]) -> list[str]:
+    """Names of the nodes torch exported from a module under one of `scopes` (e.g. "unet.time_proj")."""
+    if not scopes:
+        return []
+    out = []
+    for node in model.graph.node:
+        meta = next((p.value for p in node.metadata_props if p.key == SCOPES_KEY), "[]")
+        path = ast.literal_eval(meta)  # the module path, e.g. ['', 'unet', 'unet.time_proj', 'sin']
+        if any(p == scope or str(p).startswith(scope + ".") for p in path for scope in scopes):
+            out.append(node.name)
+    return out
 
 
 def _topological_sort(graph: onnx.GraphProto) -> None:

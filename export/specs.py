@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from acsdk.models.checkpoint import AnomalyControlModel
+from acsdk.models.checkpoint import Checkpoint
 from acsdk.models.components import CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
+from acsdk.models.config import Configs
 
 BATCH = "batch"
 
@@ -43,54 +44,29 @@ class Dims:
     semantic_tokens: int
 
     @classmethod
-    def from_model(cls, model: AnomalyControlModel, height: int, width: int) -> Dims:
-        f = model.vae_scale_factor
-        vision = model.blip2.config.vision_config
-        grid = model.attention_grid
+    def from_configs(cls, c: Configs, height: int, width: int) -> Dims:
+        """Sizes from a model's config files (`Checkpoint.configs`, `preset_configs`): no weights needed."""
+        f = c.vae_scale_factor
+        vision = c.blip2["vision_config"]
+        grid = c.attention_grid
+        latent = int(c.vae.get("latent_channels", 4))
         return cls(
             height=height,
             width=width,
             latent_height=height // f,
             latent_width=width // f,
-            latent_channels=int(model.vae.config.latent_channels),
-            latent_moments=2 * int(model.vae.config.latent_channels),
-            unet_in_channels=int(model.unet.config.in_channels),
-            text_length=int(model.tokenizer.model_max_length),
-            text_dim=int(model.text_encoder.config.hidden_size),
-            text_vocab=int(model.text_encoder.config.vocab_size),
-            vision_size=int(vision.image_size),
+            latent_channels=latent,
+            latent_moments=2 * latent,
+            unet_in_channels=int(c.unet["in_channels"]),
+            text_length=int(c.tokenizer.model_max_length),
+            text_dim=int(c.text_encoder["hidden_size"]),
+            text_vocab=int(c.text_encoder["vocab_size"]),
+            vision_size=int(vision["image_size"]),
             image_tokens=1 + grid[0] * grid[1],
-            vision_dim=int(vision.hidden_size),
-            qformer_length=int(model.config.qformer_max_length),
-            qformer_vocab=int(model.blip2.config.qformer_config.vocab_size),
-            semantic_tokens=int(model.config.num_semantic_tokens),
-        )
-
-    @classmethod
-    def from_preset(cls, name: str) -> Dims:
-        """Sizes of an `acsdk.models.presets` model without building it (a real-size model takes minutes)."""
-        from acsdk.models.presets import PRESETS, tiny_bert_tokenizer, tiny_clip_tokenizer
-
-        p = PRESETS[name]
-        latent = p.resolution // 2 ** (len(p.vae_blocks) - 1)
-        grid = p.vision_size // p.vision_patch
-        return cls(
-            height=p.resolution,
-            width=p.resolution,
-            latent_height=latent,
-            latent_width=latent,
-            latent_channels=4,
-            latent_moments=8,
-            unet_in_channels=9,
-            text_length=77,
-            text_dim=p.text_dim,
-            text_vocab=p.text_vocab or len(tiny_clip_tokenizer()),
-            vision_size=p.vision_size,
-            image_tokens=1 + grid * grid,
-            vision_dim=p.vision_dim,
-            qformer_length=p.qformer_length,
-            qformer_vocab=30523 if name == "sd15" else len(tiny_bert_tokenizer(p.qformer_length).get_vocab()),
-            semantic_tokens=p.semantic_tokens,
+            vision_dim=int(vision["hidden_size"]),
+            qformer_length=int(c.acsdk.qformer_max_length),
+            qformer_vocab=int(c.blip2["qformer_config"]["vocab_size"]),
+            semantic_tokens=int(c.acsdk.num_semantic_tokens),
         )
 
     def resolve(self, dim: int | str) -> int | str:
@@ -146,12 +122,14 @@ FP16_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-2)
 @dataclass(frozen=True)
 class ComponentSpec:
     name: str
-    build_module: Callable[[AnomalyControlModel], nn.Module]
+    build_module: Callable[[Checkpoint], nn.Module]  # loads only the parts this component needs
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     batch_per_image: int = 1  # the UNet runs CFG as batch 2; the VAE encoder takes image + masked image
     fp16: bool = True  # may be compiled in fp16 under --fp16
     keep_fp32_variant: bool = False  # --fp16 also ships an fp32 variant to fall back on
+    fp32_scopes: tuple[str, ...] = ()  # module scopes kept in fp32 inside an fp16 graph
+    verify_cases: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # named input overrides to check too
     note: str = ""
 
     # -- shapes and profiles -----------------------------------------------------------------
@@ -174,6 +152,14 @@ class ComponentSpec:
         g = torch.Generator().manual_seed(seed)
         b = self.batch_per_image if batch is None else batch
         return {t.name: t.make_sample(dims, b, g) for t in self.inputs}
+
+    def verification_inputs(self, dims: Dims) -> dict[str, dict[str, torch.Tensor]]:
+        """The sample (seed 1) and each named case: the sample with some inputs filled with a value."""
+        base = self.sample_inputs(dims, seed=1)
+        cases = {"sample": base}
+        for case, overrides in self.verify_cases:
+            cases[case] = {**base, **{k: torch.full_like(base[k], v) for k, v in overrides}}
+        return cases
 
     def io_entry(self, dims: Dims) -> dict:
         """The manifest's description of this component's interface."""
@@ -198,20 +184,20 @@ SPECS: dict[str, ComponentSpec] = {
     for s in (
         ComponentSpec(
             "text_encoder",
-            lambda m: TextEncoder(m.text_encoder),
+            lambda c: TextEncoder(c.text_encoder()),
             inputs=(_t("input_ids", I64, BATCH, "text_length", sample="ids:text_vocab"),),
             outputs=(_t("text_embeds", F32, BATCH, "text_length", "text_dim"),),
             batch_per_image=2,
         ),
         ComponentSpec(
             "csm_vision",
-            lambda m: CSMVision(m.blip2.vision_model),
+            lambda c: CSMVision(c.vision()),
             inputs=(_t("pixel_values", F32, BATCH, 3, "vision_size", "vision_size"),),
             outputs=(_t("image_tokens", F32, BATCH, "image_tokens", "vision_dim"),),
         ),
         ComponentSpec(
             "csm_qformer",
-            lambda m: CSMQFormer(m.qformer, m.projection),
+            lambda c: CSMQFormer(c.qformer(), c.projection()),
             inputs=(
                 _t("image_tokens", F32, BATCH, "image_tokens", "vision_dim"),
                 _t("input_ids", I64, BATCH, "qformer_length", sample="ids:qformer_vocab"),
@@ -223,7 +209,7 @@ SPECS: dict[str, ComponentSpec] = {
         ),
         ComponentSpec(
             "unet",
-            lambda m: SGAUNet(m.unet),
+            lambda c: SGAUNet(c.unet()),
             inputs=(
                 _t("sample", F32, BATCH, "unet_in_channels", "latent_height", "latent_width"),
                 _t("timestep", F32, BATCH, sample="timestep"),
@@ -233,17 +219,22 @@ SPECS: dict[str, ComponentSpec] = {
             ),
             outputs=(_t("noise_pred", F32, BATCH, "latent_channels", "latent_height", "latent_width"),),
             batch_per_image=2,
+            # sin/cos of t * frequencies: in fp16 an argument near 1000 is only resolved to 0.5 rad.
+            fp32_scopes=("unet.time_proj", "unet.time_embedding"),
+            verify_cases=(("t=981", (("timestep", 981.0),)), ("t=1", (("timestep", 1.0),))),
         ),
         ComponentSpec(
             "vae_encoder",
-            lambda m: VAEEncoder(m.vae),
+            lambda c: VAEEncoder(c.vae()),
             inputs=(_t("image", F32, BATCH, 3, "height", "width", sample="unit"),),
             outputs=(_t("latent_moments", F32, BATCH, "latent_moments", "latent_height", "latent_width"),),
             batch_per_image=2,
+            keep_fp32_variant=True,
+            note="fp16 SD VAEs can overflow: an fp32 variant ships beside the fp16 one (used on NaN/Inf)",
         ),
         ComponentSpec(
             "vae_decoder",
-            lambda m: VAEDecoder(m.vae),
+            lambda c: VAEDecoder(c.vae()),
             inputs=(_t("latents", F32, BATCH, "latent_channels", "latent_height", "latent_width"),),
             outputs=(_t("image", F32, BATCH, 3, "height", "width"),),
             keep_fp32_variant=True,

@@ -124,6 +124,12 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
     ("seed-negative", lambda c: _run(c, seed=-1), InputError, "seed"),
     ("steps-zero", lambda c: _run(c, num_inference_steps=0), InputError, "num_inference_steps"),
     ("strength-zero", lambda c: _run(c, strength=0.0), InputError, "strength"),
+    (
+        "steps-times-strength-below-one",
+        lambda c: _run(c, num_inference_steps=1, strength=0.7),
+        InputError,
+        "num_inference_steps",
+    ),
     ("guidance-nan", lambda c: _run(c, guidance_scale=float("nan")), InputError, "guidance_scale"),
     ("prompt-not-a-string", lambda c: _run(c, prompt=None), InputError, "prompt"),
     ("reference-without-mask", lambda c: _run(c, reference_mask=None), InputError, "reference_mask"),

@@ -43,7 +43,7 @@ def test_manifest_lists_every_file_with_its_sha256(engine_dir):
 
 def test_io_in_manifest_is_the_specs(engine_dir, tiny_model):
     m = Manifest.load(engine_dir)
-    dims = Dims.from_model(tiny_model, 64, 64)
+    dims = Dims.from_configs(tiny_model.configs, 64, 64)
     unet = m.components["unet"]
     assert [i["name"] for i in unet["inputs"]] == [t.name for t in SPECS["unet"].inputs]
     assert unet["inputs"][0]["shape"] == ["batch", 9, dims.latent_height, dims.latent_width]
@@ -182,13 +182,16 @@ def test_components_refuse_a_dir_of_other_settings(engine_dir, tiny_ckpt, tmp_pa
 
 def test_export_does_not_touch_the_model(tiny_ckpt, tmp_path):
     from acsdk.models import AnomalyControlModel
+    from acsdk.models.components import TextEncoder
     from export.onnx_export import export_onnx
 
     model = AnomalyControlModel.from_pretrained(tiny_ckpt)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     config = json.dumps(dict(model.text_encoder.config.to_dict()), sort_keys=True, default=str)
     spec = SPECS["text_encoder"]
-    export_onnx(spec, spec.build_module(model), Dims.from_model(model, 64, 64), 1, tmp_path / "t.onnx", 18)
+    export_onnx(
+        spec, TextEncoder(model.text_encoder), Dims.from_configs(model.configs, 64, 64), 1, tmp_path / "t.onnx", 18
+    )
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert json.dumps(dict(model.text_encoder.config.to_dict()), sort_keys=True, default=str) == config
     assert not model.training and not any(p.requires_grad for p in model.parameters())

@@ -101,11 +101,11 @@ def test_published_sd15_numbering_lands_on_the_named_layers():
     from diffusers import UNet2DConditionModel
 
     from acsdk.models.ip_adapter import SGA_PREFIX, ip_adapter_to_sga
-    from acsdk.models.presets import PRESETS
+    from acsdk.models.presets import preset_configs
     from acsdk.models.sga import install_sga
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**PRESETS["sd15"].unet_config())
+        unet = UNet2DConditionModel(**preset_configs("sd15").unet)
     install_sga(unet, 4)
     published = {
         f"{i}.{p}.weight": torch.zeros(width, 768, device="meta")

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ..errors import ACSDKError
+from ..errors import ACSDKError, WriteError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -67,6 +67,27 @@ def _import_ip_adapter(args: argparse.Namespace) -> int:
     import_ip_adapter(model, args.ip_adapter)
     dest = model.save_pretrained(args.out, overwrite=args.force)
     print(f"wrote {dest} (ImageProj and to_k_ip/to_v_ip from {args.ip_adapter}; BlipProj kept)")
+    return 0
+
+
+def _init_checkpoint(args: argparse.Namespace) -> int:
+    from ..models.importers import init_checkpoint
+
+    path, how = init_checkpoint(
+        args.sd,
+        args.blip2,
+        args.out,
+        ip_adapter=args.ip_adapter,
+        num_semantic_tokens=args.num_semantic_tokens,
+        height=args.height,
+        width=args.width,
+        sd_config=args.sd_config,
+        force=args.force,
+        seed=args.seed,
+    )
+    print(f"wrote {path}")
+    print(f"adapter: {how}")
+    print(f"next: python -m acsdk.train --checkpoint {path} --data DATA --category C --out ckpt/")
     return 0
 
 
@@ -190,6 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the engine files")
     inf.set_defaults(func=_info)
 
+    ini = sub.add_parser(
+        "init-checkpoint",
+        help="build an acsdk checkpoint from public SD-1.5-inpainting and BLIP-2 weights",
+        description="SD: a diffusers folder, a single-file .safetensors (LDM/A1111 keys) or a hub id; BLIP-2: a "
+        "transformers Blip2ForImageTextRetrieval folder (Salesforce/blip2-itm-vit-g) or its hub id. Safetensors "
+        "only: pickled .ckpt/.bin files are refused.",
+    )
+    ini.add_argument("--sd", required=True, help="Stable Diffusion inpainting: folder, .safetensors file or hub id")
+    ini.add_argument("--blip2", required=True, help="BLIP-2 stage 1 (blip2-itm-vit-g): folder or hub id")
+    ini.add_argument("--out", required=True, help="checkpoint directory to write")
+    ini.add_argument("--ip-adapter", help="start the adapter from IP-Adapter weights (ip-adapter_sd15.safetensors)")
+    ini.add_argument("--num-semantic-tokens", type=int, default=4, help="semantic tokens F_c (IP-Adapter: 4)")
+    ini.add_argument("--height", type=int, help="model resolution (default: the UNet's, 512 for SD-1.5)")
+    ini.add_argument("--width", type=int, help="model resolution (default: the UNet's, 512 for SD-1.5)")
+    ini.add_argument("--sd-config", help="diffusers folder to read a single file against (default: shipped SD-1.5)")
+    ini.add_argument("--seed", type=int, default=0, help="seed of the randomly initialised projections")
+    ini.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ini.set_defaults(func=_init_checkpoint)
+
     imp = sub.add_parser("import-ip-adapter", help="start a checkpoint's adapter from IP-Adapter weights")
     imp.add_argument("--checkpoint", required=True, help="an acsdk checkpoint directory (the base)")
     imp.add_argument("--ip-adapter", required=True, help="ip-adapter .bin or .safetensors file")
@@ -205,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
+    except WriteError as exc:
+        print(f"acsdk {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
     except ACSDKError as exc:
         print(f"acsdk {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -147,8 +147,8 @@ def parts_from_engine_dir(
             engines[name] = torch_parts.engines[name]
             continue
         engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify)
-        if name == "vae_decoder" and entry["precision"] == "fp16" and _artifact(entry, "onnx", "fp32"):
-            engines["vae_decoder_fp32"] = _load_engine(name, manifest, "onnxruntime", "fp32", device, verify)
+        if entry["precision"] == "fp16" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
+            engines[f"{name}_fp32"] = _load_engine(name, manifest, "onnxruntime", "fp32", device, verify)
     missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")

@@ -51,6 +51,19 @@ class InpaintSampler:
         self.device = device
         self.dtype = dtype
 
+    def _guarded(self, name: str, inputs: Mapping[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
+        """Run `name`; when it returns NaN/Inf and an fp32 variant was built beside it, run that instead.
+
+        fp16 SD VAEs overflow on some inputs (both directions); the fp32 variant is exact where they do.
+        """
+        out = self.engines[name].run(inputs)
+        fallback = self.engines.get(f"{name}_fp32")
+        if fallback is not None and not all(bool(torch.isfinite(v).all()) for v in out.values()):
+            log.warning("%s produced NaN/Inf in fp16; running it again with the fp32 variant", name)
+            notes.append(f"{name}_fp32_fallback")
+            out = fallback.run(inputs)
+        return out
+
     def __call__(
         self,
         image: torch.Tensor,
@@ -81,7 +94,7 @@ class InpaintSampler:
         t0 = time.perf_counter()
         x = (image * 2.0 - 1.0).to(dev, dt)
         masked = x * (mask.to(dev, dt) < 0.5)
-        both = self.engines["vae_encoder"].run({"image": torch.cat([x, masked])})["latent_moments"]
+        both = self._guarded("vae_encoder", {"image": torch.cat([x, masked])}, notes)["latent_moments"]
         image_latents = sample_latent(both[:1], generator, g.scaling_factor)
         masked_latents = sample_latent(both[1:], generator, g.scaling_factor)
         lat_h, lat_w = image_latents.shape[-2:]
@@ -130,11 +143,6 @@ class InpaintSampler:
 
         t0 = time.perf_counter()
         scaled = (latents / g.scaling_factor).to(dt)
-        decoded = self.engines["vae_decoder"].run({"latents": scaled})["image"]
-        if not bool(torch.isfinite(decoded).all()) and "vae_decoder_fp32" in self.engines:
-            # fp16 SD VAEs overflow on some latents; the fp32 variant built beside it decodes them.
-            log.warning("vae_decoder produced NaN/Inf in fp16; decoding again with the fp32 variant")
-            decoded = self.engines["vae_decoder_fp32"].run({"latents": scaled})["image"]
-            notes.append("vae_decoder_fp32_fallback")
+        decoded = self._guarded("vae_decoder", {"latents": scaled}, notes)["image"]
         timings["vae_decode"] = time.perf_counter() - t0
         return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

@@ -258,6 +258,11 @@ class Synthesizer:
         seed = _check_int("seed", seed, 0)
         steps = _check_int("num_inference_steps", num_inference_steps, 1)
         strength = _check_real("strength", strength, 0.0, 1.0, lo_open=True)
+        if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
+            need = math.ceil(1.0 / strength)
+            raise InputError(
+                "num_inference_steps", f"at least {need} at strength {strength:g} (steps x strength >= 1)", str(steps)
+            )
         guidance_scale = _check_real("guidance_scale", guidance_scale, 0.0, 1e3)
         semantic_scale = _check_real("semantic_scale", semantic_scale, -1e3, 1e3)
         asea_steps = _check_int("asea_steps", asea_steps, 0)

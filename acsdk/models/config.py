@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import BertTokenizer, CLIPTokenizer
 
 from ..errors import CheckpointError
 
@@ -58,3 +62,31 @@ class ModelConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class Configs:
+    """Everything that sizes an AnomalyControl model, without weights: what a checkpoint's config files hold
+    (read cheaply by `Checkpoint.configs`, or made by a preset)."""
+
+    acsdk: ModelConfig
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    blip2: dict
+    scheduler: dict
+    tokenizer: CLIPTokenizer
+    qformer_tokenizer: BertTokenizer
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+    @property
+    def vision_image_size(self) -> int:
+        return int(self.blip2["vision_config"]["image_size"])
+
+    @property
+    def attention_grid(self) -> tuple[int, int]:
+        n = self.vision_image_size // int(self.blip2["vision_config"]["patch_size"])
+        return (n, n)

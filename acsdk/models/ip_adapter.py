@@ -1,4 +1,5 @@
-"""Import IP-Adapter-style weights (`image_proj` / `ip_adapter` groups) as the start of an SGA adapter.
+"""How an SGA adapter starts: from IP-Adapter weights (`image_proj` / `ip_adapter` groups), or as IP-Adapter
+initialises one (`init_adapter`).
 
 ip-adapter_sd15 stores `ip_adapter` keys by processor index (`"1.to_k_ip.weight"` ... `"31.to_v_ip.weight"`):
 odd numbers, one per cross-attention layer in the UNet's `attn_processors` order. The authors' loader looked for
@@ -15,7 +16,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .checkpoint import SGA_PREFIX, AnomalyControlModel
-from .sga import is_cross_attention
+from .sga import is_cross_attention, sga_processors
 
 
 def read_ip_adapter(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
@@ -78,3 +79,22 @@ def convert_ip_adapter(model: AnomalyControlModel, path: str | os.PathLike) -> d
 def import_ip_adapter(model: AnomalyControlModel, path: str | os.PathLike) -> None:
     """Load IP-Adapter weights into `model` in place (shapes checked against the base model)."""
     model.load_adapter_state_dict(convert_ip_adapter(model, path), path)
+
+
+def init_adapter(model: AnomalyControlModel) -> None:
+    """IP-Adapter's initialisation, made silent: each to_k_ip / to_v_ip copies its attention's to_k / to_v (as
+    IP-Adapter's training starts), and ImageProj's LayerNorm gain and bias start at 0, so F_c = 0 and lambda = 1
+    adds exactly nothing until training opens that gate (the gain gets gradients from the first step)."""
+    copy_attention_to_adapter(model)
+    with torch.no_grad():
+        model.projection.image_proj.norm.weight.zero_()
+        model.projection.image_proj.norm.bias.zero_()
+
+
+def copy_attention_to_adapter(model: AnomalyControlModel) -> None:
+    """to_k_ip / to_v_ip <- the same layer's to_k / to_v (IP-Adapter's start)."""
+    with torch.no_grad():
+        for name, proc in sga_processors(model.unet).items():
+            layer = model.unet.get_submodule(name.rsplit(".processor", 1)[0])
+            proc.to_k_ip.weight.copy_(layer.to_k.weight)
+            proc.to_v_ip.weight.copy_(layer.to_v.weight)

@@ -1,4 +1,4 @@
-"""Architecture presets: random AnomalyControl models of known sizes, built from code (no hub, no files).
+"""Architecture presets: random AnomalyControl models of known sizes, built offline (no hub).
 
 `tiny` and `demo` are toy sizes (tests, the shipped demo model), `small` keeps SD-1.5's block structure at
 about a fifth of its width (CPU benchmarks), `sd15` is the real architecture (SD-1.5 inpainting + BLIP-2
@@ -7,8 +7,10 @@ ViT-g/14 + BERT-base Q-Former) with random weights. Test fixtures and the demo t
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -23,7 +25,7 @@ from transformers import (
 
 from ..errors import InputError
 from .checkpoint import AnomalyControlModel
-from .config import ModelConfig
+from .config import Configs, ModelConfig
 from .sga import install_sga
 
 TINY_RESOLUTION = 64
@@ -195,79 +197,57 @@ PRESETS: dict[str, Preset] = {
         qformer_length=32,
         qformer_init=0.05,
     ),
-    # The real architecture (SD-1.5 inpainting + BLIP-2 ViT-g/14 + BERT-base Q-Former), random weights.
-    "sd15": Preset(
-        resolution=512,
-        unet_blocks=(320, 640, 1280, 1280),
-        unet_cross_attn=(True, True, True, False),
-        unet_layers=2,
-        unet_head_dim=8,
-        unet_groups=32,
-        vae_blocks=(128, 256, 512, 512),
-        vae_layers=2,
-        vae_groups=32,
-        text_dim=768,
-        text_layers=12,
-        text_heads=12,
-        text_vocab=49408,
-        vision_dim=1408,
-        vision_layers=39,
-        vision_heads=16,
-        vision_size=224,
-        vision_patch=14,
-        qformer_dim=768,
-        qformer_layers=12,
-        qformer_heads=12,
-        queries=32,
-        blip_proj_dim=1024,
-        qformer_length=32,
-    ),
 }
 
 
-def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
-    """A random AnomalyControl model of the given preset's sizes, with every part a real checkpoint has."""
-    if preset not in PRESETS:
-        raise InputError("preset", f"one of {sorted(PRESETS)}", repr(preset))
-    c = PRESETS[preset]
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        height=c.resolution,
-        width=c.resolution,
-        num_semantic_tokens=c.semantic_tokens,
-        blip_proj_dim=c.blip_proj_dim,
-        qformer_max_length=c.qformer_length,
-    )
-    unet = UNet2DConditionModel(**c.unet_config())
-    n = len(c.vae_blocks)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=c.vae_blocks,
-        layers_per_block=c.vae_layers,
-        latent_channels=4,
-        norm_num_groups=c.vae_groups,
-        sample_size=c.resolution,
-    )
+SD15_CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs" / "stable-diffusion-inpainting"
+SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "num_train_timesteps": 1000,
+}
+NAMES = (*PRESETS, "sd15")
+
+
+def preset_configs(name: str) -> Configs:
+    """The configs of a preset: `sd15` is the public SD-1.5-inpainting + blip2-itm-vit-g configuration (shipped
+    as data in `acsdk/assets/configs`), the others are scaled-down structures defined in `PRESETS`."""
+    if name == "sd15":
+        return _sd15_configs()
+    if name not in PRESETS:
+        raise InputError("preset", f"one of {list(NAMES)}", repr(name))
+    c = PRESETS[name]
     tokenizer = tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=c.text_vocab or len(tokenizer),
-            hidden_size=c.text_dim,
-            intermediate_size=4 * c.text_dim,
-            num_hidden_layers=c.text_layers,
-            num_attention_heads=c.text_heads,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
     qtok = tiny_bert_tokenizer(c.qformer_length)
-    blip2_config = Blip2Config(
-        vision_config={
+    n = len(c.vae_blocks)
+    vae = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ("DownEncoderBlock2D",) * n,
+        "up_block_types": ("UpDecoderBlock2D",) * n,
+        "block_out_channels": c.vae_blocks,
+        "layers_per_block": c.vae_layers,
+        "latent_channels": 4,
+        "norm_num_groups": c.vae_groups,
+        "sample_size": c.resolution,
+    }
+    text = {
+        "vocab_size": c.text_vocab or len(tokenizer),
+        "hidden_size": c.text_dim,
+        "intermediate_size": 4 * c.text_dim,
+        "num_hidden_layers": c.text_layers,
+        "num_attention_heads": c.text_heads,
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    blip2 = {
+        "vision_config": {
             "hidden_size": c.vision_dim,
             "intermediate_size": 4 * c.vision_dim,
             "num_hidden_layers": c.vision_layers,
@@ -276,19 +256,19 @@ def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
             "patch_size": c.vision_patch,
             "initializer_range": 0.02,
         },
-        qformer_config={
+        "qformer_config": {
             "hidden_size": c.qformer_dim,
             "intermediate_size": 4 * c.qformer_dim,
             "num_hidden_layers": c.qformer_layers,
             "num_attention_heads": c.qformer_heads,
             "cross_attention_frequency": 2,
             "encoder_hidden_size": c.vision_dim,
-            "vocab_size": 30523 if preset == "sd15" else len(qtok.get_vocab()),
+            "vocab_size": len(qtok.get_vocab()),
             "max_position_embeddings": max(64, c.qformer_length),
             "use_qformer_text_input": True,
             "initializer_range": c.qformer_init,
         },
-        text_config={
+        "text_config": {
             "model_type": "opt",
             "hidden_size": 32,
             "num_hidden_layers": 1,
@@ -297,35 +277,76 @@ def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
             "vocab_size": 64,
             "word_embed_proj_dim": 32,
         },
-        num_query_tokens=c.queries,
-        image_text_hidden_size=16,
+        "num_query_tokens": c.queries,
+        "image_text_hidden_size": 16,
+    }
+    config = ModelConfig(
+        height=c.resolution,
+        width=c.resolution,
+        num_semantic_tokens=c.semantic_tokens,
+        blip_proj_dim=c.blip_proj_dim,
+        qformer_max_length=c.qformer_length,
     )
+    return Configs(config, c.unet_config(), vae, text, blip2, SCHEDULER, tokenizer, qtok)
+
+
+def _sd15_configs() -> Configs:
+    def read(part: str, file: str = "config.json") -> dict:
+        data = json.loads((SD15_CONFIG_DIR / part / file).read_text())
+        return {k: v for k, v in data.items() if not k.startswith("_") and k not in ("architectures", "model_type")}
+
+    # blip2-itm-vit-g: the ViT-g/14 and Q-Former defaults of transformers, a Q-Former vocabulary of 30,523
+    # (BERT-base uncased + [DEC]) with text input, 32 queries (as transformers' BLIP-2 conversion writes it).
+    blip2 = Blip2Config(qformer_config={"vocab_size": 30523, "use_qformer_text_input": True}).to_dict()
+    qtok = _bert_like_tokenizer(30523, 32)
+    return Configs(
+        ModelConfig(),
+        read("unet"),
+        read("vae"),
+        read("text_encoder"),
+        blip2,
+        read("scheduler", "scheduler_config.json"),
+        CLIPTokenizer.from_pretrained(SD15_CONFIG_DIR / "tokenizer"),
+        qtok,
+    )
+
+
+def _bert_like_tokenizer(vocab_size: int, model_max_length: int) -> BertTokenizer:
+    """A WordPiece vocabulary of the given size (the tiny one padded with unused pieces) for random weights."""
+    base = tiny_bert_tokenizer(model_max_length).get_vocab()
+    pieces = list(base) + [f"[unused{i}]" for i in range(vocab_size - len(base))]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(pieces)}, model_max_length=model_max_length)
+
+
+def build_model(preset: str = "tiny", seed: int = 0) -> AnomalyControlModel:
+    """A random AnomalyControl model of the given preset's sizes, with every part a real checkpoint has."""
+    return build_from_configs(preset_configs(preset), seed, adapter_std=0.2 if preset == "tiny" else 0.02)
+
+
+def build_from_configs(c: Configs, seed: int = 0, adapter_std: float = 0.02) -> AnomalyControlModel:
+    """Random weights for `c`; the adapter too (std `adapter_std`), so a reference visibly changes the output."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**c.unet)
+    vae = AutoencoderKL(**c.vae)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**c.text_encoder))
+    blip2_config = Blip2Config(**c.blip2)
     blip2_config._attn_implementation = "eager"
     blip2 = Blip2ForImageTextRetrieval(blip2_config)
     with torch.no_grad():
         # Spread the learned queries so query->image attention is not uniform from the start.
         blip2.query_tokens.normal_(0.0, 1.0)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        num_train_timesteps=1000,
-    )
-    model = AnomalyControlModel(config, unet, vae, text_encoder, tokenizer, scheduler, blip2, qtok)
+    scheduler = DDIMScheduler(**c.scheduler)
+    model = AnomalyControlModel(c.acsdk, unet, vae, text_encoder, c.tokenizer, scheduler, blip2, c.qformer_tokenizer)
     with torch.no_grad():
-        # Non-zero adapter weights, so the reference visibly changes the UNet's output.
         for p in model.adapter_state_dict().values():
             if p.dim() > 1:
-                p.normal_(0.0, 0.2 if preset == "tiny" else 0.02)
+                p.normal_(0.0, adapter_std)
     return model
 
 
 def build_sd15_sga_unet(seed: int = 0, num_tokens: int = 4) -> UNet2DConditionModel:
     """A real-size SGA UNet alone, random weights (~860 M parameters, 3.4 GB in fp32)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**PRESETS["sd15"].unet_config())
+    unet = UNet2DConditionModel(**preset_configs("sd15").unet)
     install_sga(unet, num_tokens)
     return unet.eval().requires_grad_(False)

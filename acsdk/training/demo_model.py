@@ -44,6 +44,7 @@ from ..inference import imaging
 from ..inference.sampler import sample_latent
 from ..models.checkpoint import AnomalyControlModel
 from ..models.components import VAEEncoder
+from ..models.ip_adapter import copy_attention_to_adapter
 from ..models.presets import PRESETS, build_model
 from ..models.sga import sga_processors
 from .configargs import add_config_arguments, config_from_arguments
@@ -311,15 +312,6 @@ def train_unet(model: AnomalyControlModel, corpus: dict, cfg: BaseTrainConfig, l
     return {"final_loss": final}
 
 
-def init_adapter(model: AnomalyControlModel) -> None:
-    """IP-Adapter's start: each to_k_ip / to_v_ip copies its attention's trained to_k / to_v."""
-    with torch.no_grad():
-        for name, proc in sga_processors(model.unet).items():
-            layer = model.unet.get_submodule(name.rsplit(".processor", 1)[0])
-            proc.to_k_ip.weight.copy_(layer.to_k.weight)
-            proc.to_v_ip.weight.copy_(layer.to_v.weight)
-
-
 def train_adapter(base: Path, out: Path, cfg: BaseTrainConfig, logs: Path) -> dict:
     from .adapter import TrainConfig, train
 
@@ -413,7 +405,7 @@ def train_base(
             metrics = train_csm(model, corpus, cfg, logs)
         elif stage == "unet":
             metrics = train_unet(model, corpus, cfg, logs)
-            init_adapter(model)
+            copy_attention_to_adapter(model)  # IP-Adapter's start, without the closed gate init_adapter adds
         else:
             metrics = train_adapter(out / "stages" / STAGES[STAGES.index(stage) - 1], out, cfg, logs)
             model = AnomalyControlModel.from_pretrained(out / "adapter-run")
