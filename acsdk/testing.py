@@ -65,6 +65,7 @@ class PublicSources:
     sd_single_file: Path  # one .safetensors in the original LDM / A1111 key layout
     sd_config: Path  # the diffusers folder without weights a single file is read against
     blip2_folder: Path  # transformers Blip2ForImageTextRetrieval folder with its tokenizer and image processor
+    ip_adapter: Path  # IP-Adapter weights in ip-adapter_sd15's layout (image_proj, ip_adapter 1, 3, ...)
 
 
 def write_public_sources(preset: str, root: str | os.PathLike, seed: int = 0) -> PublicSources:
@@ -81,13 +82,14 @@ def write_public_sources(preset: str, root: str | os.PathLike, seed: int = 0) ->
         text_encoder=CLIPTextModel(CLIPTextConfig(**c.text_encoder)),
         tokenizer=c.tokenizer,
         unet=UNet2DConditionModel(**c.unet),
-        scheduler=DDIMScheduler(**c.scheduler),
+        scheduler=DDIMScheduler.from_config(c.scheduler),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.save_pretrained(root / "sd", safe_serialization=True)
     save_file(ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder), str(root / "sd.safetensors"))
+    save_file(ip_adapter_state_dict(pipe.unet, c.acsdk.num_semantic_tokens, seed), str(root / "ip-adapter.safetensors"))
     config_dir = root / "sd-config"
     shutil.copytree(root / "sd", config_dir, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     del pipe
@@ -105,7 +107,28 @@ def write_public_sources(preset: str, root: str | os.PathLike, seed: int = 0) ->
         "resample": 3,
     }
     (root / "blip2" / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
-    return PublicSources(root / "sd", root / "sd.safetensors", config_dir, root / "blip2")
+    return PublicSources(
+        root / "sd", root / "sd.safetensors", config_dir, root / "blip2", root / "ip-adapter.safetensors"
+    )
+
+
+def ip_adapter_state_dict(unet: nn.Module, num_tokens: int, seed: int = 0, image_dim: int = 1024) -> dict:
+    """Random IP-Adapter weights for `unet` in the published file layout: `image_proj.*` (proj, norm) and
+    `ip_adapter.<2k+1>.to_k_ip / to_v_ip.weight` for the k-th cross-attention layer."""
+    g = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    out = {
+        "image_proj.proj.weight": torch.randn(num_tokens * cross, image_dim, generator=g) * 0.02,
+        "image_proj.proj.bias": torch.zeros(num_tokens * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    layers = [n for n in unet.attn_processors if n.endswith("attn2.processor")]
+    for k, name in enumerate(layers):
+        hidden = unet.get_submodule(name.rsplit(".processor", 1)[0]).to_k.out_features
+        for p in ("to_k_ip", "to_v_ip"):
+            out[f"ip_adapter.{2 * k + 1}.{p}.weight"] = torch.randn(hidden, cross, generator=g) * 0.02
+    return out
 
 
 _RESNET_TO_LDM = {

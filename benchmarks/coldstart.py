@@ -13,20 +13,7 @@ T0 = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
-
-
-def peak_rss_kb() -> int:
-    """This process's own high-water mark (VmHWM). ru_maxrss is inherited across fork+exec on Linux, so a child
-    started by a big parent reports the parent's peak; VmHWM belongs to the new address space only."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import acsdk
     from acsdk.testing import make_box_mask, make_defect_pair, make_texture
+    from runtime.process import peak_rss_mb
 
     synth = (
         acsdk.Synthesizer.from_checkpoint(args.path)
@@ -57,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         num_inference_steps=args.steps,
     )
     t_first = time.perf_counter()
-    peak_kb = peak_rss_kb()
+    peak_kb = int(peak_rss_mb() * 1024)
     print(
         json.dumps(
             {

@@ -33,6 +33,7 @@ from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
 from runtime.files import atomic_dir
 from runtime.manifest import Manifest, list_files, write_manifest
+from runtime.process import peak_rss_mb, reset_peak_rss
 from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
 
@@ -126,6 +127,7 @@ def _build_component(
     """Export one component, verify it, convert it; only this component's weights are in memory meanwhile."""
     spec = SPECS[name]
     t0 = time.perf_counter()
+    reset_peak_rss()
     module = spec.build_module(ckpt)
     onnx_dir = root / "onnx"
     fp32_path = export_onnx(spec, module, dims, s.max_batch, onnx_dir / f"{name}.onnx", s.opset)
@@ -186,6 +188,7 @@ def _build_component(
         "artifacts": artifacts,
         "verification": checks,
         "export_seconds": round(export_s, 3),
+        "peak_rss_mb": round(peak_rss_mb()),  # this component's build, load to verification
         "note": spec.note,
     }
 

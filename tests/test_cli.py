@@ -21,6 +21,10 @@ def test_demo_writes_a_training_set_sheet_and_summary(tmp_path, monkeypatch, cap
     assert 4 * 128 < sheet.width < 5 * 128 and 4 * 128 < sheet.height < 5 * 128  # 4 rows x 4 columns
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 4 and "trained from scratch" in summary["note"]
+    large = summary["large_image"]
+    assert (out / "large_image.png").is_file() and large["window"]["height"] < large["size"]
+    extent = large["defect_extent_model_px"]
+    assert extent["auto"] > 8 * extent["full"], "the window gives the defect model pixels to be painted with"
     printed = capsys.readouterr().out
     assert str(out) in printed and "contact sheet" in printed
 

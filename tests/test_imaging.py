@@ -67,11 +67,10 @@ def test_mask_with_three_distinct_channels_is_reduced_not_rejected_but_two_dims_
 
 
 def test_pair_checks_size_and_emptiness():
-    img = torch.zeros(3, 10, 12)
     with pytest.raises(InputError, match="10 x 12"):
-        imaging.check_pair(img, torch.ones(10, 10), "image", "mask")
+        imaging.check_pair((10, 12), torch.ones(10, 10), "image", "mask")
     with pytest.raises(InputError, match="empty mask"):
-        imaging.check_pair(img, torch.zeros(10, 12), "image", "mask")
+        imaging.check_pair((10, 12), torch.zeros(10, 12), "image", "mask")
 
 
 def test_resize_mask_never_loses_a_tiny_defect():
@@ -95,14 +94,16 @@ def test_blur_is_exactly_zero_beyond_its_reach_and_one_deep_inside():
     assert b[30, 30] > 0.999
 
 
-def test_soft_paste_keeps_original_bytes_where_blend_is_zero():
+def test_compose_keeps_original_values_where_blend_is_zero_at_any_depth():
+    from acsdk.inference.windows import Window
+
     rng = np.random.default_rng(0)
-    orig_u8 = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    orig = imaging.load_image(orig_u8)
-    gen = torch.rand(3, 16, 16)
-    blend = torch.zeros(16, 16)
-    blend[4:8, 4:8] = 0.5
-    out = imaging.soft_paste(orig, gen, blend)
-    keep = (blend == 0).numpy()
-    assert np.array_equal(out[keep], orig_u8[keep])
-    assert not np.array_equal(out[~keep], orig_u8[~keep])
+    for orig in (rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), rng.integers(0, 65536, (16, 16), dtype=np.uint16)):
+        picture = imaging.load_picture(orig)
+        blend = torch.zeros(16, 16)
+        blend[4:8, 4:8] = 0.5
+        out = picture.compose([(Window(0, 0, 16, 16), torch.rand(3, 16, 16), blend)])
+        assert out.dtype == orig.dtype
+        keep = (blend == 0).numpy()
+        assert np.array_equal(out.reshape(orig.shape)[keep], orig[keep])
+        assert not np.array_equal(out.reshape(orig.shape)[~keep], orig[~keep])

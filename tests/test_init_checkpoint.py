@@ -149,6 +149,13 @@ def _text_to_image(tmp_path, sources):
     return folder, sources.blip2_folder
 
 
+def _widths_differ(tmp_path, sources):
+    folder = shutil.copytree(sources.sd_folder, tmp_path / "wide")
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 1024}))
+    return folder, sources.blip2_folder
+
+
 def _text_to_image_single_file(tmp_path, sources):
     file = tmp_path / "t2i.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)}, str(file))
@@ -184,6 +191,7 @@ def _missing(tmp_path, sources):
         (_neither, "sd", "notes.txt"),
         (_text_to_image, "sd", "4 input channels"),
         (_text_to_image_single_file, "sd", "4 input channels"),
+        (_widths_differ, "sd", "cross_attention_dim 1024"),
         (_blip2_generation_model, "blip2", "Blip2ForImageTextRetrieval"),
         (_pickle, "sd", "safetensors"),
         (_hub_offline, "sd", "runwayml/stable-diffusion-inpainting"),
@@ -193,6 +201,7 @@ def _missing(tmp_path, sources):
         "neither-layout",
         "unet-4-channels",
         "single-file-4-channels",
+        "unet-text-widths",
         "blip2-opt",
         "ckpt-pickle",
         "hub-offline",

@@ -17,6 +17,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"acsdk demo: {len(s.images)} synthetic anomalies (procedural MVTec-style data, ONNX engines in {s.engines})")
     print(f"training set: {s.out_dir / 'synthetic'} (<category>/<defect>/image, mask, metadata.jsonl)")
     print(f"contact sheet: {s.contact_sheet}")
+    print(f"a small defect on a large image (window vs whole image): {s.out_dir / 'large_image.png'}")
     if s.asea:
         print(f"ASEA in-mask attention r: {s.asea['r_before']:.3f} -> {s.asea['r_after']:.3f}")
     t = s.timings
@@ -46,6 +47,8 @@ def _generate(args: argparse.Namespace) -> int:
         max_mask_fraction=args.max_mask_fraction,
         foreground=not args.no_foreground,
         captions=args.captions,
+        roi=args.roi,
+        roi_padding=args.roi_padding,
         resume=args.resume,
         backend=args.backend,
         device=args.device,
@@ -82,6 +85,7 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         sd_config=args.sd_config,
+        reference_window=args.reference_window,
         force=args.force,
         seed=args.seed,
     )
@@ -115,6 +119,9 @@ def _synth(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         asea_steps=args.asea_steps,
         semantic_scale=args.semantic_scale,
+        roi=args.roi,
+        roi_padding=args.roi_padding,
+        bit_depth=args.bit_depth,
         progress=not args.quiet,
     )
     out = Path(args.out)
@@ -124,12 +131,8 @@ def _synth(args: argparse.Namespace) -> int:
         with atomic_path(path) as tmp:
             im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     print(f"wrote {out} and {mask_out}")
-    print(
-        json.dumps(
-            {"timings_s": {k: round(v, 4) for k, v in res.timings.items()}, "asea": res.asea, "notes": res.notes},
-            indent=2,
-        )
-    )
+    timings = {k: round(v, 4) for k, v in res.timings.items()}
+    print(json.dumps({"timings_s": timings, "windows": res.windows, "asea": res.asea, "notes": res.notes}, indent=2))
     return 0
 
 
@@ -166,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
 
+    def roi_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--roi",
+            choices=("auto", "full"),
+            default="auto",
+            help="auto: generate in a window around each mask (large images, small defects); full: the whole image "
+            "squashed to the model's size",
+        )
+        p.add_argument("--roi-padding", type=int, default=32, help="image pixels of context around a mask (auto)")
+
     syn = sub.add_parser("synth", help="synthesize one defect on compiled engines")
     engine_args(syn)
     syn.add_argument("--image", required=True, help="the normal (defect-free) image")
@@ -182,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (paper: 7)")
     syn.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
     syn.add_argument("--semantic-scale", type=float, default=1.0, help="SGA lambda (paper: 1.0)")
+    roi_args(syn)
+    syn.add_argument("--bit-depth", type=int, help="bit depth of integer images (e.g. 12 for 12-bit data in 16-bit)")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synth)
 
@@ -201,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-mask-fraction", type=float, default=0.25, help="largest target mask, as image fraction")
     gen.add_argument("--no-foreground", action="store_true", help="do not keep target masks on the object")
     gen.add_argument("--captions", help="JSON mapping image file -> sentence (overrides the prompt template)")
+    roi_args(gen)
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 
@@ -227,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--width", type=int, help="model resolution (default: the UNet's, 512 for SD-1.5)")
     ini.add_argument("--sd-config", help="diffusers folder to read a single file against (default: shipped SD-1.5)")
     ini.add_argument("--seed", type=int, default=0, help="seed of the randomly initialised projections")
+    ini.add_argument(
+        "--reference-window",
+        choices=("defect", "full"),
+        default="defect",
+        help="what CSM reads of a reference: a window around its defect (default; small defects on large images) "
+        "or the whole image (the paper, on MVTec-sized images). Training and inference both follow it",
+    )
     ini.add_argument("--force", action="store_true", help="replace --out if it exists")
     ini.set_defaults(func=_init_checkpoint)
 

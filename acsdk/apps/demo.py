@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from runtime.files import atomic_path, atomic_write
 
@@ -28,7 +28,13 @@ DEMO_MODEL_NOTE = (
     "45 minutes on 2 CPU cores (docs/demo-model.md): it shows the whole chain working, not production quality."
 )
 MARKER = ".acsdk-demo"
-OUTPUTS = ("data", "synthetic", "contact_sheet.png", "summary.json")  # all the demo writes, all it may delete
+OUTPUTS = (
+    "data",
+    "synthetic",
+    "contact_sheet.png",
+    "large_image.png",
+    "summary.json",
+)  # all the demo writes, all it may delete
 CATEGORY = "plate"
 DEFECTS = ("hole", "scratch", "stain", "crack")
 DEMO_MODEL = Path(__file__).parent.parent / "assets" / "demo-model"
@@ -85,6 +91,41 @@ def _claim(out: Path) -> None:
     atomic_write(marker, "written by `acsdk demo`; it may delete and rewrite: " + ", ".join(OUTPUTS) + "\n")
 
 
+def large_image_example(
+    engines: Path, data: Path, path: Path, steps: int = 50, seed: int = 0, size: int = 1024
+) -> dict:
+    """A small defect on a large image, generated in a window around its mask, beside the same defect made by
+    squashing the whole image to the model's size (roi="full"), where it spans ~2 model pixels. Writes a figure."""
+    import numpy as np
+
+    from ..data.procedural import render_sample
+    from ..inference.synthesizer import Synthesizer
+
+    rng = np.random.default_rng(seed + 99)
+    image = (render_sample("good", size, rng)[0] * 255).round().astype(np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = int(size * 0.62), int(size * 0.35)
+    mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2).astype(np.uint8) * 255  # a 25 px hole on 1024 px
+    ref = sorted((data / CATEGORY / "test" / "hole").glob("*.png"))[0]
+    ref_mask = data / CATEGORY / "ground_truth" / "hole" / f"{ref.stem}_mask.png"
+    synth = Synthesizer(engines, backend="onnxruntime", device="cpu")
+    prompt = f"a photo of a {CATEGORY} with a hole"
+    runs = {roi: synth.run(image, mask, prompt, ref, ref_mask, seed=seed, num_inference_steps=steps, roi=roi)
+            for roi in ("auto", "full")}  # fmt: skip
+    win = runs["auto"].windows[0]
+    model = synth.parts.config.width
+    extent = {"auto": 25 * model / win["width"], "full": 25 * model / size}  # the defect, in model pixels
+    box = (win["left"], win["top"], win["left"] + win["width"], win["top"] + win["height"])
+    overview = Image.fromarray(image).copy()
+    ImageDraw.Draw(overview).rectangle(box, outline=(255, 0, 0), width=6)
+    crops = [Image.fromarray(image).crop(box), runs["auto"].image.crop(box), runs["full"].image.crop(box)]
+    row = [overview, *crops, runs["auto"].mask.crop(box)]
+    titles = (f"{size} px, window", "input (crop)", "roi=auto", "roi=full", "label")
+    with atomic_path(path) as tmp:
+        contact_sheet([row], cell=192, titles=titles).save(tmp, format="PNG")
+    return {"size": size, "window": win, "defect_extent_model_px": extent, "figure": str(path)}
+
+
 def run_demo(
     out_dir: str | Path, per_type: int = 2, seed: int = 0, steps: int = 50, engines: str | Path | None = None
 ) -> DemoSummary:
@@ -127,6 +168,7 @@ def run_demo(
     with atomic_path(sheet) as tmp:
         contact_sheet(rows, titles=("normal", "reference", "mask", "result")).save(tmp, format="PNG")
     means = {k: sum(v) / len(v) for k, v in timings.items()}
+    large = large_image_example(engine_dir, data, out / "large_image.png", steps=steps, seed=seed)
     atomic_write(
         out / "summary.json",
         json.dumps(
@@ -135,6 +177,7 @@ def run_demo(
                 "engines": str(engine_dir),
                 "timings_mean_s": means,
                 "asea_example": asea,
+                "large_image": large,
                 "note": DEMO_MODEL_NOTE,
             },
             indent=2,

@@ -54,6 +54,8 @@ class GenerateSettings:
     template: str
     captions_sha: str | None
     engine_manifest_sha256: str | None
+    roi: str = "auto"
+    roi_padding: int = 32
 
 
 @dataclass
@@ -148,6 +150,8 @@ def generate(
     foreground: bool = True,
     template: str = DEFAULT_TEMPLATE,
     captions: str | os.PathLike | None = None,
+    roi: str = "auto",
+    roi_padding: int = 32,
     resume: bool = False,
     backend: str = "auto",
     device: str | None = None,
@@ -155,11 +159,15 @@ def generate(
     progress: bool = True,
 ) -> GenerateSummary:
     """Write `per_type` synthetic pairs for each defect type of `category`; see the module docstring."""
-    from ..inference.synthesizer import Synthesizer
+    from ..inference.synthesizer import ROI_MODES, Synthesizer
 
     started = time.perf_counter()
     if isinstance(per_type, bool) or not isinstance(per_type, int) or per_type < 1:
         raise InputError("per_type", "an integer >= 1", repr(per_type))
+    if roi not in ROI_MODES:
+        raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
+    if isinstance(roi_padding, bool) or not isinstance(roi_padding, int) or roi_padding < 0:
+        raise InputError("roi_padding", "an integer >= 0", repr(roi_padding))
     if not 0.0 < max_mask_fraction <= 1.0:
         raise InputError("max_mask_fraction", "a fraction in (0, 1]", repr(max_mask_fraction))
     cat: MVTecCategory = load_category(data, category, defects)
@@ -194,6 +202,8 @@ def generate(
         template=template,
         captions_sha=None if captions is None else zlib.crc32(Path(captions).read_bytes()).__format__("08x"),
         engine_manifest_sha256=manifest_sha,
+        roi=roi,
+        roi_padding=int(roi_padding),
     )
     root = Path(out) / category
     _check_out(root, settings, resume)
@@ -243,6 +253,8 @@ def generate(
                 guidance_scale=settings.guidance_scale,
                 asea_steps=settings.asea_steps,
                 semantic_scale=settings.semantic_scale,
+                roi=settings.roi,
+                roi_padding=settings.roi_padding,
             )
             name = f"{i:04d}.png"
             _write_pair(res.image, res.mask, image_dir / name, mask_dir / name)
@@ -260,6 +272,7 @@ def generate(
                     "seed": run_seed,
                     "settings": dataclasses.asdict(settings),
                     "timings": {k: round(v, 4) for k, v in res.timings.items()},
+                    "windows": res.windows,
                     "asea": res.asea,
                     "reference_cached": res.cache_hits.get("reference", False),
                     "notes": res.notes,

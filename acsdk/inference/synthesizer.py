@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -23,14 +24,17 @@ from .features import SemanticFeatures
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
+from .windows import Window, crop, feather_sigma, plan_windows
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SynthesisResult:
-    image: Image.Image  # RGB, the input's size
-    mask: Image.Image  # "L", 0/255, the unblurred label mask at the input's size
+    image: Image.Image | None  # the input's size and mode (RGB, L, RGBA, I;16, I, F); None where PIL has no mode
+    mask: Image.Image  # "L", 0/255: the label, exactly where the defect was painted at full strength
+    pixels: np.ndarray | None = None  # the result in the input's dtype and layout (HxWxC), always present
+    windows: list[dict] = field(default_factory=list)  # where it was generated (image pixels; see windows.py)
     timings: dict[str, float] = field(default_factory=dict)
     asea: dict = field(default_factory=dict)
     seed: int = 0
@@ -166,7 +170,7 @@ class Synthesizer:
             raise InputError("reference_prompt", "a string", type(reference_prompt).__name__)
         ref = imaging.load_image(reference_image, "reference_image")
         ref_mask = imaging.load_mask(reference_mask, "reference_mask")
-        imaging.check_pair(ref, ref_mask, "reference_image", "reference_mask")
+        imaging.check_pair(tuple(ref.shape[1:]), ref_mask, "reference_image", "reference_mask")
         h = hashlib.sha256()
         for t in (ref, ref_mask):
             h.update(str(tuple(t.shape)).encode())
@@ -189,7 +193,10 @@ class Synthesizer:
     ) -> SemanticFeatures:
         p = self.parts
         t0 = time.perf_counter()
-        pixels = imaging.vision_pixels(ref, p.vision_image_size, p.config.image_mean, p.config.image_std)
+        c = p.config
+        pixels, region = imaging.reference_inputs(
+            ref, ref_mask, c.reference_window, p.vision_image_size, c.image_mean, c.image_std, p.attention_grid
+        )
         pixels = pixels.to(self.device)
         e_v = p.engines["csm_vision"].run({"pixel_values": pixels})["image_tokens"].float()
         timings["csm_vision"] = time.perf_counter() - t0
@@ -204,7 +211,6 @@ class Synthesizer:
                 return_tensors="pt",
             )
         ids, attn = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
-        region = imaging.mask_coverage(ref_mask, *p.attention_grid)
         result = run_asea(p.qformer, e_v, ids, attn, region, steps=asea_steps, lr=asea_lr, alpha=asea_alpha)
         timings["asea"] = time.perf_counter() - t0
 
@@ -246,10 +252,24 @@ class Synthesizer:
         asea_steps: int = 5,
         semantic_scale: float = 1.0,
         negative_prompt: str | None = None,
+        roi: str = "auto",
+        roi_padding: int = 32,
+        roi_min_size: int | None = None,
         blur_sigma: float | None = None,
+        bit_depth: int | None = None,
         progress: bool = False,
     ) -> SynthesisResult:
-        """Synthesize one defect. Without any reference the semantic branch gets the unconditional tokens."""
+        """Synthesize a defect inside `mask` on `image` (any size). Without a reference the semantic branch gets
+        the unconditional tokens.
+
+        roi="auto" generates in context windows around the mask (`acsdk.inference.windows`): `roi_padding` image
+        pixels around each mask, at least `roi_min_size` (default: half the model's size) on a side, masks whose
+        windows overlap sharing one. roi="full" squashes the whole image to the model's size (the paper's setting
+        on MVTec-sized images). Either way the result is pasted with a blend that is 1 on the label and feathered
+        outward (`blur_sigma` image pixels, default 5 model pixels of the window), so the label is exactly where
+        the defect was painted at full strength. `bit_depth` declares the depth of integer images (12-bit data
+        in 16-bit files); results keep the input's mode and depth.
+        """
         p = self.parts
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -266,6 +286,11 @@ class Synthesizer:
         guidance_scale = _check_real("guidance_scale", guidance_scale, 0.0, 1e3)
         semantic_scale = _check_real("semantic_scale", semantic_scale, -1e3, 1e3)
         asea_steps = _check_int("asea_steps", asea_steps, 0)
+        if roi not in ROI_MODES:
+            raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
+        roi_padding = _check_int("roi_padding", roi_padding, 0)
+        model_size = (p.config.height, p.config.width)
+        min_size = max(model_size) // 2 if roi_min_size is None else _check_int("roi_min_size", roi_min_size, 1)
         if blur_sigma is not None:
             blur_sigma = _check_real("blur_sigma", blur_sigma, 0.0, 1e4)
         if not isinstance(prompt, str):
@@ -282,12 +307,14 @@ class Synthesizer:
             raise InputError("reference_image", "an image for reference_mask", "None")
 
         t0 = time.perf_counter()
-        src = imaging.load_image(image, "image")
+        picture = imaging.load_picture(image, "image", bit_depth)
         label = imaging.load_mask(mask, "mask")
-        imaging.check_pair(src, label, "image", "mask")
-        h, w = p.config.height, p.config.width
-        model_image = imaging.resize_image(src, h, w)[None]
-        model_mask = imaging.resize_mask(label, h, w)[None, None]
+        imaging.check_pair((picture.height, picture.width), label, "image", "mask")
+        if roi == "full":
+            windows_ = [Window(0, 0, picture.height, picture.width)]
+        else:
+            windows_, roi_notes = plan_windows(label.numpy() > 0.5, model_size, roi_padding, min_size)
+            notes += roi_notes
         timings["preprocess"] = time.perf_counter() - t0
 
         asea: dict = {}
@@ -317,39 +344,60 @@ class Synthesizer:
         semantic = torch.cat([p.unconditional_tokens.to(sem), sem]) if cfg else sem
         timings["text_encode"] = time.perf_counter() - t0
 
-        generated = self.sampler(
-            model_image,
-            model_mask,
-            text,
-            semantic,
-            seed=seed,
-            num_inference_steps=steps,
-            strength=strength,
-            guidance_scale=guidance_scale,
-            semantic_scale=semantic_scale,
-            timings=timings,
-            notes=notes,
-            progress=progress,
-        )
+        patches = []
+        for k, window in enumerate(windows_):
+            t0 = time.perf_counter()
+            model_image = imaging.resize_image(picture.rgb(window), *model_size)[None]
+            window_label = crop(label[None], window, fill="zeros")[0]
+            model_mask = imaging.resize_mask(window_label, *model_size)[None, None]
+            timings["preprocess"] += time.perf_counter() - t0
+            generated = self.sampler(
+                model_image,
+                model_mask,
+                text,
+                semantic,
+                seed=window_seed(seed, k),
+                num_inference_steps=steps,
+                strength=strength,
+                guidance_scale=guidance_scale,
+                semantic_scale=semantic_scale,
+                timings=timings,
+                notes=notes,
+                progress=progress,
+            )
+            t0 = time.perf_counter()
+            sigma = feather_sigma(window, model_size) if blur_sigma is None else blur_sigma
+            patch = imaging.resize_image(generated[0], window.height, window.width)
+            patches.append((window, patch, imaging.blend_mask(window_label, sigma)))
+            timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        in_h, in_w = src.shape[1:]
-        gen_full = imaging.resize_image(generated[0], in_h, in_w)
-        sigma = imaging.default_blur_sigma(in_h, in_w) if blur_sigma is None else blur_sigma
-        blend = imaging.gaussian_blur_mask(label, sigma)
-        out = imaging.soft_paste(src, gen_full, blend)
-        timings["postprocess"] = time.perf_counter() - t0
+        pixels = picture.compose(patches)
+        result_image = picture.to_pil(pixels)
+        if result_image is None:
+            notes.append("image: PIL has no mode for this input's depth and channels; .pixels holds the result")
+        timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         label_img = Image.fromarray((label.numpy() * 255).astype("uint8"), mode="L")
         return SynthesisResult(
-            image=Image.fromarray(out, mode="RGB"),
+            image=result_image,
             mask=label_img,
+            pixels=pixels,
+            windows=[w.as_dict() for w in windows_],
             timings=timings,
             asea=asea,
             seed=seed,
             cache_hits=cache_hits,
             notes=notes,
         )
+
+
+ROI_MODES = ("auto", "full")
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The first window uses the run's seed; each further one a seed derived from (seed, index)."""
+    return seed if index == 0 else (seed * 1_000_003 + index) % 2**63
 
 
 def _default_device() -> torch.device:

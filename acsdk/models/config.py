@@ -19,6 +19,7 @@ CONFIG_NAME = "acsdk.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"
+REFERENCE_WINDOWS = ("full", "defect")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ModelConfig:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    # What CSM reads of a reference: "full" (the whole image, as the paper) or "defect" (a window around its
+    # defect, for small defects on large images). Fixed per checkpoint: the adapter is trained on one of them.
+    reference_window: str = "full"
 
     def to_json(self) -> str:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -58,6 +62,8 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError("acsdk.json", file, f"unknown keys {unknown}")
+        if data.get("reference_window", "full") not in REFERENCE_WINDOWS:
+            raise CheckpointError("acsdk.json", file, f"reference_window must be one of {REFERENCE_WINDOWS}")
         for key in ("image_mean", "image_std"):
             if key in data:
                 data[key] = tuple(data[key])

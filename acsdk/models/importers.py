@@ -26,7 +26,7 @@ from transformers import BertTokenizer, Blip2ForImageTextRetrieval, CLIPTextMode
 
 from ..errors import CheckpointError, InputError, WriteError
 from .checkpoint import AnomalyControlModel
-from .config import CLIP_MEAN, CLIP_STD, ModelConfig
+from .config import CLIP_MEAN, CLIP_STD, REFERENCE_WINDOWS, ModelConfig
 from .ip_adapter import import_ip_adapter, init_adapter, read_ip_adapter
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ SD_CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs" / 
 PICKLED = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _SD_FILES = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+_SKIP = ["safety_checker/*", "feature_extractor/*", "*.fp16.*", "*non_ema*"]  # never needed, gigabytes
 _BLIP2_FILES = ["*.json", "*.txt", "*.safetensors"]
 
 
@@ -63,7 +64,7 @@ def resolve(source: str | os.PathLike, argument: str, patterns: list[str]) -> Pa
     if constants.HF_HUB_OFFLINE:
         raise InputError(argument, f"a local folder: the hub is offline here (HF_HUB_OFFLINE); {how}", f"'{name}'")
     try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
+        return Path(snapshot_download(name, allow_patterns=patterns, ignore_patterns=_SKIP))
     except Exception as exc:  # network, authentication, unknown repository...
         raise InputError(argument, f"a reachable hub id ({how})", f"'{name}' ({type(exc).__name__}: {exc})") from exc
 
@@ -85,10 +86,14 @@ def load_stable_diffusion(
             f"'{path}' holding {found or 'nothing'}",
         )
     _check_inpainting(parts.unet.config.in_channels, path)
-    width, text = parts.unet.config.cross_attention_dim, parts.text_encoder.config.hidden_size
-    if width != text:
-        raise InputError("sd", f"a UNet whose cross-attention width equals its text encoder's ({text})", str(width))
+    _check_widths(parts.unet.config.cross_attention_dim, parts.text_encoder.config.hidden_size)
     return parts
+
+
+def _check_widths(cross_attention_dim: int, text_width: int) -> None:
+    if cross_attention_dim != text_width:
+        expected = f"a UNet whose cross-attention width equals its text encoder's width ({text_width})"
+        raise InputError("sd", expected, f"cross_attention_dim {cross_attention_dim}")
 
 
 def _check_inpainting(in_channels: int, path: Path) -> None:
@@ -109,7 +114,9 @@ def _from_diffusers_folder(path: Path) -> StableDiffusionParts:
             "a diffusers pipeline folder with unet, vae, text_encoder, tokenizer, scheduler",
             f"'{path}' lacking {missing}",
         )
-    _check_inpainting(json.loads((path / "unet" / "config.json").read_text()).get("in_channels"), path)
+    unet, text = (json.loads((path / p / "config.json").read_text()) for p in ("unet", "text_encoder"))
+    _check_inpainting(unet.get("in_channels"), path)
+    _check_widths(unet.get("cross_attention_dim"), text.get("hidden_size"))
     kw = {"use_safetensors": True, "low_cpu_mem_usage": True}
     try:
         return StableDiffusionParts(
@@ -202,6 +209,7 @@ def init_checkpoint(
     height: int | None = None,
     width: int | None = None,
     sd_config: str | os.PathLike | None = None,
+    reference_window: str = "defect",
     force: bool = False,
     seed: int = 0,
 ) -> tuple[Path, str]:
@@ -215,6 +223,8 @@ def init_checkpoint(
         raise InputError("out", "a new directory, or --force to replace it", f"'{dest}', which exists")
     if isinstance(num_semantic_tokens, bool) or not isinstance(num_semantic_tokens, int) or num_semantic_tokens < 1:
         raise InputError("num_semantic_tokens", "an integer >= 1", repr(num_semantic_tokens))
+    if reference_window not in REFERENCE_WINDOWS:
+        raise InputError("reference_window", f"one of {REFERENCE_WINDOWS}", repr(reference_window))
     if ip_adapter is not None and not Path(ip_adapter).is_file():
         raise InputError(
             "ip_adapter", "an IP-Adapter .safetensors or .bin file", f"'{ip_adapter}', which does not exist"
@@ -234,6 +244,7 @@ def init_checkpoint(
         width=size if width is None else width,
         num_semantic_tokens=num_semantic_tokens,
         blip_proj_dim=blip_proj_dim,
+        reference_window=reference_window,
         image_mean=tuple(processor.get("image_mean", CLIP_MEAN)),
         image_std=tuple(processor.get("image_std", CLIP_STD)),
     )

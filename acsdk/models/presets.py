@@ -297,7 +297,12 @@ def _sd15_configs() -> Configs:
 
     # blip2-itm-vit-g: the ViT-g/14 and Q-Former defaults of transformers, a Q-Former vocabulary of 30,523
     # (BERT-base uncased + [DEC]) with text input, 32 queries (as transformers' BLIP-2 conversion writes it).
-    blip2 = Blip2Config(qformer_config={"vocab_size": 30523, "use_qformer_text_input": True}).to_dict()
+    # initializer_range only shapes random weights: the public config's 1e-10 gives a random tower outputs of ~1e-5,
+    # which fp16 cannot resolve and no checkpoint has; 0.02 gives the unit-scale activations real weights give.
+    blip2 = Blip2Config(
+        vision_config={"initializer_range": 0.02},
+        qformer_config={"vocab_size": 30523, "use_qformer_text_input": True},
+    ).to_dict()
     qtok = _bert_like_tokenizer(30523, 32)
     return Configs(
         ModelConfig(),
@@ -335,7 +340,7 @@ def build_from_configs(c: Configs, seed: int = 0, adapter_std: float = 0.02) -> 
     with torch.no_grad():
         # Spread the learned queries so query->image attention is not uniform from the start.
         blip2.query_tokens.normal_(0.0, 1.0)
-    scheduler = DDIMScheduler(**c.scheduler)
+    scheduler = DDIMScheduler.from_config(c.scheduler)
     model = AnomalyControlModel(c.acsdk, unet, vae, text_encoder, c.tokenizer, scheduler, blip2, c.qformer_tokenizer)
     with torch.no_grad():
         for p in model.adapter_state_dict().values():

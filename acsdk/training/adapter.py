@@ -87,12 +87,14 @@ def encode_features(
 ) -> torch.Tensor:
     """The mean Q-Former query output after ASEA for one (image, own mask, caption): [qformer_dim]."""
     dev = next(model.blip2.parameters()).device
-    pixels = imaging.vision_pixels(image, model.vision_image_size, model.config.image_mean, model.config.image_std)
+    c = model.config
+    pixels, region = imaging.reference_inputs(
+        image, mask, c.reference_window, model.vision_image_size, c.image_mean, c.image_std, model.attention_grid
+    )
     e_v = model.blip2.vision_model(pixel_values=pixels.to(dev)).last_hidden_state
     tok = model.qformer_tokenizer(
         text, padding="max_length", truncation=True, max_length=model.config.qformer_max_length, return_tensors="pt"
     )
-    region = imaging.mask_coverage(mask, *model.attention_grid)
     ids, attn = tok.input_ids.to(dev), tok.attention_mask.to(dev)
     res = run_asea(model.qformer, e_v, ids, attn, region, steps=asea_steps)
     query, _ = model.qformer(res.image_tokens, ids, attn)

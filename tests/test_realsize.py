@@ -1,0 +1,31 @@
+"""The real-size proof (`python -m benchmarks.realsize`): public SD-1.5-inpainting + blip2-itm-vit-g layouts with
+random weights -> init-checkpoint (folder and single file) -> export.build fp32 and fp16, verified -> one 512 x 512
+image per precision. ~40 min, ~14 GB RAM, ~45 GB disk: `pytest -m slow`. ACSDK_REALSIZE_WORK=DIR reuses (and
+resumes) a work directory."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_size_chain_from_public_layouts_to_an_image(tmp_path):
+    from benchmarks import realsize
+
+    work = Path(os.environ.get("ACSDK_REALSIZE_WORK", tmp_path))
+    assert realsize.main(["--work", str(work), "--steps", "4"]) == 0
+    stages = json.loads((work / "report.json").read_text())
+    assert all(stages["init_single_file"]["weights_equal_to_folder_import"].values())
+    for precision in ("fp32", "fp16"):
+        components = stages[f"export_{precision}"]["components"]
+        assert set(components) == {"text_encoder", "csm_vision", "csm_qformer", "unet", "vae_encoder", "vae_decoder"}
+        for name, entry in components.items():
+            assert entry["verification"] and all(v["passed"] for v in entry["verification"]), (precision, name)
+        unet_cases = components["unet"]["verification"][0]["cases"]
+        assert {"t=981", "t=1"} <= set(unet_cases)
+        synth = stages[f"synth_{precision}"]
+        assert synth["image_size"] == [512, 512] and synth["timings"]["denoise_steps"] == 2
+        assert synth["asea"]["r_after"] > synth["asea"]["r_before"]
