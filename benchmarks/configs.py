@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from acsdk.apps.cache import cache_dir
 from acsdk.models.presets import build_model, preset_configs
+from runtime.files import cache_dir
 
 log = logging.getLogger(__name__)
 

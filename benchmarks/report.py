@@ -452,11 +452,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def sd15_unet(repeat: int) -> dict:
     """Real-size UNet calls only: on CPU one batch-2 call takes ~20 s, whole images are impractical."""
-    from acsdk.apps.cache import cache_dir
     from acsdk.models.components import SGAUNet
     from acsdk.models.presets import build_sd15_sga_unet, preset_configs
     from export.onnx_export import export_onnx
     from export.specs import SPECS, Dims
+    from runtime.files import cache_dir
     from runtime.onnxruntime_engine import OrtEngine
 
     dims = Dims.from_configs(preset_configs("sd15"), 512, 512)

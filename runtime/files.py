@@ -150,3 +150,12 @@ def confined(root: Path, rel: str) -> Path | None:
     except ValueError:
         return None
     return full
+
+
+def cache_dir() -> Path:
+    """Where acsdk keeps what it builds for the user (demo engines, OpenVINO's compiled models, benchmark models):
+    $ACSDK_CACHE, else $XDG_CACHE_HOME/acsdk, else ~/.cache/acsdk."""
+    if os.environ.get("ACSDK_CACHE"):
+        return Path(os.environ["ACSDK_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "acsdk"

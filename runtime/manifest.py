@@ -20,6 +20,7 @@ from .files import atomic_write, confined, is_temporary, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+CACHE_PREFIX = "cache/"  # what backends compile at run time (OpenVINO's model cache); not part of the engine dir
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:
@@ -106,6 +107,6 @@ def list_files(root: Path) -> dict[str, str]:
     out = {}
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
-        if rel != MANIFEST_NAME and not is_temporary(file):
+        if rel != MANIFEST_NAME and not is_temporary(file) and not rel.startswith(CACHE_PREFIX):
             out[rel] = sha256_file(file)
     return out

@@ -69,3 +69,13 @@ def engine_dir_fp16(tiny_ckpt, tmp_path_factory):
     return build_engine_dir(
         tiny_ckpt, tmp_path_factory.mktemp("engines") / "fp16", backend="onnxruntime", fp16=True, progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def demo_engine_dir(tmp_path_factory):
+    """The shipped demo model compiled to fp32 ONNX, once per test session (~40 s on 2 cores)."""
+    from acsdk.apps.demo import demo_checkpoint
+    from export.build import build_engine_dir
+
+    path = tmp_path_factory.mktemp("demo-engines") / "fp32"
+    return build_engine_dir(demo_checkpoint(), path, backend="onnxruntime", progress=False)

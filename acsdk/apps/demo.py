@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from runtime.files import atomic_path, atomic_write
+from runtime.files import atomic_path, atomic_write, cache_dir
 
 from ..data.contact_sheet import contact_sheet
 from ..data.generate import generate
@@ -18,7 +18,6 @@ from ..data.procedural import make_mvtec_like
 from ..errors import CheckpointError, InputError
 from ..models.checkpoint import checkpoint_digest
 from ..version import __version__
-from .cache import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
 from runtime import Engine, TorchEngine
 from runtime.errors import BackendUnavailableError, EngineDirError
-from runtime.manifest import Manifest
+from runtime.files import cache_dir, sha256_file
+from runtime.manifest import MANIFEST_NAME, Manifest
 
 from ..errors import InputError
 from ..models.checkpoint import AnomalyControlModel
@@ -27,7 +28,7 @@ from .sampler import LatentGeometry
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 
 
 @dataclass
@@ -80,29 +81,65 @@ def _artifact(entry: Mapping, fmt: str, precision: str) -> Mapping | None:
 
 
 def _choose_backend(name: str, entry: Mapping, requested: str, device: torch.device) -> str:
+    """auto: TensorRT on CUDA when the dir has a plan, else ONNX Runtime (CUDA); on a CPU OpenVINO when installed
+    (measured faster than ONNX Runtime on every component, docs/benchmarks.md), else ONNX Runtime."""
     if requested != "auto":
         return requested
-    if device.type == "cuda" and _artifact(entry, "tensorrt", entry["precision"]) is not None:
-        from runtime.tensorrt_engine import tensorrt_usable
+    if device.type == "cuda":
+        if _artifact(entry, "tensorrt", entry["precision"]) is not None:
+            from runtime.tensorrt_engine import tensorrt_usable
 
-        if tensorrt_usable()[0]:
-            return "tensorrt"
-    return "onnxruntime"
+            if tensorrt_usable()[0]:
+                return "tensorrt"
+        return "onnxruntime"
+    from runtime.openvino_engine import openvino_usable
+
+    return "openvino" if openvino_usable()[0] else "onnxruntime"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How engines are opened beyond the backend: OpenVINO's device and model-cache folder."""
+
+    openvino_device: str = "CPU"
+    cache_dir: Path | None = None
+
+
+def _path(manifest: Manifest, art: Mapping, verify: bool) -> Path:
+    """The artifact's main file, after every file it consists of was checked against the manifest."""
+    for rel in art.get("data_files", []):
+        manifest.path(rel, verify)
+    return manifest.path(art["file"], verify)
 
 
 def _load_engine(
-    name: str, manifest: Manifest, backend: str, precision: str, device: torch.device, verify: bool
+    name: str,
+    manifest: Manifest,
+    backend: str,
+    precision: str,
+    device: torch.device,
+    verify: bool,
+    options: EngineOptions = EngineOptions(),
 ) -> Engine:
     entry = manifest.components[name]
+    io = (entry["inputs"], entry["outputs"])
     if backend == "onnxruntime":
         from runtime.onnxruntime_engine import OrtEngine
 
         art = _artifact(entry, "onnx", precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX file; rebuild with export.build")
-        for rel in art.get("data_files", []):
-            manifest.path(rel, verify)
-        return OrtEngine(name, manifest.path(art["file"], verify), entry["inputs"], entry["outputs"], device)
+        return OrtEngine(name, _path(manifest, art, verify), *io, device)
+    if backend == "openvino":
+        from runtime.openvino_engine import OpenVINOEngine
+
+        art = _artifact(entry, "openvino", precision) or _artifact(entry, "onnx", precision)
+        if art is None:
+            raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX or OpenVINO file; rebuild it")
+        path = _path(manifest, art, verify)
+        return OpenVINOEngine(
+            name, path, *io, device=options.openvino_device, precision=precision, cache_dir=options.cache_dir
+        )
     if backend == "tensorrt":
         from runtime.tensorrt_engine import TensorRTEngine, tensorrt_usable
 
@@ -116,6 +153,18 @@ def _load_engine(
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
 
 
+def _openvino_cache(manifest: Manifest) -> Path:
+    """OpenVINO's compiled-model cache: in the engine dir when it is writable, else in the user's acsdk cache."""
+    inside = manifest.root / "cache" / "openvino"
+    try:
+        inside.mkdir(parents=True, exist_ok=True)
+        if os.access(inside, os.W_OK):
+            return inside
+    except OSError:
+        pass
+    return cache_dir() / "openvino" / sha256_file(manifest.root / MANIFEST_NAME)[:16]
+
+
 def parts_from_engine_dir(
     engine_dir: str | os.PathLike,
     backend: str,
@@ -123,6 +172,7 @@ def parts_from_engine_dir(
     verify: bool,
     component_backends: Mapping[str, str] | None,
     checkpoint: str | os.PathLike | None,
+    openvino_device: str = "CPU",
 ):
     """Return ModelParts whose engines come from the engine dir (or torch for overridden components)."""
     if backend not in BACKENDS:
@@ -140,15 +190,17 @@ def parts_from_engine_dir(
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
+    options = EngineOptions(openvino_device, _openvino_cache(manifest))
     engines: dict[str, Engine] = {}
     for name, entry in manifest.components.items():
         chosen = overrides.get(name) or _choose_backend(name, entry, backend, device)
         if chosen == "torch":
             engines[name] = torch_parts.engines[name]
             continue
-        engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify)
-        if entry["precision"] == "fp16" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
-            engines[f"{name}_fp32"] = _load_engine(name, manifest, "onnxruntime", "fp32", device, verify)
+        engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify, options)
+        if entry["precision"] != "fp32" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
+            same = chosen if chosen in ("onnxruntime", "openvino") else "onnxruntime"
+            engines[f"{name}_fp32"] = _load_engine(name, manifest, same, "fp32", device, verify, options)
     missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")

@@ -78,9 +78,12 @@ class Synthesizer:
         component_backends: Mapping[str, str] | None = None,
         checkpoint: str | os.PathLike | None = None,
         cache_size: int = 64,
+        openvino_device: str = "CPU",
     ):
         dev = torch.device(device) if device is not None else _default_device()
-        parts, manifest = parts_from_engine_dir(engine_dir, backend, dev, verify, component_backends, checkpoint)
+        parts, manifest = parts_from_engine_dir(
+            engine_dir, backend, dev, verify, component_backends, checkpoint, openvino_device
+        )
         self._setup(parts, dev, cache_size, manifest.data)
         self.engine_dir = manifest.root
 
@@ -123,6 +126,8 @@ class Synthesizer:
                 "providers": list(getattr(engine, "providers", []) or []) or None,
                 "precision": precision,
             }
+            if hasattr(engine, "describe"):  # what the backend actually chose (OpenVINO: device, precision)
+                comps[name]["actual"] = engine.describe()
         summary = None
         if self.manifest is not None:
             m = self.manifest

@@ -1,0 +1,142 @@
+"""OpenVINO backend: Intel CPUs (and iGPUs / NPUs by device name), static shapes compiled once per call shape.
+
+The engine dir's ONNX (or OpenVINO IR) is read once; each new set of input shapes gets a static-shape copy
+compiled for the device (OpenVINO's CPU kernels are fastest on static shapes) and kept, with a small pool of
+infer requests per compiled shape so threads do not share one. OpenVINO's model cache (`cache_dir`) makes a
+second process skip compilation. Inputs are handed over without copies; outputs are written by OpenVINO directly
+into torch tensors.
+
+Precision: `precision` is the engine's ("fp32", "fp16", "int8"). fp32 and int8 run with f32 inference precision
+(OpenVINO's CPU plugin otherwise picks bf16 on CPUs that have it, which would change fp32 results); fp16 runs at
+bf16 where the CPU has bf16 (AMX / AVX-512 BF16), else f32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .dtypes import TORCH_DTYPES
+from .engine import Engine
+from .errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def openvino_usable() -> tuple[bool, str]:
+    """(True, "") when OpenVINO imports here, else (False, why): `auto` skips it, `openvino` explains."""
+    try:
+        import openvino  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library under it
+        why = f"openvino is not importable ({type(exc).__name__}: {exc})"
+        return False, f"{why}; install it: pip install 'acsdk[openvino]'"
+    return True, ""
+
+
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+class OpenVINOEngine(Engine):
+    """One model on one OpenVINO device; thread-safe (one infer request per call, pooled)."""
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        inputs: Sequence[Mapping],
+        outputs: Sequence[Mapping],
+        device: str = "CPU",
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ):
+        ok, why = openvino_usable()
+        if not ok:
+            raise BackendUnavailableError(f"{name}: backend 'openvino' unavailable: {why}")
+        self.name = name
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        self.input_names = tuple(i["name"] for i in inputs)
+        self.output_names = tuple(o["name"] for o in outputs)
+        self.core = _core()
+        available = self.core.available_devices
+        if device.split(".")[0] not in {d.split(".")[0] for d in available}:
+            raise BackendUnavailableError(
+                f"{name}: OpenVINO has no device {device!r} here (it has {', '.join(available)})"
+            )
+        self.device = device
+        self.precision = precision
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        self.model = self.core.read_model(os.fspath(path))
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+        if device.startswith("CPU"):
+            self.config["INFERENCE_NUM_THREADS"] = str(threads or torch.get_num_threads())
+            self.config["INFERENCE_PRECISION_HINT"] = self._cpu_precision(precision)
+        self._compiled: dict[tuple, tuple[object, queue.SimpleQueue]] = {}
+        self._lock = threading.Lock()
+
+    def _cpu_precision(self, precision: str) -> str:
+        if precision == "fp16" and "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            return "bf16"
+        return "f32"
+
+    def _compiled_for(self, shapes: tuple[tuple[int, ...], ...]):
+        with self._lock:
+            entry = self._compiled.get(shapes)
+            if entry is None:
+                model = self.model.clone()
+                model.reshape({n: list(s) for n, s in zip(self.input_names, shapes, strict=True)})
+                compiled = self.core.compile_model(model, self.device, self.config)
+                entry = (compiled, queue.SimpleQueue())
+                self._compiled[shapes] = entry
+                log.info("%s: compiled for %s on %s", self.name, shapes, self.device)
+            return entry
+
+    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        import openvino as ov
+
+        feeds = {
+            s["name"]: inputs[s["name"]].detach().to("cpu", TORCH_DTYPES[s["dtype"]]).contiguous() for s in self.inputs
+        }
+        compiled, pool = self._compiled_for(tuple(tuple(t.shape) for t in feeds.values()))
+        try:
+            request = pool.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            for name, t in feeds.items():
+                request.set_tensor(name, ov.Tensor(t.numpy(), shared_memory=True))
+            outs = {}
+            for i, spec in enumerate(self.outputs):
+                port = compiled.output(i)
+                out = torch.empty(tuple(port.get_shape()), dtype=TORCH_DTYPES[spec["dtype"]])
+                request.set_output_tensor(i, ov.Tensor(out.numpy(), shared_memory=True))
+                outs[spec["name"]] = out
+            request.infer()
+        finally:
+            pool.put(request)
+        return outs
+
+    def describe(self) -> dict:
+        """What OpenVINO actually uses: devices and inference precision of the compiled shapes so far."""
+        info = {"device": self.device, "precision": self.precision, "compiled_shapes": len(self._compiled)}
+        for compiled, _ in list(self._compiled.values())[:1]:
+            info["execution_devices"] = list(compiled.get_property("EXECUTION_DEVICES"))
+            if self.device.startswith("CPU"):
+                hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+                info["inference_precision"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        if "inference_precision" not in info and self.device.startswith("CPU"):
+            info["inference_precision"] = self.config["INFERENCE_PRECISION_HINT"]
+        return info

@@ -1,0 +1,88 @@
+"""The OpenVINO backend: the same pixels as the torch reference, static shapes compiled once, clear refusals."""
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import FAST, pixels
+
+import acsdk
+from acsdk import BackendUnavailableError
+
+pytest.importorskip("openvino", reason="OpenVINO is an extra: pip install 'acsdk[openvino]'")
+
+PROMPT = "a photo of a surface with a hole"
+
+
+def _run(s, scene, **kw):
+    args = dict(FAST, seed=5)
+    args.update(kw)
+    return s.run(scene["image"], scene["mask"], PROMPT, scene["reference_image"], scene["reference_mask"], **args)
+
+
+@pytest.fixture(scope="module")
+def ov_synth(engine_dir):
+    return acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
+
+
+def test_openvino_matches_torch_within_one_level(ov_synth, synth, scene):
+    ours, ref = _run(ov_synth, scene), _run(synth, scene)
+    diff = np.abs(pixels(ours.image).astype(int) - pixels(ref.image).astype(int))
+    assert diff.max() <= 1, diff.max()
+    assert ours.asea["r_after"] > ours.asea["r_before"]
+
+
+def test_info_reports_device_and_precision_openvino_used(ov_synth, scene):
+    _run(ov_synth, scene)
+    info = ov_synth.info()["components"]
+    for name in ("unet", "vae_encoder", "vae_decoder", "text_encoder", "csm_vision", "csm_qformer"):
+        assert info[name]["backend"] == "openvino"
+        actual = info[name]["actual"]
+        assert actual["execution_devices"] == ["CPU"] and actual["inference_precision"] == "f32", actual
+    assert info["unet"]["actual"]["compiled_shapes"] == 1, "one static shape, compiled once and reused"
+
+
+def test_model_cache_lands_in_the_engine_dir_and_is_not_in_the_manifest(ov_synth, engine_dir, scene):
+    from runtime.manifest import Manifest
+
+    _run(ov_synth, scene)
+    assert any((engine_dir / "cache" / "openvino").iterdir())
+    assert not any(rel.startswith("cache/") for rel in Manifest.load(engine_dir).data["files"])
+
+
+def test_missing_openvino_and_unknown_device_are_refused_with_what_to_do(engine_dir, monkeypatch):
+    with pytest.raises(BackendUnavailableError, match="NPU"):
+        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu", openvino_device="NPU")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendUnavailableError, match=r"acsdk\[openvino\]"):
+        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
+    auto = acsdk.Synthesizer(engine_dir, device="cpu")  # auto skips what is not installed
+    assert auto.info()["components"]["unet"]["backend"] == "onnxruntime"
+
+
+def test_fp16_dir_runs_on_openvino_with_its_fallbacks(engine_dir_fp16, synth, scene):
+    s = acsdk.Synthesizer(engine_dir_fp16, backend="openvino", device="cpu")
+    info = s.info()["components"]
+    assert info["unet"]["precision"] == "fp16" and info["vae_decoder_fp32"]["backend"] == "openvino"
+    ours, ref = _run(s, scene), _run(synth, scene)
+    a, b = pixels(ours.image).astype(float), pixels(ref.image).astype(float)
+    psnr = 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12))
+    assert psnr > 30, psnr
+
+
+def test_openvino_matches_torch_on_the_demo_model(demo_engine_dir):
+    from acsdk.apps.demo import demo_checkpoint
+    from acsdk.testing import make_box_mask, make_defect_pair, make_texture
+
+    ref, ref_mask = make_defect_pair(64, seed=8)
+    args = (
+        make_texture(64, seed=2),
+        make_box_mask(64, 18, 20, 16, 14),
+        "a photo of a plate with a hole",
+        ref,
+        ref_mask,
+    )
+    ours = acsdk.Synthesizer(demo_engine_dir, backend="openvino", device="cpu").run(*args, seed=3)
+    base = acsdk.Synthesizer.from_checkpoint(demo_checkpoint()).run(*args, seed=3)
+    diff = np.abs(pixels(ours.image).astype(int) - pixels(base.image).astype(int))
+    assert diff.max() <= 1, diff.max()
