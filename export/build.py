@@ -37,6 +37,7 @@ from runtime.process import peak_rss_mb, reset_peak_rss
 from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
 
+from . import int8 as int8_mod
 from . import tensorrt as trt_build
 from . import verify as verification
 from .errors import BuildArgumentError, BuildError
@@ -59,6 +60,7 @@ class BuildSettings:
     max_batch: int
     opset: int
     verify: bool
+    int8: bool = False
 
 
 def resolve_backend(requested: str) -> str:
@@ -140,7 +142,7 @@ def _build_component(
         variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx", spec.fp32_scopes)
     export_s = time.perf_counter() - t0
 
-    if precision == "fp16" and not spec.keep_fp32_variant:
+    if precision == "fp16" and not spec.keep_fp32_variant and not (s.int8 and name == INT8_COMPONENT):
         for f in artifact_files(fp32_path):  # the fp16 graph was made from it; it does not ship
             f.unlink()
         del variants["fp32"]
@@ -193,6 +195,53 @@ def _build_component(
     }
 
 
+INT8_COMPONENT = "unet"  # ~all of the compute: 35 calls per image; the rest runs once or twice
+
+
+def _add_int8(root: Path, manifest: dict, scenes: int8_mod.Scenes) -> None:
+    """Quantize the UNet from its fp32 ONNX, calibrated on the fp32 pipeline's own UNet inputs, and gate it: the
+    widest INT8 scope whose final images pass is kept, in the manifest with its numbers; none passing fails."""
+    entry = manifest["components"][INT8_COMPONENT]
+    fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
+    t0 = time.perf_counter()
+    calibration = int8_mod.calibration_inputs(root, scenes)
+    xml = root / "openvino" / f"{INT8_COMPONENT}.int8.xml"
+    artifact = {
+        "format": "openvino",
+        "precision": "int8",
+        "file": xml.relative_to(root).as_posix(),
+        "data_files": [xml.with_suffix(".bin").relative_to(root).as_posix()],
+        "calibration_samples": len(calibration),
+    }
+    fp32_artifacts = list(entry["artifacts"])
+    gate, tried = int8_mod.Gate(), []
+    for scope in int8_mod.SCOPES:
+        int8_mod.quantize_unet(root / fp32["file"], calibration, xml, scope)
+        entry.update(precision="int8", artifacts=[*fp32_artifacts, {**artifact, "scope": scope.name}])
+        manifest["files"] = list_files(root)
+        write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
+        record = int8_mod.gate_record(int8_mod.gate_metrics(root, scenes), gate)
+        tried.append({"scope": scope.name, **record})
+        log.info("INT8 gate, %s: %s", scope.name, record)
+        if record["passed"]:
+            entry["int8_gate"] = {
+                **record,
+                "scope": scope.name,
+                "tried": tried,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            write_manifest(root, manifest)
+            return
+    lines = "; ".join(
+        f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried
+    )
+    raise BuildError(
+        f"INT8 {INT8_COMPONENT} misses the quality gate against fp32 (mean <= {gate.mean_max}, p99 <= "
+        f"{gate.p99_max} grey levels inside the mask, PSNR >= {gate.psnr_min} dB over {scenes.count} scenes) in "
+        f"every scope tried ({lines}): nothing was written; build without --int8"
+    )
+
+
 def build_engine_dir(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -207,6 +256,8 @@ def build_engine_dir(
     force: bool = False,
     verify: bool = True,
     timing_cache: str | os.PathLike | None = None,
+    int8: bool = False,
+    int8_scenes: int8_mod.Scenes | None = None,
     progress: bool = True,
 ) -> Path:
     """Build (or, with `components` on an existing dir, rebuild part of) an engine dir; return its path."""
@@ -218,6 +269,14 @@ def build_engine_dir(
         raise BuildArgumentError(f"--components: expected names from {', '.join(SPECS)}, got {', '.join(unknown)}")
     if max_batch < 1:
         raise BuildArgumentError(f"--max-batch: expected an integer >= 1, got {max_batch}")
+    if int8 and INT8_COMPONENT not in names:
+        raise BuildArgumentError(f"--int8 quantizes the {INT8_COMPONENT}: include it in --components")
+    if int8:
+        from runtime.openvino_engine import openvino_usable
+
+        ok, why = openvino_usable()
+        if not ok:
+            raise BuildArgumentError(f"--int8: {why}")
     if not 18 <= opset <= 23:
         raise BuildArgumentError(f"--opset: expected 18..23 (ONNX Runtime's attention fusions need 18+), got {opset}")
     partial_update = bool(components) and out.exists()
@@ -232,7 +291,7 @@ def build_engine_dir(
     h = ckpt.config.height if height is None else height
     w = ckpt.config.width if width is None else width
     _check_resolution(configs, h, w)
-    settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify)
+    settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify, int8)
     digest = checkpoint_digest(checkpoint)
 
     previous: dict = {}
@@ -282,6 +341,8 @@ def build_engine_dir(
                 "files": list_files(tmp),
             }
             write_manifest(tmp, manifest)
+            if int8:
+                _add_int8(tmp, manifest, int8_scenes or int8_mod.Scenes())
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise BuildError(f"no space left on device while building into {out.parent}; nothing was written") from exc
@@ -325,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset to (re)build, of: {', '.join(SPECS)}. "
         "On an existing --out, updates those components in place",
     )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also an INT8 UNet for OpenVINO (NNCF, calibrated on the fp32 pipeline's own UNet inputs), built only "
+        "if its final images pass the gate against fp32 (mean <= 2, p99 <= 8 grey levels in the mask, PSNR >= 35 "
+        "dB); needs acsdk[openvino]. Changes results within that gate; opt-in",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch check (not recommended)")
     p.add_argument("--timing-cache", help="TensorRT timing cache file to reuse across builds")
@@ -351,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             verify=not args.no_verify,
             timing_cache=args.timing_cache,
+            int8=args.int8,
             progress=not args.quiet,
         )
     except BuildError as exc:

@@ -19,6 +19,7 @@ class Engine(ABC):
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     backend: str
+    precision: str = "fp32"  # what it actually runs at (set by whoever opens it)
 
     @abstractmethod
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...

@@ -9,12 +9,15 @@ import sys
 
 from ..errors import ACSDKError, WriteError
 
+RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     s = run_demo(args.out, per_type=args.per_type, seed=args.seed, steps=args.steps, engines=args.engines)
-    print(f"acsdk demo: {len(s.images)} synthetic anomalies (procedural MVTec-style data, ONNX engines in {s.engines})")
+    print(f"acsdk demo: {len(s.images)} synthetic anomalies (procedural MVTec-style data) on {s.backend}")
+    print(f"engines: {s.engines} (backend auto: the fastest installed here)")
     print(f"training set: {s.out_dir / 'synthetic'} (<category>/<defect>/image, mask, metadata.jsonl)")
     print(f"contact sheet: {s.contact_sheet}")
     print(f"a small defect on a large image (window vs whole image): {s.out_dir / 'large_image.png'}")
@@ -52,6 +55,7 @@ def _generate(args: argparse.Namespace) -> int:
         resume=args.resume,
         backend=args.backend,
         device=args.device,
+        openvino_device=args.openvino_device,
         progress=not args.quiet,
     )
     for defect, n in s.total.items():
@@ -105,7 +109,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     from ..inference.synthesizer import Synthesizer
 
-    synth = Synthesizer(args.engines, backend=args.backend, device=args.device)
+    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
     res = synth.run(
         args.image,
         args.mask,
@@ -141,7 +145,13 @@ def _info(args: argparse.Namespace) -> int:
 
     from ..inference.synthesizer import Synthesizer
 
-    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, verify=not args.no_verify)
+    synth = Synthesizer(
+        args.engines,
+        backend=args.backend,
+        device=args.device,
+        verify=not args.no_verify,
+        openvino_device=args.openvino_device,
+    )
     print(json.dumps(synth.info(), indent=2))
     return 0
 
@@ -164,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--backend",
             default="auto",
-            choices=("auto", "onnxruntime", "tensorrt"),
-            help="auto: TensorRT plans on a CUDA GPU when present, else ONNX Runtime",
+            choices=RUNTIME_BACKENDS,
+            help="auto: on a CUDA GPU TensorRT plans when the dir has them, else ONNX Runtime; on a CPU OpenVINO "
+            "when installed, else ONNX Runtime",
         )
         p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+        p.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
 
     def roi_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -222,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("info", help="show what an engine dir runs on here (backends, providers, precision)")
     inf.add_argument("engines", help="engine dir")
-    inf.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    inf.add_argument("--backend", default="auto", choices=RUNTIME_BACKENDS)
+    inf.add_argument("--openvino-device", default="CPU")
     inf.add_argument("--device", default=None)
     inf.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the engine files")
     inf.set_defaults(func=_info)

@@ -16,6 +16,7 @@ from ..data.contact_sheet import contact_sheet
 from ..data.generate import generate
 from ..data.procedural import make_mvtec_like
 from ..errors import CheckpointError, InputError
+from ..inference.synthesizer import Synthesizer
 from ..models.checkpoint import checkpoint_digest
 from ..version import __version__
 
@@ -48,6 +49,7 @@ class DemoSummary:
     asea: dict
     note: str
     engines: Path
+    backend: str
 
 
 def demo_checkpoint() -> Path:
@@ -91,14 +93,13 @@ def _claim(out: Path) -> None:
 
 
 def large_image_example(
-    engines: Path, data: Path, path: Path, steps: int = 50, seed: int = 0, size: int = 1024
+    synth: Synthesizer, data: Path, path: Path, steps: int = 50, seed: int = 0, size: int = 1024
 ) -> dict:
     """A small defect on a large image, generated in a window around its mask, beside the same defect made by
     squashing the whole image to the model's size (roi="full"), where it spans ~2 model pixels. Writes a figure."""
     import numpy as np
 
     from ..data.procedural import render_sample
-    from ..inference.synthesizer import Synthesizer
 
     rng = np.random.default_rng(seed + 99)
     image = (render_sample("good", size, rng)[0] * 255).round().astype(np.uint8)
@@ -107,7 +108,6 @@ def large_image_example(
     mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2).astype(np.uint8) * 255  # a 25 px hole on 1024 px
     ref = sorted((data / CATEGORY / "test" / "hole").glob("*.png"))[0]
     ref_mask = data / CATEGORY / "ground_truth" / "hole" / f"{ref.stem}_mask.png"
-    synth = Synthesizer(engines, backend="onnxruntime", device="cpu")
     prompt = f"a photo of a {CATEGORY} with a hole"
     runs = {roi: synth.run(image, mask, prompt, ref, ref_mask, seed=seed, num_inference_steps=steps, roi=roi)
             for roi in ("auto", "full")}  # fmt: skip
@@ -134,16 +134,17 @@ def run_demo(
     data = out / "data"
     make_mvtec_like(data, CATEGORY, size=64, n_good=6, n_per_defect=6, defects=DEFECTS, seed=seed)
     synth_dir = out / "synthetic"
+    synth = Synthesizer(engine_dir, device="cpu")  # the fastest backend installed (OpenVINO, else ONNX Runtime)
+    backend = synth.info()["components"]["unet"]["backend"]
     summary = generate(
-        engine_dir,
+        None,
         data,
         CATEGORY,
         per_type,
         synth_dir,
         seed=seed,
         num_inference_steps=steps,
-        backend="onnxruntime",
-        device="cpu",
+        synthesizer=synth,
         progress=True,
     )
     rows, images, timings, asea = [], [], {}, {}
@@ -167,13 +168,14 @@ def run_demo(
     with atomic_path(sheet) as tmp:
         contact_sheet(rows, titles=("normal", "reference", "mask", "result")).save(tmp, format="PNG")
     means = {k: sum(v) / len(v) for k, v in timings.items()}
-    large = large_image_example(engine_dir, data, out / "large_image.png", steps=steps, seed=seed)
+    large = large_image_example(synth, data, out / "large_image.png", steps=steps, seed=seed)
     atomic_write(
         out / "summary.json",
         json.dumps(
             {
                 "images": len(images),
                 "engines": str(engine_dir),
+                "backend": backend,
                 "timings_mean_s": means,
                 "asea_example": asea,
                 "large_image": large,
@@ -182,4 +184,4 @@ def run_demo(
             indent=2,
         ),
     )
-    return DemoSummary(out, images, sheet, means, asea, DEMO_MODEL_NOTE, engine_dir)
+    return DemoSummary(out, images, sheet, means, asea, DEMO_MODEL_NOTE, engine_dir, backend)

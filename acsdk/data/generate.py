@@ -155,6 +155,7 @@ def generate(
     resume: bool = False,
     backend: str = "auto",
     device: str | None = None,
+    openvino_device: str = "CPU",
     synthesizer=None,
     progress: bool = True,
 ) -> GenerateSummary:
@@ -185,7 +186,9 @@ def generate(
         if engines is None:
             raise InputError("engines", "an engine dir built by `python -m export.build`", "None")
         n_refs = sum(len(cat.references(d)) for d in cat.anomalies)
-        synthesizer = Synthesizer(engines, backend=backend, device=device, cache_size=max(64, n_refs + 8))
+        synthesizer = Synthesizer(
+            engines, backend=backend, device=device, cache_size=max(64, n_refs + 8), openvino_device=openvino_device
+        )
     if synthesizer.engine_dir is not None:
         from runtime.manifest import MANIFEST_NAME
 

@@ -112,7 +112,14 @@ def _path(manifest: Manifest, art: Mapping, verify: bool) -> Path:
     return manifest.path(art["file"], verify)
 
 
-def _load_engine(
+def _load_engine(*args, **kwargs) -> Engine:
+    """Open a component on a backend; the engine records the precision it actually runs at."""
+    engine, precision = _open_engine(*args, **kwargs)
+    engine.precision = precision
+    return engine
+
+
+def _open_engine(
     name: str,
     manifest: Manifest,
     backend: str,
@@ -120,16 +127,18 @@ def _load_engine(
     device: torch.device,
     verify: bool,
     options: EngineOptions = EngineOptions(),
-) -> Engine:
+) -> tuple[Engine, str]:
     entry = manifest.components[name]
     io = (entry["inputs"], entry["outputs"])
+    if precision == "int8" and backend != "openvino":  # INT8 is an OpenVINO IR; others run the fp32 ONNX
+        precision = "fp32"
     if backend == "onnxruntime":
         from runtime.onnxruntime_engine import OrtEngine
 
         art = _artifact(entry, "onnx", precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX file; rebuild with export.build")
-        return OrtEngine(name, _path(manifest, art, verify), *io, device)
+        return OrtEngine(name, _path(manifest, art, verify), *io, device), precision
     if backend == "openvino":
         from runtime.openvino_engine import OpenVINOEngine
 
@@ -137,9 +146,10 @@ def _load_engine(
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX or OpenVINO file; rebuild it")
         path = _path(manifest, art, verify)
-        return OpenVINOEngine(
+        engine = OpenVINOEngine(
             name, path, *io, device=options.openvino_device, precision=precision, cache_dir=options.cache_dir
         )
+        return engine, precision
     if backend == "tensorrt":
         from runtime.tensorrt_engine import TensorRTEngine, tensorrt_usable
 
@@ -149,7 +159,8 @@ def _load_engine(
         art = _artifact(entry, "tensorrt", precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no TensorRT plan; build with `--backend tensorrt`")
-        return TensorRTEngine(name, manifest.path(art["file"], verify), entry["inputs"], entry["outputs"], art, device)
+        plan = manifest.path(art["file"], verify)
+        return TensorRTEngine(name, plan, entry["inputs"], entry["outputs"], art, device), precision
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
 
 
@@ -173,8 +184,12 @@ def parts_from_engine_dir(
     component_backends: Mapping[str, str] | None,
     checkpoint: str | os.PathLike | None,
     openvino_device: str = "CPU",
+    precision_overrides: Mapping[str, str] | None = None,
 ):
-    """Return ModelParts whose engines come from the engine dir (or torch for overridden components)."""
+    """Return ModelParts whose engines come from the engine dir (or torch for overridden components).
+
+    `precision_overrides` runs a component at another precision the dir holds (e.g. {"unet": "fp32"} in an
+    `--int8` dir, for an A/B comparison)."""
     if backend not in BACKENDS:
         raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
     overrides = dict(component_backends or {})
@@ -184,6 +199,11 @@ def parts_from_engine_dir(
             raise InputError("component_backends", f"component names from {sorted(manifest.components)}", repr(name))
         if b not in BACKENDS[1:]:
             raise InputError("component_backends", f"backends from {', '.join(BACKENDS[1:])}", f"{name}={b!r}")
+    precisions = dict(precision_overrides or {})
+    for name, prec in precisions.items():
+        held = sorted({a["precision"] for a in manifest.components.get(name, {}).get("artifacts", [])})
+        if prec not in held:
+            raise InputError("precision_overrides", f"{name} at one of the precisions the dir holds {held}", repr(prec))
     torch_parts = None
     if backend == "torch" or "torch" in overrides.values():
         if checkpoint is None:
@@ -197,8 +217,9 @@ def parts_from_engine_dir(
         if chosen == "torch":
             engines[name] = torch_parts.engines[name]
             continue
-        engines[name] = _load_engine(name, manifest, chosen, entry["precision"], device, verify, options)
-        if entry["precision"] != "fp32" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
+        precision = precisions.get(name, entry["precision"])
+        engines[name] = _load_engine(name, manifest, chosen, precision, device, verify, options)
+        if precision == "fp16" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
             same = chosen if chosen in ("onnxruntime", "openvino") else "onnxruntime"
             engines[f"{name}_fp32"] = _load_engine(name, manifest, same, "fp32", device, verify, options)
     missing = [n for n in COMPONENT_NAMES if n not in engines]

@@ -79,10 +79,11 @@ class Synthesizer:
         checkpoint: str | os.PathLike | None = None,
         cache_size: int = 64,
         openvino_device: str = "CPU",
+        precision_overrides: Mapping[str, str] | None = None,
     ):
         dev = torch.device(device) if device is not None else _default_device()
         parts, manifest = parts_from_engine_dir(
-            engine_dir, backend, dev, verify, component_backends, checkpoint, openvino_device
+            engine_dir, backend, dev, verify, component_backends, checkpoint, openvino_device, precision_overrides
         )
         self._setup(parts, dev, cache_size, manifest.data)
         self.engine_dir = manifest.root
@@ -116,11 +117,9 @@ class Synthesizer:
 
     def info(self) -> dict:
         """What actually runs: backend, providers and precision per component, and the engine dir's summary."""
-        components = (self.manifest or {}).get("components", {})
         comps = {}
         for name, engine in self.parts.engines.items():
-            base = name.removesuffix("_fp32")
-            precision = "fp32" if name.endswith("_fp32") or self.manifest is None else components[base]["precision"]
+            precision = getattr(engine, "precision", "fp32")
             comps[name] = {
                 "backend": engine.backend,
                 "providers": list(getattr(engine, "providers", []) or []) or None,
