@@ -20,6 +20,7 @@ import torch
 
 from runtime.versions import tool_versions
 
+from .compute import flops, matmul_peaks
 from .configs import CONFIGS, PAPER, checkpoint, engines
 from .measure import instrument, measure
 
@@ -44,6 +45,7 @@ def environment() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "versions": versions,
+        "matmul_peaks": matmul_peaks(),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -55,12 +57,37 @@ def _scene(size: int):
     return make_texture(size, seed=1), make_box_mask(size, size // 3, size // 3, size // 4, size // 4), ref, ref_mask
 
 
+def _openvino() -> bool:
+    from runtime.openvino_engine import openvino_usable
+
+    return openvino_usable()[0]
+
+
+def component_engines(manifest, name: str) -> dict:
+    """Every engine backend usable here for one component of an engine dir, by report label."""
+    from acsdk.inference.parts import EngineOptions, load_engine
+
+    cpu = torch.device("cpu")
+    opts = EngineOptions(cache_dir=manifest.root / "cache" / "openvino")
+    out = {"onnxruntime-cpu": load_engine(name, manifest, "onnxruntime", "fp32", cpu, True)}
+    if _openvino():
+        out["openvino-cpu"] = load_engine(name, manifest, "openvino", "fp32", cpu, True, opts)
+        precisions = {a["precision"] for a in manifest.components[name]["artifacts"]}
+        if "int8" in precisions:
+            out["openvino-cpu-int8"] = load_engine(name, manifest, "openvino", "int8", cpu, True, opts)
+    return out
+
+
 def backends_for(ckpt: Path, engine_dir: Path) -> dict:
     """Synthesizers to compare: the torch reference and every engine backend usable here."""
     import acsdk
 
     out = {"torch": lambda: acsdk.Synthesizer.from_checkpoint(ckpt)}
     out["onnxruntime-cpu"] = lambda: acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+    if _openvino():
+        out["openvino-cpu"] = lambda: acsdk.Synthesizer(
+            engine_dir, backend="openvino", device="cpu", precision_overrides={"unet": "fp32"}
+        )
     if torch.cuda.is_available():
         out["torch-cuda"] = lambda: acsdk.Synthesizer.from_checkpoint(ckpt, device="cuda")
         import onnxruntime as ort
@@ -71,38 +98,55 @@ def backends_for(ckpt: Path, engine_dir: Path) -> dict:
 
 
 def component_latency(ckpt: Path, engine_dir: Path, repeat: int) -> dict:
-    """Each component alone, torch module vs ONNX Runtime session, on the spec's sample inputs."""
-    from acsdk.models import AnomalyControlModel
+    """Each component alone, torch module vs every engine backend, on the spec's sample inputs; the UNet's rows
+    also carry its FLOPs per call and each backend's achieved GFLOP/s."""
+    from acsdk.models.checkpoint import Checkpoint
     from export.specs import SPECS, Dims
     from runtime.manifest import Manifest
-    from runtime.onnxruntime_engine import OrtEngine
 
-    model = AnomalyControlModel.from_pretrained(ckpt)
+    reader = Checkpoint(ckpt)
     manifest = Manifest.load(engine_dir)
-    res = manifest.data["model"]["height"]
-    dims = Dims.from_configs(model.configs, res, manifest.data["model"]["width"])
+    dims = Dims.from_configs(reader.configs, manifest.data["model"]["height"], manifest.data["model"]["width"])
     rows = {}
     for name, spec in SPECS.items():
-        module = spec.build_module(model)
-        entry = manifest.components[name]
-        ort_engine = OrtEngine(
-            name, manifest.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"], torch.device("cpu")
-        )
+        module = spec.build_module(reader)
+        engines_ = component_engines(manifest, name)
         for batch in sorted({1, spec.batch_per_image}):
             inputs = spec.sample_inputs(dims, batch=batch)
             key = f"{name} (batch {batch})"
             with torch.no_grad():
-                rows[key] = {
-                    "torch": measure(lambda m=module, i=inputs: m(**i), repeat=repeat).as_dict(),
-                    "onnxruntime-cpu": measure(lambda e=ort_engine, i=inputs: e.run(i), repeat=repeat).as_dict(),
-                }
-            log.info(
-                "%s: torch %.4f s, ORT %.4f s",
-                key,
-                rows[key]["torch"]["median"],
-                rows[key]["onnxruntime-cpu"]["median"],
-            )
+                row = {"torch": measure(lambda m=module, i=inputs: m(**i), repeat=repeat).as_dict()}
+                for label, e in engines_.items():
+                    row[label] = measure(lambda e=e, i=inputs: e.run(i), repeat=repeat).as_dict()
+            if name == "unet":
+                row["gflop"] = flops(module, inputs) / 1e9
+            rows[key] = row
+            log.info("%s: %s", key, {k: round(v["median"], 4) for k, v in row.items() if isinstance(v, dict)})
     return rows
+
+
+def throughput(config: str, steps: int, batches: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """`run_batch` images per second at batch 1, 2, 4 on the fastest CPU backend (an engine dir built with
+    --max-batch 4), reference features cached: what `acsdk generate --batch-size N` gets."""
+    import acsdk
+    from acsdk.testing import make_box_mask, make_texture
+
+    synth = acsdk.Synthesizer(engines(config, max_batch=max(batches)), device="cpu")
+    size = synth.parts.config.height
+    _, _, ref, ref_mask = _scene(size)
+    features = synth.encode_reference(ref, ref_mask, PROMPT)
+    jobs = [
+        {"image": make_texture(size, seed=i), "mask": make_box_mask(size, size // 3, size // 4, size // 4, size // 5),
+         "prompt": PROMPT, "reference": features, "seed": i}
+        for i in range(max(batches))
+    ]  # fmt: skip
+    backend = synth.info()["components"]["unet"]["backend"]
+    out = {"backend": backend}
+    for b in batches:
+        stats = measure(lambda b=b: synth.run_batch(jobs[:b], batch_size=b, num_inference_steps=steps), 1, 2)
+        out[str(b)] = {"seconds_per_call": stats.as_dict(), "images_per_s": b / stats.median}
+        log.info("batch %d on %s: %.3f images/s", b, backend, b / stats.median)
+    return out
 
 
 def _end_to_end_one(synth, settings: dict, repeat: int) -> dict:
@@ -238,43 +282,31 @@ def cold_start(ckpt: Path, engine_dir: Path, steps: int) -> dict:
 
 
 def scaling(config: str, ckpt: Path, repeat: int) -> dict:
-    """UNet (CFG batch) latency vs resolution, and vs batch at the preset's resolution."""
-    from acsdk.models import AnomalyControlModel
+    """UNet (CFG batch) latency vs resolution, and vs batch at the preset's resolution, per backend."""
+    from acsdk.models.checkpoint import Checkpoint
     from export.specs import SPECS, Dims
     from runtime.manifest import Manifest
-    from runtime.onnxruntime_engine import OrtEngine
 
     cfg = CONFIGS[config]
-    model = AnomalyControlModel.from_pretrained(ckpt)
+    reader = Checkpoint(ckpt)
     spec = SPECS["unet"]
-    module = spec.build_module(model)
+    module = spec.build_module(reader)
     by_res, by_batch = {}, {}
     for res in cfg.resolutions:
-        e = Manifest.load(engines(config, res, components=["unet"]))
-        entry = e.components["unet"]
-        ort_engine = OrtEngine(
-            "unet", e.path(entry["artifacts"][0]["file"]), entry["inputs"], entry["outputs"], torch.device("cpu")
-        )
-        dims = Dims.from_configs(model.configs, res, res)
+        engines_ = component_engines(Manifest.load(engines(config, res, components=["unet"])), "unet")
+        dims = Dims.from_configs(reader.configs, res, res)
         batches = cfg.batches if res == cfg.resolution else (2,)
         for batch in batches:
             inputs = spec.sample_inputs(dims, batch=batch)
             with torch.no_grad():
-                row = {
-                    "torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict(),
-                    "onnxruntime-cpu": measure(lambda i=inputs, o=ort_engine: o.run(i), 1, repeat).as_dict(),
-                }
+                row = {"torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict()}
+                for label, e in engines_.items():
+                    row[label] = measure(lambda i=inputs, e=e: e.run(i), 1, repeat).as_dict()
             if batch == 2:
                 by_res[res] = row
             if res == cfg.resolution:
                 by_batch[batch] = row
-            log.info(
-                "unet %d px batch %d: torch %.3f s, ORT %.3f s",
-                res,
-                batch,
-                row["torch"]["median"],
-                row["onnxruntime-cpu"]["median"],
-            )
+            log.info("unet %d px batch %d: %s", res, batch, {k: round(v["median"], 3) for k, v in row.items()})
     return {"resolution": by_res, "batch": by_batch}
 
 
@@ -307,9 +339,12 @@ def charts(results: dict, out: Path) -> list[str]:
     if comp:
         fig, ax = plt.subplots(figsize=(8, 3.8))
         keys = list(comp)
-        for i, b in enumerate(("torch", "onnxruntime-cpu")):
-            ax.bar([x + i * 0.4 for x in range(len(keys))], [comp[k][b]["median"] * 1000 for k in keys], 0.4, label=b)
-        ax.set_xticks([x + 0.2 for x in range(len(keys))], keys, rotation=30, ha="right", fontsize=8)
+        labels = _backends(comp)
+        width = 0.8 / len(labels)
+        for i, b in enumerate(labels):
+            vals = [comp[k][b]["median"] * 1000 for k in keys]
+            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=b)
+        ax.set_xticks([x + 0.4 for x in range(len(keys))], keys, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("ms per call")
         ax.set_yscale("log")
         ax.set_title("Component latency")
@@ -322,7 +357,7 @@ def charts(results: dict, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
         for ax, (kind, label) in zip(axes, (("resolution", "image side (px)"), ("batch", "UNet batch")), strict=True):
             xs = sorted(sc[kind], key=int)
-            for b in ("torch", "onnxruntime-cpu"):
+            for b in _backends(sc[kind]):
                 ax.plot([int(x) for x in xs], [sc[kind][x][b]["median"] for x in xs], marker="o", label=b)
             ax.set_xlabel(label)
             ax.set_ylabel("s per UNet call")
@@ -332,6 +367,12 @@ def charts(results: dict, out: Path) -> list[str]:
         fig.savefig(out / "scaling.png", dpi=120)
         made.append("scaling.png")
     return made
+
+
+def _backends(rows: dict) -> list[str]:
+    """Backend labels present in a section's rows, torch first."""
+    seen = {k for r in rows.values() for k, v in r.items() if isinstance(v, dict) and "median" in v}
+    return ["torch", *sorted(seen - {"torch"})]
 
 
 def markdown(results: dict, images: list[str]) -> str:
@@ -364,18 +405,50 @@ def markdown(results: dict, images: list[str]) -> str:
         lines.append("")
     comp = results.get("components")
     if comp:
-        lines += ["## Components", "", "| component | torch (ms) | ORT CPU (ms) | ratio |", "|---|---|---|---|"]
+        peaks = env.get("matmul_peaks", {})
+        labels = _backends(comp)
+        lines += [
+            "## Components",
+            "",
+            f"Machine peaks measured here (2048^3 matmuls, {env['torch_threads']} threads): "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in peaks.items())
+            + ". The UNet rows give ms per call, and GFLOP/s achieved for its FLOPs per call.",
+            "",
+            "| component | " + " | ".join(f"{b} (ms)" for b in labels) + " | best vs torch |",
+            "|---|" + "---|" * (len(labels) + 1),
+        ]
         for k, r in comp.items():
-            t, o = r["torch"]["median"] * 1000, r["onnxruntime-cpu"]["median"] * 1000
-            lines.append(f"| {k} | {t:.2f} | {o:.2f} | {t / o:.2f}x |")
+            cells = []
+            for b in labels:
+                ms = r[b]["median"] * 1000
+                rate = f" ({r['gflop'] / r[b]['median']:.0f} GFLOP/s)" if "gflop" in r else ""
+                cells.append(f"{ms:.2f}{rate}")
+            best = min(r[b]["median"] for b in labels if b != "torch")
+            lines.append(f"| {k} | " + " | ".join(cells) + f" | {r['torch']['median'] / best:.2f}x |")
+        unet = next((r for k, r in comp.items() if "gflop" in r), None)
+        if unet:
+            lines.append(f"\nUNet: {unet['gflop']:.1f} GFLOP per call.")
         lines.append("")
     sc = results.get("scaling")
     if sc:
-        lines += ["## UNet scaling", "", "| case | torch (s) | ORT CPU (s) |", "|---|---|---|"]
+        labels = _backends(sc["batch"])
+        lines += ["## UNet scaling", "", "| case | " + " | ".join(f"{b} (s)" for b in labels) + " |"]
+        lines.append("|---|" + "---|" * len(labels))
         for kind in ("resolution", "batch"):
             for x, r in sorted(sc[kind].items(), key=lambda kv: int(kv[0])):
                 label = f"{x} px, batch 2" if kind == "resolution" else f"batch {x}"
-                lines.append(f"| {label} | {r['torch']['median']:.3f} | {r['onnxruntime-cpu']['median']:.3f} |")
+                lines.append(f"| {label} | " + " | ".join(f"{r[b]['median']:.3f}" for b in labels) + " |")
+        lines.append("")
+    tp = results.get("throughput")
+    if tp:
+        lines += [
+            f"## Batched generation ({tp['backend']}, `run_batch`, reference cached)",
+            "",
+            "| batch | s per call | images / s |",
+            "|---|---|---|",
+        ]
+        for b in (k for k in tp if k.isdigit()):
+            lines.append(f"| {b} | {tp[b]['seconds_per_call']['median']:.3f} | {tp[b]['images_per_s']:.3f} |")
         lines.append("")
     cs = results.get("cold_start")
     if cs:
@@ -415,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: components,end_to_end,scaling,cold_start,diffusers",
+        help="comma-separated sections to skip: components,end_to_end,scaling,throughput,cold_start,diffusers",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -436,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end": lambda: end_to_end(ckpt, edir, args.repeat, args.steps),
             "diffusers": lambda: diffusers_baseline(ckpt, args.repeat, args.steps),
             "scaling": lambda: scaling(args.config, ckpt, args.repeat),
+            "throughput": lambda: throughput(args.config, args.steps),
             "cold_start": lambda: cold_start(ckpt, edir, args.steps),
         }
     else:
@@ -451,7 +525,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sd15_unet(repeat: int) -> dict:
-    """Real-size UNet calls only: on CPU one batch-2 call takes ~20 s, whole images are impractical."""
+    """Real-size UNet calls only (whole images on a CPU take minutes): torch, ONNX Runtime, OpenVINO fp32, bf16
+    (where the CPU has it) and INT8 (NNCF on the same graph, 8 random calibration samples: latency only; a
+    gated INT8 UNet comes from `export.build --int8`)."""
     from acsdk.models.components import SGAUNet
     from acsdk.models.presets import build_sd15_sga_unet, preset_configs
     from export.onnx_export import export_onnx
@@ -462,19 +538,40 @@ def sd15_unet(repeat: int) -> dict:
     dims = Dims.from_configs(preset_configs("sd15"), 512, 512)
     spec = SPECS["unet"]
     module = SGAUNet(build_sd15_sga_unet())
-    path = cache_dir() / "bench" / "sd15" / "unet.onnx"
+    root = cache_dir() / "bench" / "sd15"
+    path = root / "unet.onnx"
     if not path.is_file():
         export_onnx(spec, module, dims, 1, path, 18)
     io = spec.io_entry(dims)
-    engine = OrtEngine("unet", path, io["inputs"], io["outputs"], torch.device("cpu"))
+    cpu = torch.device("cpu")
+    engines_ = {"onnxruntime-cpu": OrtEngine("unet", path, io["inputs"], io["outputs"], cpu)}
+    if _openvino():
+        from runtime.openvino_engine import OpenVINOEngine
+
+        cache = root / "cache"
+
+        def ov(file: Path, precision: str) -> OpenVINOEngine:
+            return OpenVINOEngine("unet", file, io["inputs"], io["outputs"], precision=precision, cache_dir=cache)
+
+        engines_["openvino-cpu"] = ov(path, "fp32")
+        engines_["openvino-cpu-bf16"] = ov(path, "fp16")  # fp16 engines run bf16 on CPUs that have it
+        int8 = root / "unet.int8.xml"
+        if not int8.is_file():
+            from export.int8 import SCOPES, quantize_unet
+
+            samples = [spec.sample_inputs(dims, batch=2, seed=s) for s in range(8)]
+            quantize_unet(path, [{k: v.numpy() for k, v in x.items()} for x in samples], int8, SCOPES[0])
+        engines_["openvino-cpu-int8"] = ov(int8, "int8")
     rows = {}
-    for batch in (1, 2):
+    for batch in (2,):
         inputs = spec.sample_inputs(dims, batch=batch)
         with torch.no_grad():
-            rows[f"unet (batch {batch})"] = {
-                "torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict(),
-                "onnxruntime-cpu": measure(lambda i=inputs: engine.run(i), 1, repeat).as_dict(),
-            }
+            row = {"torch": measure(lambda i=inputs: module(**i), 1, repeat).as_dict()}
+            for label, e in engines_.items():
+                row[label] = measure(lambda i=inputs, e=e: e.run(i), 1, repeat).as_dict()
+                log.info("sd15 unet batch %d %s: %.2f s", batch, label, row[label]["median"])
+            row["gflop"] = flops(module, inputs) / 1e9
+        rows[f"unet (batch {batch})"] = row
     return rows
 
 

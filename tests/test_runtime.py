@@ -175,7 +175,7 @@ def test_plan_for_another_gpu_or_tensorrt_says_rebuild():
 
 def test_bad_backend_arguments(engine_dir, tiny_ckpt):
     with pytest.raises(InputError) as err:
-        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
+        acsdk.Synthesizer(engine_dir, backend="directml", device="cpu")
     assert err.value.argument == "backend"
     with pytest.raises(InputError) as err:
         acsdk.Synthesizer(engine_dir, device="cpu", component_backends={"unett": "torch"})

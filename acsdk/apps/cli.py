@@ -52,6 +52,7 @@ def _generate(args: argparse.Namespace) -> int:
         captions=args.captions,
         roi=args.roi,
         roi_padding=args.roi_padding,
+        batch_size=args.batch_size,
         resume=args.resume,
         backend=args.backend,
         device=args.device,
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-foreground", action="store_true", help="do not keep target masks on the object")
     gen.add_argument("--captions", help="JSON mapping image file -> sentence (overrides the prompt template)")
     roi_args(gen)
+    gen.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="targets per UNet call (up to the engine dir's --max-batch); results equal batch 1 within 1 grey level",
+    )
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 

@@ -32,7 +32,7 @@ from runtime.files import atomic_path, atomic_write, is_temporary, sha256_file
 from ..errors import InputError
 from .contact_sheet import contact_sheet
 from .masks import estimate_foreground, sample_target_mask
-from .mvtec import MVTecCategory, load_category
+from .mvtec import MVTecCategory, Sample, load_category
 from .prompts import DEFAULT_TEMPLATE, PromptSource
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,19 @@ class GenerateSettings:
     engine_manifest_sha256: str | None
     roi: str = "auto"
     roi_padding: int = 32
+    batch_size: int = 1  # batched arithmetic may round differently: part of what decides the bytes
+
+    def run_kwargs(self) -> dict:
+        """The Synthesizer settings these generate settings imply."""
+        return {
+            "num_inference_steps": self.num_inference_steps,
+            "strength": self.strength,
+            "guidance_scale": self.guidance_scale,
+            "asea_steps": self.asea_steps,
+            "semantic_scale": self.semantic_scale,
+            "roi": self.roi,
+            "roi_padding": self.roi_padding,
+        }
 
 
 @dataclass
@@ -152,6 +165,7 @@ def generate(
     captions: str | os.PathLike | None = None,
     roi: str = "auto",
     roi_padding: int = 32,
+    batch_size: int = 1,
     resume: bool = False,
     backend: str = "auto",
     device: str | None = None,
@@ -169,6 +183,8 @@ def generate(
         raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
     if isinstance(roi_padding, bool) or not isinstance(roi_padding, int) or roi_padding < 0:
         raise InputError("roi_padding", "an integer >= 0", repr(roi_padding))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError("batch_size", "an integer >= 1", repr(batch_size))
     if not 0.0 < max_mask_fraction <= 1.0:
         raise InputError("max_mask_fraction", "a fraction in (0, 1]", repr(max_mask_fraction))
     cat: MVTecCategory = load_category(data, category, defects)
@@ -189,6 +205,12 @@ def generate(
         synthesizer = Synthesizer(
             engines, backend=backend, device=device, cache_size=max(64, n_refs + 8), openvino_device=openvino_device
         )
+    if batch_size > synthesizer.max_batch:
+        raise InputError(
+            "batch_size",
+            f"at most {synthesizer.max_batch}, the engine dir's batch profile (rebuild with --max-batch {batch_size})",
+            str(batch_size),
+        )
     if synthesizer.engine_dir is not None:
         from runtime.manifest import MANIFEST_NAME
 
@@ -207,6 +229,7 @@ def generate(
         engine_manifest_sha256=manifest_sha,
         roi=roi,
         roi_padding=int(roi_padding),
+        batch_size=int(batch_size),
     )
     root = Path(out) / category
     _check_out(root, settings, resume)
@@ -227,67 +250,95 @@ def generate(
             if is_temporary(stale):
                 stale.unlink()
         done = _read_done(meta, image_dir, mask_dir)
-        refs = cat.references(defect)
-        ref_masks = [_load_mask(r.mask) for r in refs]
         written[defect] = 0
         bar.update(sum(1 for i in done if i < per_type))
-        for i in range(per_type):
-            if i in done:
-                continue
-            rng = _index_rng(settings.seed, defect, i)
-            normal_path = cat.normals[int(rng.integers(len(cat.normals)))]
-            ref = refs[int(rng.integers(len(refs)))]
-            normal = _load_rgb(normal_path)
-            fg = estimate_foreground(normal) if foreground else None
-            target = sample_target_mask(ref_masks, normal.shape[:2], rng, fg, max_mask_fraction)
-            run_seed = int(rng.integers(2**31 - 1))
-            prompt = prompts(category, defect)
-            ref_prompt = prompts(category, defect, ref.image.relative_to(cat.root))
-            res = synthesizer.run(
-                normal,
-                target.astype(np.uint8) * 255,
-                prompt,
-                ref.image,
-                ref.mask,
-                reference_prompt=ref_prompt,
-                seed=run_seed,
-                num_inference_steps=settings.num_inference_steps,
-                strength=settings.strength,
-                guidance_scale=settings.guidance_scale,
-                asea_steps=settings.asea_steps,
-                semantic_scale=settings.semantic_scale,
-                roi=settings.roi,
-                roi_padding=settings.roi_padding,
+        pending = [i for i in range(per_type) if i not in done]
+        planner = ItemPlanner(cat, defect, settings, prompts)
+        for start in range(0, len(pending), settings.batch_size):
+            items = [planner.item(i) for i in pending[start : start + settings.batch_size]]
+            results = synthesizer.run_batch(
+                [item.job for item in items], batch_size=len(items), **settings.run_kwargs()
             )
-            name = f"{i:04d}.png"
-            _write_pair(res.image, res.mask, image_dir / name, mask_dir / name)
-            _append(
-                meta,
-                {
-                    "index": i,
-                    "image": f"image/{name}",
-                    "mask": f"mask/{name}",
-                    "normal": str(normal_path.relative_to(cat.root)),
-                    "reference": str(ref.image.relative_to(cat.root)),
-                    "reference_mask": str(ref.mask.relative_to(cat.root)),
-                    "prompt": prompt,
-                    "reference_prompt": ref_prompt,
-                    "seed": run_seed,
-                    "settings": dataclasses.asdict(settings),
-                    "timings": {k: round(v, 4) for k, v in res.timings.items()},
-                    "windows": res.windows,
-                    "asea": res.asea,
-                    "reference_cached": res.cache_hits.get("reference", False),
-                    "notes": res.notes,
-                },
-            )
-            written[defect] += 1
-            bar.update(1)
+            for item, res in zip(items, results, strict=True):  # in index order: metadata stays sorted
+                write_item(ddir, item, res, settings, cat.root)
+                written[defect] += 1
+                bar.update(1)
         records = _read_done(meta, image_dir, mask_dir)
         total[defect] = len(records)
         sheets.append(_sheet(cat.root, ddir, records))
     bar.close()
     return GenerateSummary(root, written, total, time.perf_counter() - started, cat.skipped, sheets)
+
+
+@dataclass
+class Item:
+    """One synthetic pair to make: everything that decides its bytes, from (seed, defect, index) alone."""
+
+    defect: str
+    index: int
+    normal: Path
+    reference: Sample
+    prompt: str
+    reference_prompt: str
+    seed: int
+    job: dict  # run_batch's per-target arguments
+
+
+class ItemPlanner:
+    """Draws each index's normal image, reference, target mask and seed from its own generator."""
+
+    def __init__(self, cat: MVTecCategory, defect: str, settings: GenerateSettings, prompts: PromptSource):
+        self.cat, self.defect, self.settings, self.prompts = cat, defect, settings, prompts
+        self.refs = cat.references(defect)
+        self.ref_masks = [_load_mask(r.mask) for r in self.refs]
+
+    def item(self, index: int) -> Item:
+        s, cat = self.settings, self.cat
+        rng = _index_rng(s.seed, self.defect, index)
+        normal_path = cat.normals[int(rng.integers(len(cat.normals)))]
+        ref = self.refs[int(rng.integers(len(self.refs)))]
+        normal = _load_rgb(normal_path)
+        fg = estimate_foreground(normal) if s.foreground else None
+        target = sample_target_mask(self.ref_masks, normal.shape[:2], rng, fg, s.max_mask_fraction)
+        seed = int(rng.integers(2**31 - 1))
+        prompt = self.prompts(cat.name, self.defect)
+        ref_prompt = self.prompts(cat.name, self.defect, ref.image.relative_to(cat.root))
+        job = {
+            "image": normal,
+            "mask": target.astype(np.uint8) * 255,
+            "prompt": prompt,
+            "reference_image": ref.image,
+            "reference_mask": ref.mask,
+            "reference_prompt": ref_prompt,
+            "seed": seed,
+        }
+        return Item(self.defect, index, normal_path, ref, prompt, ref_prompt, seed, job)
+
+
+def write_item(ddir: Path, item: Item, res, settings: GenerateSettings, data_root: Path) -> None:
+    """The pair (atomically), then its metadata line: the line is the record that the pair is complete."""
+    name = f"{item.index:04d}.png"
+    _write_pair(res.image, res.mask, ddir / "image" / name, ddir / "mask" / name)
+    _append(
+        ddir / "metadata.jsonl",
+        {
+            "index": item.index,
+            "image": f"image/{name}",
+            "mask": f"mask/{name}",
+            "normal": str(item.normal.relative_to(data_root)),
+            "reference": str(item.reference.image.relative_to(data_root)),
+            "reference_mask": str(item.reference.mask.relative_to(data_root)),
+            "prompt": item.prompt,
+            "reference_prompt": item.reference_prompt,
+            "seed": item.seed,
+            "settings": dataclasses.asdict(settings),
+            "timings": {k: round(v, 4) for k, v in res.timings.items()},
+            "windows": res.windows,
+            "asea": res.asea,
+            "reference_cached": res.cache_hits.get("reference", False),
+            "notes": res.notes,
+        },
+    )
 
 
 def _sheet(data_root: Path, ddir: Path, records: dict[int, dict], rows: int = 8) -> Path:

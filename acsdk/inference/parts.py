@@ -112,7 +112,7 @@ def _path(manifest: Manifest, art: Mapping, verify: bool) -> Path:
     return manifest.path(art["file"], verify)
 
 
-def _load_engine(*args, **kwargs) -> Engine:
+def load_engine(*args, **kwargs) -> Engine:
     """Open a component on a backend; the engine records the precision it actually runs at."""
     engine, precision = _open_engine(*args, **kwargs)
     engine.precision = precision
@@ -218,10 +218,10 @@ def parts_from_engine_dir(
             engines[name] = torch_parts.engines[name]
             continue
         precision = precisions.get(name, entry["precision"])
-        engines[name] = _load_engine(name, manifest, chosen, precision, device, verify, options)
+        engines[name] = load_engine(name, manifest, chosen, precision, device, verify, options)
         if precision == "fp16" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
             same = chosen if chosen in ("onnxruntime", "openvino") else "onnxruntime"
-            engines[f"{name}_fp32"] = _load_engine(name, manifest, same, "fp32", device, verify, options)
+            engines[f"{name}_fp32"] = load_engine(name, manifest, same, "fp32", device, verify, options)
     missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")

@@ -71,7 +71,7 @@ class InpaintSampler:
         text_embeds: torch.Tensor,
         semantic_tokens: torch.Tensor,
         *,
-        seed: int,
+        seeds: list[int],
         num_inference_steps: int,
         strength: float,
         guidance_scale: float,
@@ -80,50 +80,58 @@ class InpaintSampler:
         notes: list[str] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """image [1,3,H,W] in [0,1] and mask [1,1,H,W] at model size -> generated image [1,3,H,W] in [0,1].
+        """n images [n,3,H,W] in [0,1] and masks [n,1,H,W] at model size -> generated images [n,3,H,W] in [0,1].
 
-        With CFG, `text_embeds` and `semantic_tokens` hold the unconditional row first, the conditional second.
+        With CFG, `text_embeds` and `semantic_tokens` hold the n unconditional rows first, then the n conditional
+        ones. Item i draws all its randomness (VAE samples, initial noise) from its own generator seeded by
+        `seeds[i]`, in the order a batch of one draws it: an item's result does not depend on its batch-mates.
         """
         g = self.geometry
+        n = image.shape[0]
         notes = [] if notes is None else notes
         dev, dt = self.device, self.dtype
-        generator = torch.Generator("cpu").manual_seed(int(seed))
-        cfg = text_embeds.shape[0] == 2
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        cfg = text_embeds.shape[0] == 2 * n
         scheduler = DDIMScheduler.from_config(self.scheduler_config)  # per call: schedulers hold state
 
         t0 = time.perf_counter()
         x = (image * 2.0 - 1.0).to(dev, dt)
         masked = x * (mask.to(dev, dt) < 0.5)
         both = self._guarded("vae_encoder", {"image": torch.cat([x, masked])}, notes)["latent_moments"]
-        image_latents = sample_latent(both[:1], generator, g.scaling_factor)
-        masked_latents = sample_latent(both[1:], generator, g.scaling_factor)
+        sf = g.scaling_factor
+        draws = [(sample_latent(both[i : i + 1], gen, sf), sample_latent(both[n + i : n + i + 1], gen, sf))
+                 for i, gen in enumerate(generators)]  # fmt: skip
+        image_latents = torch.cat([d[0] for d in draws])
+        masked_latents = torch.cat([d[1] for d in draws])
         lat_h, lat_w = image_latents.shape[-2:]
         mask_latent = imaging.latent_mask(mask, (lat_h, lat_w)).to(dev)
-        timings["vae_encode"] = time.perf_counter() - t0
+        timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
 
         t0 = time.perf_counter()
         scheduler.set_timesteps(num_inference_steps, device=dev)
         init = min(int(num_inference_steps * strength), num_inference_steps)
         timesteps = scheduler.timesteps[num_inference_steps - init :]
-        noise = torch.randn(image_latents.shape, generator=generator, dtype=torch.float32).to(dev)
+        noise = torch.cat(
+            [torch.randn((1, *image_latents.shape[1:]), generator=gen, dtype=torch.float32) for gen in generators]
+        ).to(dev)
         if strength >= 1.0:
             latents = noise * scheduler.init_noise_sigma
         else:
             latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
 
-        batch = 2 if cfg else 1
+        rows = 2 if cfg else 1
         c = g.channels
         # Buffers made once per call: each step writes into them instead of allocating a new UNet input.
-        sample = torch.empty((batch, c + 1 + c, lat_h, lat_w), device=dev, dtype=dt)
-        sample[:, c : c + 1] = mask_latent.to(dt)
-        sample[:, c + 1 :] = masked_latents.to(dt)
-        tstep = torch.empty((batch,), device=dev, dtype=torch.float32)
+        sample = torch.empty((rows * n, c + 1 + c, lat_h, lat_w), device=dev, dtype=dt)
+        sample[:, c : c + 1] = mask_latent.to(dt).repeat(rows, 1, 1, 1)
+        sample[:, c + 1 :] = masked_latents.to(dt).repeat(rows, 1, 1, 1)
+        tstep = torch.empty((rows * n,), device=dev, dtype=torch.float32)
         text = text_embeds.to(dev, dt)
         sem = semantic_tokens.to(dev, dt)
         lam = torch.full((1,), float(semantic_scale), device=dev, dtype=dt)
         unet = self.engines["unet"]
         for t in tqdm(timesteps, desc="denoise", disable=not progress, leave=False):
-            sample[:, :c] = scheduler.scale_model_input(latents, t)
+            sample[:, :c] = scheduler.scale_model_input(latents, t).repeat(rows, 1, 1, 1)
             tstep.fill_(t)
             noise_pred = unet.run(
                 {
@@ -138,11 +146,11 @@ class InpaintSampler:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
-        timings["denoise"] = time.perf_counter() - t0
+        timings["denoise"] = timings.get("denoise", 0.0) + time.perf_counter() - t0
         timings["denoise_steps"] = float(len(timesteps))
 
         t0 = time.perf_counter()
         scaled = (latents / g.scaling_factor).to(dt)
         decoded = self._guarded("vae_decoder", {"latents": scaled}, notes)["image"]
-        timings["vae_decode"] = time.perf_counter() - t0
+        timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t0
         return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

@@ -8,9 +8,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -250,36 +251,61 @@ class Synthesizer:
         reference_prompt: str | None = None,
         reference: SemanticFeatures | None = None,
         seed: int = 0,
+        negative_prompt: str | None = None,
+        bit_depth: int | None = None,
+        **settings,
+    ) -> SynthesisResult:
+        """Synthesize a defect inside `mask` on `image` (any size). Without a reference the semantic branch gets
+        the unconditional tokens. `settings` are `run_batch`'s (steps, strength, guidance, ASEA, lambda, windows);
+        this is `run_batch` of one target.
+
+        `bit_depth` declares the depth of integer images (12-bit data in 16-bit files); results keep the input's
+        mode and depth.
+        """
+        job = {
+            "image": image,
+            "mask": mask,
+            "prompt": prompt,
+            "reference_image": reference_image,
+            "reference_mask": reference_mask,
+            "reference_prompt": reference_prompt,
+            "reference": reference,
+            "seed": seed,
+            "negative_prompt": negative_prompt,
+            "bit_depth": bit_depth,
+        }
+        return self.run_batch([job], **settings)[0]
+
+    def run_batch(
+        self,
+        jobs: Sequence[Mapping[str, Any]],
+        *,
         num_inference_steps: int = 50,
         strength: float = 0.7,
         guidance_scale: float = 7.0,
         asea_steps: int = 5,
         semantic_scale: float = 1.0,
-        negative_prompt: str | None = None,
         roi: str = "auto",
         roi_padding: int = 32,
         roi_min_size: int | None = None,
         blur_sigma: float | None = None,
-        bit_depth: int | None = None,
+        batch_size: int | None = None,
         progress: bool = False,
-    ) -> SynthesisResult:
-        """Synthesize a defect inside `mask` on `image` (any size). Without a reference the semantic branch gets
-        the unconditional tokens.
+    ) -> list[SynthesisResult]:
+        """Synthesize several targets, their windows going through the UNet `batch_size` at a time (2 rows each
+        with CFG; default: the engine dir's `--max-batch`). Each job is a dict of `run`'s per-target arguments
+        (image, mask, prompt, reference_image / reference_mask or reference, reference_prompt, seed,
+        negative_prompt, bit_depth); images of any sizes mix. A job's result equals its `run` within one grey
+        level (batched arithmetic may round differently), since each window draws from its own generator.
 
         roi="auto" generates in context windows around the mask (`acsdk.inference.windows`): `roi_padding` image
         pixels around each mask, at least `roi_min_size` (default: half the model's size) on a side, masks whose
         windows overlap sharing one. roi="full" squashes the whole image to the model's size (the paper's setting
         on MVTec-sized images). Either way the result is pasted with a blend that is 1 on the label and feathered
         outward (`blur_sigma` image pixels, default 5 model pixels of the window), so the label is exactly where
-        the defect was painted at full strength. `bit_depth` declares the depth of integer images (12-bit data
-        in 16-bit files); results keep the input's mode and depth.
+        the defect was painted at full strength.
         """
         p = self.parts
-        t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        notes: list[str] = []
-        cache_hits = {"text": False, "reference": False}
-        seed = _check_int("seed", seed, 0)
         steps = _check_int("num_inference_steps", num_inference_steps, 1)
         strength = _check_real("strength", strength, 0.0, 1.0, lo_open=True)
         if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
@@ -297,35 +323,111 @@ class Synthesizer:
         min_size = max(model_size) // 2 if roi_min_size is None else _check_int("roi_min_size", roi_min_size, 1)
         if blur_sigma is not None:
             blur_sigma = _check_real("blur_sigma", blur_sigma, 0.0, 1e4)
+        batch = self.max_batch if batch_size is None else _check_int("batch_size", batch_size, 1)
+        if batch > self.max_batch:
+            raise InputError(
+                "batch_size",
+                f"at most {self.max_batch}, the engine dir's batch profile (rebuild it with export.build --max-batch "
+                f"{batch})",
+                str(batch),
+            )
+        if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Sequence) or not jobs:
+            raise InputError("jobs", "a non-empty list of dicts of run()'s per-target arguments", repr(jobs)[:80])
+        prepared = [
+            self._prepare(job, i, asea_steps, roi, roi_padding, min_size, guidance_scale > 1.0)
+            for i, job in enumerate(jobs)
+        ]
+        tasks = [(j, k, window) for j, job in enumerate(prepared) for k, window in enumerate(job.windows)]
+        shared: dict[str, float] = {}
+        for start in range(0, len(tasks), batch):
+            chunk = tasks[start : start + batch]
+            t0 = time.perf_counter()
+            crops = [(prepared[j], window) for j, _, window in chunk]
+            images = torch.stack([imaging.resize_image(job.picture.rgb(w), *model_size) for job, w in crops])
+            labels = [crop(job.label[None], w, fill="zeros")[0] for job, w in crops]
+            masks = torch.stack([imaging.resize_mask(lab, *model_size)[None] for lab in labels])
+            text = _rows([prepared[j].text for j, _, _ in chunk])
+            semantic = _rows([prepared[j].semantic for j, _, _ in chunk])
+            shared["preprocess"] = shared.get("preprocess", 0.0) + time.perf_counter() - t0
+            notes: list[str] = []
+            generated = self.sampler(
+                images,
+                masks,
+                text,
+                semantic,
+                seeds=[window_seed(prepared[j].seed, k) for j, k, _ in chunk],
+                num_inference_steps=steps,
+                strength=strength,
+                guidance_scale=guidance_scale,
+                semantic_scale=semantic_scale,
+                timings=shared,
+                notes=notes,
+                progress=progress,
+            )
+            t0 = time.perf_counter()
+            for (j, _, window), label, out in zip(chunk, labels, generated, strict=True):
+                sigma = feather_sigma(window, model_size) if blur_sigma is None else blur_sigma
+                patch = imaging.resize_image(out, window.height, window.width)
+                prepared[j].patches.append((window, patch, imaging.blend_mask(label, sigma)))
+                prepared[j].notes += [n for n in notes if n not in prepared[j].notes]
+            shared["postprocess"] = shared.get("postprocess", 0.0) + time.perf_counter() - t0
+        return [self._finish(job, shared, len(tasks), batch) for job in prepared]
+
+    @property
+    def max_batch(self) -> int:
+        """Images per UNet call the engines' profiles allow (`export.build --max-batch`); torch has no limit."""
+        if self.manifest is None:
+            return 64
+        return int(self.manifest.get("settings", {}).get("max_batch", 1))
+
+    def _prepare(
+        self, job: Mapping[str, Any], index: int, asea_steps: int, roi: str, padding: int, min_size: int, cfg: bool
+    ) -> _Job:
+        """Validate one target, read it, plan its windows, and encode its prompt and reference."""
+        p = self.parts
+        if not isinstance(job, Mapping):
+            raise InputError("jobs", "dicts of run()'s per-target arguments", f"item {index}: {type(job).__name__}")
+        unknown = sorted(set(job) - set(JOB_KEYS))
+        if unknown or "image" not in job or "mask" not in job or "prompt" not in job:
+            got = f"item {index} with keys {sorted(job)}"
+            raise InputError("jobs", f"dicts with image, mask, prompt and optionally {JOB_KEYS[3:]}", got)
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        cache_hits = {"text": False, "reference": False}
+        seed = _check_int("seed", job.get("seed", 0), 0)
+        prompt, negative = job["prompt"], job.get("negative_prompt")
+        reference, ref_image, ref_mask = job.get("reference"), job.get("reference_image"), job.get("reference_mask")
         if not isinstance(prompt, str):
             raise InputError("prompt", "a string", type(prompt).__name__)
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise InputError("negative_prompt", "a string or None", type(negative_prompt).__name__)
+        if negative is not None and not isinstance(negative, str):
+            raise InputError("negative_prompt", "a string or None", type(negative).__name__)
         if reference is not None and not isinstance(reference, SemanticFeatures):
             raise InputError("reference", "SemanticFeatures from encode_reference()", type(reference).__name__)
-        if reference is not None and (reference_image is not None or reference_mask is not None):
+        if reference is not None and (ref_image is not None or ref_mask is not None):
             raise InputError("reference", "either reference= or reference_image/reference_mask", "both")
-        if reference_image is not None and reference_mask is None:
+        if ref_image is not None and ref_mask is None:
             raise InputError("reference_mask", "the defect mask of reference_image", "None")
-        if reference_mask is not None and reference_image is None:
+        if ref_mask is not None and ref_image is None:
             raise InputError("reference_image", "an image for reference_mask", "None")
 
         t0 = time.perf_counter()
-        picture = imaging.load_picture(image, "image", bit_depth)
-        label = imaging.load_mask(mask, "mask")
+        picture = imaging.load_picture(job["image"], "image", job.get("bit_depth"))
+        label = imaging.load_mask(job["mask"], "mask")
         imaging.check_pair((picture.height, picture.width), label, "image", "mask")
+        notes: list[str] = []
+        model_size = (p.config.height, p.config.width)
         if roi == "full":
-            windows_ = [Window(0, 0, picture.height, picture.width)]
+            windows = [Window(0, 0, picture.height, picture.width)]
         else:
-            windows_, roi_notes = plan_windows(label.numpy() > 0.5, model_size, roi_padding, min_size)
-            notes += roi_notes
+            windows, notes = plan_windows(label.numpy() > 0.5, model_size, padding, min_size)
         timings["preprocess"] = time.perf_counter() - t0
 
         asea: dict = {}
-        if reference is None and reference_image is not None:
-            ref_prompt = prompt if reference_prompt is None else reference_prompt
+        if reference is None and ref_image is not None:
+            ref_prompt = job.get("reference_prompt")
+            ref_prompt = prompt if ref_prompt is None else ref_prompt
             reference, cache_hits["reference"] = self._reference(
-                reference_image, reference_mask, ref_prompt, asea_steps, 0.1, 1.0, timings
+                ref_image, ref_mask, ref_prompt, asea_steps, 0.1, 1.0, timings
             )
         if reference is not None:
             sem = reference.tokens
@@ -341,59 +443,72 @@ class Synthesizer:
             sem = p.unconditional_tokens
 
         t0 = time.perf_counter()
-        cfg = guidance_scale > 1.0
-        negative = p.config.negative_prompt if negative_prompt is None else negative_prompt
+        negative = p.config.negative_prompt if negative is None else negative
         prompts = [negative, prompt] if cfg else [prompt]
         text, cache_hits["text"] = self._text_cache.get_or_compute(tuple(prompts), lambda: self._encode_text(prompts))
         semantic = torch.cat([p.unconditional_tokens.to(sem), sem]) if cfg else sem
         timings["text_encode"] = time.perf_counter() - t0
+        return _Job(picture, label, windows, text, semantic, seed, asea, cache_hits, notes, timings, t_start)
 
-        patches = []
-        for k, window in enumerate(windows_):
-            t0 = time.perf_counter()
-            model_image = imaging.resize_image(picture.rgb(window), *model_size)[None]
-            window_label = crop(label[None], window, fill="zeros")[0]
-            model_mask = imaging.resize_mask(window_label, *model_size)[None, None]
-            timings["preprocess"] += time.perf_counter() - t0
-            generated = self.sampler(
-                model_image,
-                model_mask,
-                text,
-                semantic,
-                seed=window_seed(seed, k),
-                num_inference_steps=steps,
-                strength=strength,
-                guidance_scale=guidance_scale,
-                semantic_scale=semantic_scale,
-                timings=timings,
-                notes=notes,
-                progress=progress,
-            )
-            t0 = time.perf_counter()
-            sigma = feather_sigma(window, model_size) if blur_sigma is None else blur_sigma
-            patch = imaging.resize_image(generated[0], window.height, window.width)
-            patches.append((window, patch, imaging.blend_mask(window_label, sigma)))
-            timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - t0
-
+    def _finish(self, job: _Job, shared: dict[str, float], n_windows: int, batch: int) -> SynthesisResult:
         t0 = time.perf_counter()
-        pixels = picture.compose(patches)
-        result_image = picture.to_pil(pixels)
-        if result_image is None:
-            notes.append("image: PIL has no mode for this input's depth and channels; .pixels holds the result")
+        pixels = job.picture.compose(job.patches)
+        image = job.picture.to_pil(pixels)
+        if image is None:
+            job.notes.append("image: PIL has no mode for this input's depth and channels; .pixels holds the result")
+        timings = {**shared, **{k: v + shared.get(k, 0.0) for k, v in job.timings.items()}}
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
-        label_img = Image.fromarray((label.numpy() * 255).astype("uint8"), mode="L")
+        timings["total"] = time.perf_counter() - job.started
+        if n_windows > 1:
+            timings.update(windows_in_call=float(n_windows), batch_size=float(batch))
         return SynthesisResult(
-            image=result_image,
-            mask=label_img,
+            image=image,
+            mask=Image.fromarray((job.label.numpy() * 255).astype("uint8"), mode="L"),
             pixels=pixels,
-            windows=[w.as_dict() for w in windows_],
+            windows=[w.as_dict() for w in job.windows],
             timings=timings,
-            asea=asea,
-            seed=seed,
-            cache_hits=cache_hits,
-            notes=notes,
+            asea=job.asea,
+            seed=job.seed,
+            cache_hits=job.cache_hits,
+            notes=job.notes,
         )
+
+
+JOB_KEYS = (
+    "image",
+    "mask",
+    "prompt",
+    "reference_image",
+    "reference_mask",
+    "reference_prompt",
+    "reference",
+    "seed",
+    "negative_prompt",
+    "bit_depth",
+)
+
+
+@dataclass
+class _Job:
+    """One target between run_batch's phases: read and planned, then generated window by window, then composed."""
+
+    picture: imaging.Picture
+    label: torch.Tensor
+    windows: list[Window]
+    text: torch.Tensor  # [2, T, D] with CFG (negative, prompt), else [1, T, D]
+    semantic: torch.Tensor  # likewise: unconditional tokens, then the reference's
+    seed: int
+    asea: dict
+    cache_hits: dict
+    notes: list[str]
+    timings: dict[str, float]
+    started: float
+    patches: list = field(default_factory=list)
+
+
+def _rows(per_job: list[torch.Tensor]) -> torch.Tensor:
+    """Per-job [2, ...] (or [1, ...]) rows as the sampler's layout: every first row, then every second one."""
+    return torch.cat([torch.cat([t[r : r + 1] for t in per_job]) for r in range(per_job[0].shape[0])])
 
 
 ROI_MODES = ("auto", "full")
