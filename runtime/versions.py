@@ -14,7 +14,8 @@ DISTRIBUTIONS = (
     "onnxruntime-gpu",
     "diffusers",
     "transformers",
-    "polygraphy",
+    "openvino",
+    "nncf",
 )
 
 

@@ -100,6 +100,20 @@ def test_corrupt_weights_are_named(tiny_ckpt, tmp_path):
     assert err.value.part == "vae"
 
 
+@pytest.mark.parametrize(
+    ("part", "file"), [("text_encoder", "model.safetensors"), ("unet", "diffusion_pytorch_model.safetensors")]
+)
+def test_weights_the_library_would_leave_random_are_refused(tiny_ckpt, tmp_path, part, file):
+    """Keys renamed (as another transformers version writes them) load as random init unless we check."""
+    broken = shutil.copytree(tiny_ckpt, tmp_path / "ck")
+    state = load_file(str(broken / part / file))
+    renamed = {f"renamed.{k}" if i == 0 else k: v for i, (k, v) in enumerate(sorted(state.items()))}
+    save_file(renamed, str(broken / part / file), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="weights missing") as err:
+        AnomalyControlModel.from_pretrained(broken)
+    assert err.value.part == part
+
+
 def test_missing_or_foreign_config(tiny_ckpt, tmp_path):
     broken = shutil.copytree(tiny_ckpt, tmp_path / "ck")
     cfg = json.loads((broken / "acsdk.json").read_text())

@@ -57,6 +57,24 @@ def _load_part(root: Path, part: str, loader: Callable[[Path], T]) -> T:
         raise CheckpointError(part, path, f"cannot be loaded ({type(exc).__name__}: {exc})") from exc
 
 
+def _load_pretrained(root: Path, part: str, cls: type[T], **kwargs) -> T:
+    """`cls.from_pretrained` on one part, refused when any weight was left at its random initialisation.
+
+    The libraries only log missing keys; a checkpoint written by a newer transformers (which renamed CLIP's
+    keys) would otherwise load as a silently random text encoder.
+    """
+
+    def load(path: Path) -> T:
+        model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            problem = f"{len(missing)} weights missing (first: {missing[:3]}); written by another library version?"
+            raise CheckpointError(part, path, problem)
+        return model
+
+    return _load_part(root, part, load)
+
+
 def _read_config(root: Path, part: str, file: str = "config.json") -> dict:
     path = root / part / file
     if not path.is_file():
@@ -137,7 +155,7 @@ class Checkpoint:
     def unet(self, dtype: torch.dtype = torch.float32) -> UNet2DConditionModel:
         """The inpainting UNet with its SGA processors and their trained weights."""
         self.configs  # noqa: B018  (checks in_channels before loading 3.4 GB)
-        unet = _load_part(self.root, "unet", lambda p: UNet2DConditionModel.from_pretrained(p, torch_dtype=dtype))
+        unet = _load_pretrained(self.root, "unet", UNet2DConditionModel, torch_dtype=dtype)
         install_sga(unet, self.config.num_semantic_tokens)
         state = {k: v for k, v in self.adapter_state().items() if k.startswith(SGA_PREFIX)}
         check_state(sga_state_dict(unet), state, self.root / ADAPTER_FILE)
@@ -145,20 +163,17 @@ class Checkpoint:
         return unet.eval().requires_grad_(False)
 
     def vae(self, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
-        vae = _load_part(self.root, "vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=dtype))
-        return vae.eval().requires_grad_(False)
+        return _load_pretrained(self.root, "vae", AutoencoderKL, torch_dtype=dtype).eval().requires_grad_(False)
 
     def text_encoder(self, dtype: torch.dtype = torch.float32) -> CLIPTextModel:
-        te = _load_part(self.root, "text_encoder", lambda p: CLIPTextModel.from_pretrained(p, dtype=dtype))
-        return te.eval().requires_grad_(False)
+        return _load_pretrained(self.root, "text_encoder", CLIPTextModel, dtype=dtype).eval().requires_grad_(False)
 
     def blip2(self) -> Blip2ForImageTextRetrieval:
         """Vision tower and Q-Former; eager attention, because ASEA reads the cross-attention probabilities."""
-
-        def load(p: Path) -> Blip2ForImageTextRetrieval:
-            return Blip2ForImageTextRetrieval.from_pretrained(p, dtype=torch.float32, attn_implementation="eager")
-
-        return _load_part(self.root, "blip2", load).eval().requires_grad_(False)
+        model = _load_pretrained(
+            self.root, "blip2", Blip2ForImageTextRetrieval, dtype=torch.float32, attn_implementation="eager"
+        )
+        return model.eval().requires_grad_(False)
 
     def vision(self) -> Blip2VisionModel:
         """The vision tower alone (ViT-g: 1 B parameters), without allocating the rest of BLIP-2."""
