@@ -19,7 +19,7 @@ import sys  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser()
-    p.add_argument("--backend", required=True, choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--backend", required=True, choices=("torch", "onnxruntime", "openvino", "tensorrt"))
     p.add_argument("--path", required=True, help="checkpoint dir for torch, engine dir otherwise")
     p.add_argument("--steps", type=int, default=50)
     args = p.parse_args(argv)

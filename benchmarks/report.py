@@ -259,7 +259,8 @@ def diffusers_baseline(ckpt: Path, repeat: int, steps: int) -> dict:
 
 def cold_start(ckpt: Path, engine_dir: Path, steps: int) -> dict:
     out = {}
-    for backend, path in (("torch", ckpt), ("onnxruntime", engine_dir)):
+    runs = [("torch", ckpt), ("onnxruntime", engine_dir)] + ([("openvino", engine_dir)] if _openvino() else [])
+    for backend, path in runs:
         proc = subprocess.run(
             [
                 sys.executable,

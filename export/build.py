@@ -31,8 +31,8 @@ from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
 from acsdk.models.checkpoint import Checkpoint, checkpoint_digest
 from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
-from runtime.files import atomic_dir
-from runtime.manifest import Manifest, list_files, write_manifest
+from runtime.files import atomic_dir, sha256_file
+from runtime.manifest import MANIFEST_NAME, Manifest, list_files, write_manifest
 from runtime.process import peak_rss_mb, reset_peak_rss
 from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
@@ -77,6 +77,69 @@ def resolve_backend(requested: str) -> str:
     if not ok:
         log.info("backend auto: ONNX only (%s)", reason)
     return "tensorrt" if ok else "onnxruntime"
+
+
+def build_plans(
+    name: str,
+    root: Path,
+    onnx_fp32: Path,
+    precisions: list[str],
+    profile: dict,
+    io: dict,
+    ref: verification.Reference | None,
+    timing_cache: Path | None,
+) -> list[dict]:
+    """TensorRT plans for one component, one per precision, each built from the fp32 ONNX (fp16: TensorRT's FP16
+    flag picks the layers, as NVIDIA's demo does, instead of parsing an ONNX already converted to fp16), named for
+    the TensorRT version and GPU, and verified on the GPU against the reference; a plan without that check is
+    recorded as unverified, which the runtime refuses unless told."""
+    from runtime.versions import module_version
+
+    gpu = trt_build.gpu_info() or {}
+    version = module_version("tensorrt") or "unknown"
+    out = []
+    for prec in precisions:
+        file = trt_build.plan_filename(
+            name, prec, trt_version=version, compute_capability=gpu.get("compute_capability", "?")
+        )
+        plan = root / "plans" / file
+        try:
+            info = trt_build.build_plan(onnx_fp32, plan, profile, fp16=prec == "fp16", timing_cache=timing_cache)
+        except trt_build.TensorRTBuildError as exc:
+            raise trt_build.TensorRTBuildError(f"{name} ({prec}): {exc}") from exc
+        art = {
+            "format": "tensorrt",
+            "precision": prec,
+            "file": plan.relative_to(root).as_posix(),
+            **{k: v for k, v in info.items() if k != "profile"},
+        }
+        if ref is None:
+            art["verification"] = {"passed": False, "reason": "built with --no-verify"}
+        else:
+            art["verification"] = verify_plan(SPECS[name], ref, plan, io, art, prec)
+            log.info(
+                "%s %s: max_abs %.3g %s", name, file, art["verification"]["max_abs"], art["verification"]["passed"]
+            )
+        out.append(art)
+    return out
+
+
+def verify_plan(spec, ref: verification.Reference, plan: Path, io: dict, recorded: dict, precision: str) -> dict:
+    """Run a freshly built plan on the GPU on the verification cases against the reference outputs."""
+    import torch
+
+    from runtime.tensorrt_engine import TensorRTEngine
+
+    engine = TensorRTEngine(
+        spec.name, plan, io["inputs"], io["outputs"], recorded, torch.device("cuda"), cuda_graphs=False,
+        allow_unverified=True,
+    )  # fmt: skip
+
+    def run(feeds):
+        outs = engine.run(feeds)
+        return [outs[t.name] for t in spec.outputs]
+
+    return verification.verify_runner(spec, ref, run, precision, backend="tensorrt")
 
 
 def _check_resolution(c: Configs, height: int, width: int) -> None:
@@ -142,7 +205,13 @@ def _build_component(
         variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx", spec.fp32_scopes)
     export_s = time.perf_counter() - t0
 
-    if precision == "fp16" and not spec.keep_fp32_variant and not (s.int8 and name == INT8_COMPONENT):
+    drop_fp32 = precision == "fp16" and not spec.keep_fp32_variant and not (s.int8 and name == INT8_COMPONENT)
+    plans = []
+    if s.backend == "tensorrt":  # from the fp32 graph, TensorRT choosing fp16 kernels under its FP16 flag
+        shipped = [p for p in variants if not (p == "fp32" and drop_fp32)]
+        profile = spec.profile(dims, s.max_batch)
+        plans = build_plans(name, root, fp32_path, shipped, profile, spec.io_entry(dims), ref, timing_cache)
+    if drop_fp32:
         for f in artifact_files(fp32_path):  # the fp16 graph was made from it; it does not ship
             f.unlink()
         del variants["fp32"]
@@ -161,28 +230,8 @@ def _build_component(
                 "ok" if result["passed"] else "FAILED",
             )
         artifacts.append({"format": "onnx", "precision": prec, "file": rel[0], "data_files": rel[1:], "opset": s.opset})
-        if s.backend == "tensorrt":
-            gpu = trt_build.gpu_info() or {}
-            trt_version = tool_versions()["tensorrt"] or "unknown"
-            plan = (
-                root
-                / "plans"
-                / trt_build.plan_filename(
-                    name, prec, trt_version=trt_version, compute_capability=gpu.get("compute_capability", "unknown")
-                )
-            )
-            plan.parent.mkdir(exist_ok=True)
-            info = trt_build.build_plan(
-                path, plan, spec.profile(dims, s.max_batch), fp16=prec == "fp16", timing_cache=timing_cache
-            )
-            artifacts.append(
-                {
-                    "format": "tensorrt",
-                    "precision": prec,
-                    "file": plan.relative_to(root).as_posix(),
-                    **{k: v for k, v in info.items() if k != "profile"},
-                }
-            )
+    artifacts += plans
+    checks += [{"artifact": p["file"], **p["verification"]} for p in plans if "max_abs" in p["verification"]]
     return {
         **spec.io_entry(dims),
         "precision": precision,
@@ -285,6 +334,7 @@ def build_engine_dir(
     if not Path(checkpoint).is_dir():
         raise CheckpointError("checkpoint", checkpoint, "not a directory")
     resolved = resolve_backend(backend)
+    cache = _timing_cache(timing_cache)
 
     ckpt = Checkpoint(checkpoint)
     configs = ckpt.configs
@@ -313,7 +363,6 @@ def build_engine_dir(
                         for rel in [art["file"], *art.get("data_files", [])]:
                             (tmp / rel).unlink(missing_ok=True)
             dims = Dims.from_configs(configs, h, w)
-            cache = Path(timing_cache) if timing_cache else None
             entries = dict(previous)
             bar = tqdm(names, desc="export", unit="component", disable=not progress)
             for name in bar:
@@ -337,6 +386,7 @@ def build_engine_dir(
                 "tools": tool_versions(),
                 "gpu": trt_build.gpu_info(),
                 "model": _model_entry(configs, settings),
+                "dims": asdict(dims),  # every size the specs name: what --from-onnx needs without a checkpoint
                 "components": {n: entries[n] for n in SPECS if n in entries},
                 "files": list_files(tmp),
             }
@@ -351,13 +401,92 @@ def build_engine_dir(
     return out
 
 
+def plans_from_onnx(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fp16: bool = False,
+    max_batch: int | None = None,
+    timing_cache: str | os.PathLike | None = None,
+    force: bool = False,
+    verify: bool = True,
+    progress: bool = True,
+) -> Path:
+    """TensorRT plans built on this machine from the ONNX files of an engine dir made elsewhere (a workstation's
+    build shipped to a Jetson): no checkpoint, no torch model. Every source file's sha256 is checked before
+    anything is built; the new dir is the source plus the plans, re-hashed, written atomically. Plans are built
+    from the fp32 ONNX where the dir has it (with `fp16`, TensorRT's FP16 flag on fp16-capable components), else
+    from the dir's fp16 ONNX; verified on this GPU against the fp32 ONNX on ONNX Runtime CPU."""
+    started = time.perf_counter()
+    out = Path(out)
+    src = Manifest.load(source)
+    for rel in src.data["files"]:
+        src.path(rel, verify=True)  # IntegrityError names a changed file: refused before building
+    if max_batch is not None and max_batch < 1:
+        raise BuildArgumentError(f"--max-batch: expected an integer >= 1, got {max_batch}")
+    if "dims" not in src.data:
+        raise BuildArgumentError(f"--from-onnx: {source} records no sizes (built by an older acsdk); rebuild it")
+    if out.exists() and not force:
+        raise BuildArgumentError(f"--out: '{out}' exists; pass --force to replace it")
+    cache = _timing_cache(timing_cache)
+    ok, why = tensorrt_usable()
+    if not ok:
+        raise BackendUnavailableError(f"--from-onnx builds TensorRT plans: {why}")
+    dims = Dims(**src.data["dims"])
+    with atomic_dir(out, replace=force) as tmp:
+        shutil.copytree(src.root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache", "plans"))
+        manifest = {k: v for k, v in src.data.items() if k != "schema_version"}
+        batch = manifest["settings"]["max_batch"] if max_batch is None else max_batch
+        for name in tqdm(list(manifest["components"]), desc="plans", unit="component", disable=not progress):
+            entry, spec = manifest["components"][name], SPECS[name]
+            onnx = {a["precision"]: a for a in entry["artifacts"] if a["format"] == "onnx"}
+            graph = tmp / (onnx.get("fp32") or onnx[entry["precision"]])["file"]
+            precisions = sorted(onnx)
+            if fp16 and spec.fp16:  # fp16 plans; fp32 ones only where fp32 is the NaN fallback
+                precisions = ["fp16"] + (["fp32"] if spec.keep_fp32_variant and "fp32" in onnx else [])
+                entry["precision"] = "fp16"
+            ref = verification.reference_from_onnx(spec, graph, dims) if verify else None
+            io = {"inputs": entry["inputs"], "outputs": entry["outputs"]}
+            entry["profile"] = spec.profile(dims, batch)
+            plans = build_plans(name, tmp, graph, precisions, entry["profile"], io, ref, cache)
+            entry["artifacts"] = [a for a in entry["artifacts"] if a["format"] != "tensorrt"] + plans
+        manifest.update(
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            build_seconds=round(time.perf_counter() - started, 2),
+            settings={**manifest["settings"], "backend": "tensorrt", "max_batch": batch},
+            tools=tool_versions(),
+            gpu=trt_build.gpu_info(),
+            derived_from={"path": str(src.root.resolve()), "manifest_sha256": sha256_file(src.root / MANIFEST_NAME)},
+            files=list_files(tmp),
+        )
+        write_manifest(tmp, manifest)
+    log.info("engine dir with TensorRT plans ready: %s", out)
+    return out
+
+
+def _timing_cache(path: str | os.PathLike | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BuildArgumentError(f"--timing-cache: its folder '{path.parent}' does not exist (the file may not yet)")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.build",
         description="Compile an acsdk checkpoint into a verified engine dir (ONNX, and TensorRT plans on GPUs).",
         epilog="Exit codes: 0 built, 2 bad arguments or input, 1 build or verification failure.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (the training artifacts)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint directory (the training artifacts)")
+    source.add_argument(
+        "--from-onnx",
+        metavar="ENGINE_DIR",
+        help="build TensorRT plans on this machine from the ONNX files of an engine dir made elsewhere (no "
+        "checkpoint or torch model needed); the new dir is that one plus verified plans",
+    )
     p.add_argument("--out", required=True, help="engine dir to create; refused if it exists unless --force")
     p.add_argument(
         "--fp16",
@@ -377,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-batch",
         type=int,
-        default=1,
+        default=None,
         help="most images per call; profiles cover 1..max (x2 for the CFG UNet and VAE encoder)",
     )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 18..23 (default {DEFAULT_OPSET})")
@@ -400,28 +529,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_from_onnx_flags(args: argparse.Namespace) -> None:
+    """Flags that shape an export from a checkpoint mean nothing to --from-onnx: refused, not silently ignored."""
+    moot = [f"--{n.replace('_', '-')}" for n in ("height", "width", "components", "int8") if getattr(args, n)]
+    moot += ["--opset"] if args.opset != DEFAULT_OPSET else []
+    moot += [f"--backend {args.backend}"] if args.backend not in ("auto", "tensorrt") else []
+    if moot:
+        raise BuildArgumentError(
+            f"--from-onnx: expected only --fp16, --max-batch, --timing-cache, --force, --no-verify beside it; got "
+            f"{', '.join(moot)}, which apply to exports from a checkpoint (the ONNX files are already made)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     components = [c.strip() for c in args.components.split(",") if c.strip()] if args.components else None
     try:
-        out = build_engine_dir(
-            args.checkpoint,
-            args.out,
-            fp16=args.fp16,
-            backend=args.backend,
-            height=args.height,
-            width=args.width,
-            max_batch=args.max_batch,
-            opset=args.opset,
-            components=components,
-            force=args.force,
-            verify=not args.no_verify,
-            timing_cache=args.timing_cache,
-            int8=args.int8,
-            progress=not args.quiet,
-        )
+        if args.from_onnx:
+            _check_from_onnx_flags(args)
+            out = plans_from_onnx(
+                args.from_onnx,
+                args.out,
+                fp16=args.fp16,
+                max_batch=args.max_batch,
+                timing_cache=args.timing_cache,
+                force=args.force,
+                verify=not args.no_verify,
+                progress=not args.quiet,
+            )
+        else:
+            out = build_engine_dir(
+                args.checkpoint,
+                args.out,
+                fp16=args.fp16,
+                backend=args.backend,
+                height=args.height,
+                width=args.width,
+                max_batch=1 if args.max_batch is None else args.max_batch,
+                opset=args.opset,
+                components=components,
+                force=args.force,
+                verify=not args.no_verify,
+                timing_cache=args.timing_cache,
+                int8=args.int8,
+                progress=not args.quiet,
+            )
     except BuildError as exc:
         print(f"export.build: build failed: {exc}", file=sys.stderr)
         return 1

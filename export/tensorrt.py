@@ -279,7 +279,7 @@ def build_plan(
     if plan is None:
         raise TensorRTBuildError(
             f"TensorRT failed to build {onnx_path.name} (build_serialized_network returned None); see TensorRT's "
-            "log above. Common causes: GPU out of memory (close other GPU jobs, lower the max batch, or set "
+            "log above. Common causes: GPU out of memory (close other GPU jobs, lower --max-batch, or set "
             "workspace_gb) or an unsupported layer/precision (try an fp32 build)."
         )
     atomic_write(plan_path, plan)

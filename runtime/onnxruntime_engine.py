@@ -16,12 +16,24 @@ from .errors import BackendUnavailableError
 log = logging.getLogger(__name__)
 
 
-def providers_for(device: torch.device) -> list[str]:
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+def providers_for(device: torch.device) -> list:
+    """CPU: the CPU provider. CUDA: the CUDA provider on that device's index, running on torch's current stream of
+    that device (so ONNX Runtime's kernels queue behind torch's and no host synchronisation is needed), then CPU."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    index = torch.cuda.current_device() if device.index is None else device.index
+    stream = torch.cuda.current_stream(torch.device("cuda", index)).cuda_stream
+    options = {"device_id": str(index), "has_user_compute_stream": "1", "user_compute_stream": str(stream)}
+    return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
 
 
 class OrtEngine(Engine):
-    """One ONNX file on one InferenceSession. `session.run` is thread-safe; bindings are made per call."""
+    """One ONNX file on one InferenceSession. `session.run` is thread-safe; bindings are made per call.
+
+    On CUDA, inputs and outputs are torch tensors bound by address on the session's device, ONNX Runtime runs on
+    torch's stream and is told not to synchronise the host after each run: the next torch kernel simply queues
+    behind it.
+    """
 
     backend = "onnxruntime"
 
@@ -32,7 +44,7 @@ class OrtEngine(Engine):
         inputs: Sequence[Mapping],
         outputs: Sequence[Mapping],
         device: torch.device,
-        providers: Sequence[str] | None = None,
+        providers: Sequence | None = None,
         threads: int | None = None,
     ):
         import onnxruntime as ort
@@ -44,14 +56,20 @@ class OrtEngine(Engine):
         self.outputs = list(outputs)
         self.input_names = tuple(i["name"] for i in inputs)
         self.output_names = tuple(o["name"] for o in outputs)
-        requested = list(providers or providers_for(device))
-        missing = [p for p in requested if p not in ort.get_available_providers()]
+        names = [p[0] if isinstance(p, tuple) else p for p in providers] if providers else None
+        names = names or (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+        )
+        missing = [p for p in names if p not in ort.get_available_providers()]
         if missing:
             raise BackendUnavailableError(
                 f"{name}: ONNX Runtime here has no {', '.join(missing)} "
                 f"(it has {', '.join(ort.get_available_providers())}); "
                 "install onnxruntime-gpu (`pip install acsdk[gpu]`, never beside onnxruntime) or use device='cpu'"
             )
+        if device.type == "cuda" and device.index is None:
+            device = self.device = torch.device("cuda", torch.cuda.current_device())
+        requested = list(providers or providers_for(device))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -62,13 +80,16 @@ class OrtEngine(Engine):
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(os.fspath(path), opts, providers=requested)
         self.providers = self.session.get_providers()
-        if self.providers[0] != requested[0]:
+        if self.providers[0] != names[0]:
             # ORT falls back to the next provider silently; a factory line must not run on CPU by accident.
             raise BackendUnavailableError(
-                f"{name}: ONNX Runtime asked for {requested[0]} but runs on {self.providers[0]}; check the CUDA/cuDNN "
+                f"{name}: ONNX Runtime asked for {names[0]} but runs on {self.providers[0]}; check the CUDA/cuDNN "
                 "installation that onnxruntime-gpu needs"
             )
         self._cuda = self.providers[0] == "CUDAExecutionProvider"
+        self._run_options = ort.RunOptions()
+        if self._cuda:
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     def _output_shape(self, spec: Mapping, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == "batch" else int(d) for d in spec["shape"])
@@ -85,9 +106,9 @@ class OrtEngine(Engine):
         return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs, strict=True)}
 
     def _run_bound(self, inputs: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
-        """Bind torch CUDA memory directly: no host round trip, outputs allocated by torch."""
+        """Bind torch CUDA memory directly: no host round trip, no host synchronisation, outputs made by torch."""
         binding = self.session.io_binding()
-        dev_id = self.device.index or 0
+        dev_id = self.device.index
         keep = []
         for spec in self.inputs:
             t = inputs[spec["name"]].detach().to(self.device, TORCH_DTYPES[spec["dtype"]]).contiguous()
@@ -98,6 +119,5 @@ class OrtEngine(Engine):
             o = torch.empty(self._output_shape(spec, batch), dtype=TORCH_DTYPES[spec["dtype"]], device=self.device)
             binding.bind_output(spec["name"], "cuda", dev_id, NUMPY_DTYPES[spec["dtype"]], tuple(o.shape), o.data_ptr())
             outs[spec["name"]] = o
-        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch kernels must be ready
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self._run_options)
         return outs

@@ -219,3 +219,40 @@ def test_onnxruntime_cuda_io_binding_matches_cpu(engine_dir, scene, ort_synth):
     assert s.info()["components"]["unet"]["providers"][0] == "CUDAExecutionProvider"
     diff = np.abs(pixels(_run(s, scene).image).astype(int) - pixels(_run(ort_synth, scene).image).astype(int))
     assert diff.max() <= 2
+
+
+def test_auto_falls_back_down_its_list_and_says_so(engine_dir, monkeypatch, scene):
+    """An engine `auto` cannot open (here: OpenVINO refusing) makes it take the next backend, and info() and the
+    log say which and why; an explicitly requested backend raises instead."""
+    pytest.importorskip("openvino")
+    import runtime.openvino_engine as ov_mod
+
+    def refuse(self, name, *args, **kwargs):
+        raise BackendUnavailableError(f"{name}: simulated: no such device")
+
+    monkeypatch.setattr(ov_mod.OpenVINOEngine, "__init__", refuse)
+    s = acsdk.Synthesizer(engine_dir, device="cpu")
+    info = s.info()
+    assert info["components"]["unet"]["backend"] == "onnxruntime"
+    assert any("unet" in f and "simulated" in f for f in info["fallbacks"])
+    assert _run(s, scene).image.size == (64, 64)
+    with pytest.raises(BackendUnavailableError, match="simulated"):
+        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
+
+
+def test_auto_order_on_a_gpu(monkeypatch):
+    import torch
+
+    import runtime.openvino_engine as ov_mod
+    import runtime.tensorrt_engine as trt_mod
+    from acsdk.inference.parts import _candidates
+
+    entry = {"artifacts": [{"format": "onnx", "precision": "fp16"}, {"format": "tensorrt", "precision": "fp16"}]}
+    monkeypatch.setattr(trt_mod, "tensorrt_usable", lambda: (True, ""))
+    monkeypatch.setattr(ov_mod, "openvino_usable", lambda: (True, ""))
+    order = [(b, d.type) for b, d in _candidates(entry, "auto", torch.device("cuda:1"))]
+    assert order == [("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("openvino", "cpu"), ("onnxruntime", "cpu")]
+    assert [b for b, _ in _candidates({"artifacts": entry["artifacts"][:1]}, "auto", torch.device("cuda"))][0] == (
+        "onnxruntime"
+    )
+    assert _candidates(entry, "tensorrt", torch.device("cuda")) == [("tensorrt", torch.device("cuda"))]

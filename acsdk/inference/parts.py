@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
 from runtime import Engine, TorchEngine
-from runtime.errors import BackendUnavailableError, EngineDirError
+from runtime.errors import BackendUnavailableError, EngineDirError, IncompatibleEngineError
 from runtime.files import cache_dir, sha256_file
 from runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -24,7 +24,7 @@ from ..models.checkpoint import AnomalyControlModel
 from ..models.components import COMPONENT_NAMES, CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
 from ..models.config import ModelConfig
 from ..models.csm import QFormer
-from .sampler import LatentGeometry
+from .sampler import GUARDED, LatentGeometry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class ModelParts:
     vision_image_size: int
     attention_grid: tuple[int, int]
     unconditional_tokens: torch.Tensor  # [1, T, D]
+    fallbacks: list[str] = field(default_factory=list)  # backend="auto" choices below the first, and why
 
 
 def parts_from_model(model: AnomalyControlModel) -> ModelParts:
@@ -80,21 +81,24 @@ def _artifact(entry: Mapping, fmt: str, precision: str) -> Mapping | None:
     return next((a for a in entry["artifacts"] if a["format"] == fmt and a["precision"] == precision), None)
 
 
-def _choose_backend(name: str, entry: Mapping, requested: str, device: torch.device) -> str:
-    """auto: TensorRT on CUDA when the dir has a plan, else ONNX Runtime (CUDA); on a CPU OpenVINO when installed
-    (measured faster than ONNX Runtime on every component, docs/benchmarks.md), else ONNX Runtime."""
+def _candidates(entry: Mapping, requested: str, device: torch.device) -> list[tuple[str, torch.device]]:
+    """The backends to try for a component, in order. An explicit backend is the only one; `auto` is TensorRT
+    (when the dir has a plan and TensorRT is usable) > ONNX Runtime CUDA on a GPU, then the CPU backends: OpenVINO
+    (measured faster than ONNX Runtime on a CPU, docs/benchmarks.md) > ONNX Runtime CPU."""
     if requested != "auto":
-        return requested
+        return [(requested, device)]
+    out = []
     if device.type == "cuda":
-        if _artifact(entry, "tensorrt", entry["precision"]) is not None:
+        if any(a["format"] == "tensorrt" for a in entry["artifacts"]):
             from runtime.tensorrt_engine import tensorrt_usable
 
             if tensorrt_usable()[0]:
-                return "tensorrt"
-        return "onnxruntime"
+                out.append(("tensorrt", device))
+        out.append(("onnxruntime", device))
     from runtime.openvino_engine import openvino_usable
 
-    return "openvino" if openvino_usable()[0] else "onnxruntime"
+    cpu = torch.device("cpu")
+    return out + ([("openvino", cpu)] if openvino_usable()[0] else []) + [("onnxruntime", cpu)]
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,16 @@ class EngineOptions:
 
     openvino_device: str = "CPU"
     cache_dir: Path | None = None
+    allow_unverified_plans: bool = False
+
+
+def _onnx(entry: Mapping, precision: str) -> tuple[Mapping | None, str]:
+    """The ONNX file of that precision, else the fp32 one (a dir given fp16 TensorRT plans on the target keeps
+    its fp32 ONNX for the other backends)."""
+    art = _artifact(entry, "onnx", precision)
+    if art is None and precision != "fp32":
+        return _artifact(entry, "onnx", "fp32"), "fp32"
+    return art, precision
 
 
 def _path(manifest: Manifest, art: Mapping, verify: bool) -> Path:
@@ -135,14 +149,16 @@ def _open_engine(
     if backend == "onnxruntime":
         from runtime.onnxruntime_engine import OrtEngine
 
-        art = _artifact(entry, "onnx", precision)
+        art, precision = _onnx(entry, precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX file; rebuild with export.build")
         return OrtEngine(name, _path(manifest, art, verify), *io, device), precision
     if backend == "openvino":
         from runtime.openvino_engine import OpenVINOEngine
 
-        art = _artifact(entry, "openvino", precision) or _artifact(entry, "onnx", precision)
+        art = _artifact(entry, "openvino", precision)
+        if art is None:
+            art, precision = _onnx(entry, precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX or OpenVINO file; rebuild it")
         path = _path(manifest, art, verify)
@@ -160,7 +176,8 @@ def _open_engine(
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no TensorRT plan; build with `--backend tensorrt`")
         plan = manifest.path(art["file"], verify)
-        return TensorRTEngine(name, plan, entry["inputs"], entry["outputs"], art, device), precision
+        engine = TensorRTEngine(name, plan, *io, art, device, allow_unverified=options.allow_unverified_plans)
+        return engine, precision
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
 
 
@@ -185,6 +202,7 @@ def parts_from_engine_dir(
     checkpoint: str | os.PathLike | None,
     openvino_device: str = "CPU",
     precision_overrides: Mapping[str, str] | None = None,
+    allow_unverified_plans: bool = False,
 ):
     """Return ModelParts whose engines come from the engine dir (or torch for overridden components).
 
@@ -210,18 +228,37 @@ def parts_from_engine_dir(
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
-    options = EngineOptions(openvino_device, _openvino_cache(manifest))
+    options = EngineOptions(openvino_device, _openvino_cache(manifest), allow_unverified_plans)
     engines: dict[str, Engine] = {}
+    fallbacks: list[str] = []
     for name, entry in manifest.components.items():
-        chosen = overrides.get(name) or _choose_backend(name, entry, backend, device)
-        if chosen == "torch":
+        if overrides.get(name) == "torch":
             engines[name] = torch_parts.engines[name]
             continue
         precision = precisions.get(name, entry["precision"])
-        engines[name] = load_engine(name, manifest, chosen, precision, device, verify, options)
-        if precision == "fp16" and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
-            same = chosen if chosen in ("onnxruntime", "openvino") else "onnxruntime"
-            engines[f"{name}_fp32"] = load_engine(name, manifest, same, "fp32", device, verify, options)
+        tried = []
+        for chosen, dev in _candidates(entry, overrides.get(name, backend), device):
+            try:
+                engines[name] = load_engine(name, manifest, chosen, precision, dev, verify, options)
+                break
+            except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
+                if backend != "auto" or name in overrides:
+                    raise
+                tried.append(f"{chosen} on {dev.type}: {exc}")
+        else:
+            raise BackendUnavailableError(f"{name}: no backend could run it here: {'; '.join(tried)}")
+        if tried:  # `auto` went further down its list than the first choice: say so, once, loudly
+            fallbacks.append(f"{name}: {engines[name].backend} on {dev.type}, after {' | '.join(tried)}")
+            log.warning("backend auto: %s", fallbacks[-1])
+        if precision == "fp16" and name in GUARDED and _artifact(entry, "onnx", "fp32"):
+            same = chosen if chosen != "tensorrt" or _artifact(entry, "tensorrt", "fp32") else "onnxruntime"
+            try:  # the NaN/Inf fallback, on the same backend
+                engines[f"{name}_fp32"] = load_engine(name, manifest, same, "fp32", dev, verify, options)
+            except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
+                if backend != "auto":
+                    raise
+                fallbacks.append(f"{name}: no fp32 variant for NaN/Inf outputs ({same} on {dev.type}: {exc})")
+                log.warning("backend auto: %s", fallbacks[-1])
     missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")
@@ -252,5 +289,6 @@ def parts_from_engine_dir(
         vision_image_size=model["vision_image_size"],
         attention_grid=tuple(model["attention_grid"]),
         unconditional_tokens=uncond,
+        fallbacks=fallbacks,
     )
     return parts, manifest

@@ -20,6 +20,9 @@ from . import imaging
 
 log = logging.getLogger(__name__)
 
+# Components whose NaN/Inf output is caught and recomputed by an fp32 variant when the engine dir has one.
+GUARDED = ("vae_encoder", "vae_decoder")
+
 
 @dataclass(frozen=True)
 class LatentGeometry:
@@ -97,7 +100,7 @@ class InpaintSampler:
         t0 = time.perf_counter()
         x = (image * 2.0 - 1.0).to(dev, dt)
         masked = x * (mask.to(dev, dt) < 0.5)
-        both = self._guarded("vae_encoder", {"image": torch.cat([x, masked])}, notes)["latent_moments"]
+        both = self._guarded("vae_encoder", {"image": torch.cat([x, masked])}, notes)["latent_moments"].to(dev)
         sf = g.scaling_factor
         draws = [(sample_latent(both[i : i + 1], gen, sf), sample_latent(both[n + i : n + i + 1], gen, sf))
                  for i, gen in enumerate(generators)]  # fmt: skip
@@ -133,15 +136,19 @@ class InpaintSampler:
         for t in tqdm(timesteps, desc="denoise", disable=not progress, leave=False):
             sample[:, :c] = scheduler.scale_model_input(latents, t).repeat(rows, 1, 1, 1)
             tstep.fill_(t)
-            noise_pred = unet.run(
-                {
-                    "sample": sample,
-                    "timestep": tstep,
-                    "text_embeds": text,
-                    "semantic_tokens": sem,
-                    "semantic_scale": lam,
-                }
-            )["noise_pred"].float()
+            noise_pred = (
+                unet.run(
+                    {
+                        "sample": sample,
+                        "timestep": tstep,
+                        "text_embeds": text,
+                        "semantic_tokens": sem,
+                        "semantic_scale": lam,
+                    }
+                )["noise_pred"]
+                .to(dev)
+                .float()
+            )  # an engine may run elsewhere (backend auto fell back to the CPU)
             if cfg:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)

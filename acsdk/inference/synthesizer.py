@@ -81,10 +81,19 @@ class Synthesizer:
         cache_size: int = 64,
         openvino_device: str = "CPU",
         precision_overrides: Mapping[str, str] | None = None,
+        allow_unverified_plans: bool = False,
     ):
         dev = torch.device(device) if device is not None else _default_device()
         parts, manifest = parts_from_engine_dir(
-            engine_dir, backend, dev, verify, component_backends, checkpoint, openvino_device, precision_overrides
+            engine_dir,
+            backend,
+            dev,
+            verify,
+            component_backends,
+            checkpoint,
+            openvino_device,
+            precision_overrides,
+            allow_unverified_plans,
         )
         self._setup(parts, dev, cache_size, manifest.data)
         self.engine_dir = manifest.root
@@ -139,6 +148,7 @@ class Synthesizer:
             "resolution": [self.parts.config.height, self.parts.config.width],
             "manifest": summary,
             "cache": {"text": len(self._text_cache), "references": len(self._reference_cache)},
+            "fallbacks": list(self.parts.fallbacks),
         }
 
     # -- reference encoding ------------------------------------------------------------------

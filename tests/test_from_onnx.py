@@ -1,0 +1,214 @@
+"""`export.build --from-onnx`: TensorRT plans built on the target from a shipped ONNX engine dir, against a fake
+`tensorrt` that reads the real ONNX inputs (no GPU, no TensorRT here): the right graphs, profiles, flags and file
+names reach the builder, and the new dir's manifest lists the plans with sha256 and TensorRT's own version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+
+import onnx
+import pytest
+import torch
+
+from export import build as build_mod
+from export import tensorrt as trt_build
+from export.build import main, plans_from_onnx
+from export.errors import BuildArgumentError
+from runtime.errors import IntegrityError
+from runtime.files import sha256_file
+from runtime.manifest import MANIFEST_NAME, Manifest
+
+GPU = {"name": "Jetson AGX Orin", "compute_capability": "8.7", "cuda": "12.6"}
+
+
+def fake_trt(log: dict, build_fails: bool = False) -> types.ModuleType:
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        inputs: list = []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            log["parsed"].append(path)
+            graph = onnx.load(path, load_external_data=False).graph
+            dims = lambda t: tuple(d.dim_value if d.dim_value else -1 for d in t.type.tensor_type.shape.dim)  # noqa: E731
+            self.network.inputs = [Tensor(i.name, dims(i)) for i in graph.input]
+            return True
+
+        num_errors = 0
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            log["shapes"].setdefault(log["parsed"][-1], {})[name] = (list(lo), list(opt), list(hi))
+
+    class Config:
+        def set_flag(self, flag):
+            log["flags"].setdefault(log["parsed"][-1], set()).add(flag)
+
+        def clear_flag(self, flag):
+            pass
+
+        def add_optimization_profile(self, profile):
+            return 0
+
+        def create_timing_cache(self, data):
+            return types.SimpleNamespace(serialize=lambda: b"cache")
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"cache")
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return None if build_fails else b"plan bytes"
+
+    return types.SimpleNamespace(
+        __version__="10.3.0",  # what JetPack's TensorRT says of itself; it has no pip metadata
+        Logger=type("Logger", (), {"WARNING": 1, "__init__": lambda self, level: None}),
+        Builder=Builder,
+        OnnxParser=Parser,
+        BuilderFlag=types.SimpleNamespace(FP16="FP16", TF32="TF32"),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
+    )
+
+
+@pytest.fixture
+def log(monkeypatch):
+    calls = {"parsed": [], "shapes": {}, "flags": {}, "verified": []}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
+
+    def verify(spec, ref, plan, io, recorded, precision):  # a fake plan cannot run; record what would be checked
+        calls["verified"].append((plan.name, precision, sorted(ref.outputs)))
+        return {"passed": True, "max_abs": 0.0, "cases": {}}
+
+    monkeypatch.setattr(build_mod, "verify_plan", verify)
+    return calls
+
+
+def test_plans_from_a_shipped_fp32_dir_with_fp16(engine_dir, tmp_path, log):
+    out = plans_from_onnx(engine_dir, tmp_path / "orin", fp16=True, progress=False)
+    m = Manifest.load(out)
+    assert m.data["settings"]["backend"] == "tensorrt" and m.data["gpu"] == GPU
+    assert m.data["derived_from"]["manifest_sha256"] == sha256_file(engine_dir / MANIFEST_NAME)
+    unet = m.components["unet"]
+    plans = {a["precision"]: a for a in unet["artifacts"] if a["format"] == "tensorrt"}
+    assert plans["fp16"]["file"] == "plans/unet.fp16.trt10.3.sm87.plan"
+    assert plans["fp16"]["tensorrt_version"] == "10.3.0", "from trt.__version__, not pip metadata"
+    assert unet["precision"] == "fp16"
+    for art in plans.values():
+        assert m.data["files"][art["file"]] == sha256_file(out / art["file"])
+    # every plan from the fp32 graph, FP16 as TensorRT's flag: never a converted fp16 ONNX
+    assert log["parsed"] and all(not p.endswith(".fp16.onnx") for p in log["parsed"])
+    (unet_onnx,) = {p for p in log["parsed"] if p.endswith("/onnx/unet.onnx")}  # in the dir being built
+    assert "FP16" in log["flags"][unet_onnx]
+    lo, opt, hi = log["shapes"][unet_onnx]["sample"]
+    assert lo[0] == 1 and opt[0] == 2 and hi[0] == 2 and lo[1:] == [9, 16, 16], "the spec's profile (batch 1..2)"
+    assert {"csm_qformer"} == {n for n, e in m.components.items() if e["precision"] == "fp32"}, (
+        "the Q-Former stays fp32"
+    )
+    assert ("unet.fp16.trt10.3.sm87.plan", "fp16", ["sample", "t=1", "t=981"]) in log["verified"]
+    assert set(plans) == {"fp16"}, "no fp32 UNet plan nobody would load"
+    decoder = {a["precision"] for a in m.components["vae_decoder"]["artifacts"] if a["format"] == "tensorrt"}
+    assert decoder == {"fp16", "fp32"}, "the decoder's fp32 plan is its NaN fallback on TensorRT"
+    assert (out / "onnx" / "unet.onnx").is_file(), "the ONNX files stay for other backends"
+
+
+def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine_dir, tmp_path, log, monkeypatch):
+    """The decoder's fp32 fallback in a TensorRT fp16 dir is its fp32 plan, not an ORT session (which would need
+    onnxruntime-gpu on the Jetson)."""
+    import runtime.tensorrt_engine as trt_engine
+    from acsdk.inference.parts import parts_from_engine_dir
+
+    out = plans_from_onnx(engine_dir, tmp_path / "orin", fp16=True, progress=False)
+    opened = {}
+
+    class Plan:
+        backend = "tensorrt"
+
+        def __init__(self, name, plan, inputs, outputs, recorded, device, allow_unverified=False):
+            opened.setdefault(name, []).append(plan.name)
+
+    monkeypatch.setattr(trt_engine, "TensorRTEngine", Plan)
+    monkeypatch.setattr(trt_engine, "tensorrt_usable", lambda: (True, ""))
+    # CPU tensors stand in for the GPU: the plans are stubs, the torch-side Q-Former cannot go to CUDA here
+    parts, _ = parts_from_engine_dir(out, "tensorrt", torch.device("cpu"), True, None, None)
+    assert parts.fallbacks == [] and {e.backend for e in parts.engines.values()} == {"tensorrt"}
+    assert opened["vae_decoder"] == ["vae_decoder.fp16.trt10.3.sm87.plan", "vae_decoder.fp32.trt10.3.sm87.plan"]
+    assert parts.engines["vae_decoder_fp32"].precision == "fp32"
+
+
+def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_path, log, capsys):
+    work = shutil.copytree(engine_dir, tmp_path / "shipped")
+    data = bytearray((work / "onnx" / "vae_decoder.onnx").read_bytes())
+    data[-5] ^= 0xFF
+    (work / "onnx" / "vae_decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="vae_decoder.onnx"):
+        plans_from_onnx(work, tmp_path / "orin", progress=False)
+    assert log["parsed"] == [] and not (tmp_path / "orin").exists()
+    assert main(["--from-onnx", str(work), "--out", str(tmp_path / "orin"), "-q"]) == 2
+    assert "vae_decoder.onnx" in capsys.readouterr().err
+    with pytest.raises(BuildArgumentError, match="--timing-cache"):
+        plans_from_onnx(engine_dir, tmp_path / "o2", timing_cache=tmp_path / "no" / "such" / "cache", progress=False)
+    assert main(["--from-onnx", str(engine_dir), "--out", str(tmp_path / "o3"), "--int8", "--height", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "--int8" in err and "--height" in err and not (tmp_path / "o3").exists()
+
+
+def test_a_build_that_runs_out_of_memory_names_the_component_and_what_to_lower(engine_dir, tmp_path, monkeypatch):
+    calls = {"parsed": [], "shapes": {}, "flags": {}, "verified": []}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, build_fails=True))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
+    with pytest.raises(trt_build.TensorRTBuildError) as err:
+        plans_from_onnx(engine_dir, tmp_path / "orin", progress=False)
+    message = str(err.value)
+    assert message.startswith("text_encoder (fp32)") and "--max-batch" in message and "workspace" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_fp16_onnx_files_pass_the_strict_checker_and_keep_the_time_embedding_fp32(engine_dir_fp16):
+    for path in sorted((engine_dir_fp16 / "onnx").glob("*.onnx")):
+        onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.shape_inference.infer_shapes(
+        onnx.load(str(engine_dir_fp16 / "onnx" / "unet.fp16.onnx")), strict_mode=True
+    )
+    types_ = {v.name: v.type.tensor_type.elem_type for v in [*graph.graph.value_info, *graph.graph.input]}
+    sines = [n for n in graph.graph.node if n.op_type in ("Sin", "Cos")]
+    assert sines and all(types_[n.input[0]] == onnx.TensorProto.FLOAT for n in sines), "sinusoid in fp32"
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    fp16_convs = [n for n in convs if types_.get(n.input[0]) == onnx.TensorProto.FLOAT16]
+    assert len(fp16_convs) > len(convs) // 2, "the rest of the UNet is fp16"
+    manifest = json.loads((engine_dir_fp16 / MANIFEST_NAME).read_text())
+    assert manifest["components"]["vae_encoder"]["precision"] == "fp16"
+    assert {a["precision"] for a in manifest["components"]["vae_encoder"]["artifacts"]} == {"fp16", "fp32"}
