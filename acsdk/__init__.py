@@ -8,6 +8,7 @@ from .errors import (
     IncompatibleEngineError,
     InputError,
     IntegrityError,
+    TrainingError,
 )
 from .inference.features import SemanticFeatures
 from .inference.synthesizer import SynthesisResult, Synthesizer
@@ -24,5 +25,6 @@ __all__ = [
     "SemanticFeatures",
     "SynthesisResult",
     "Synthesizer",
+    "TrainingError",
     "__version__",
 ]

@@ -37,3 +37,7 @@ class WriteError(ACSDKError, OSError):
         self.argument = argument
         self.path = path
         super().__init__(f"{argument} '{path}': {problem}")
+
+
+class TrainingError(ACSDKError):
+    """Training stopped (e.g. a NaN loss); the last good state is kept."""

@@ -22,6 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "acsdk.inference": _BASE | {"acsdk.models"},
     "acsdk.data": _BASE | {"acsdk.models", "acsdk.inference"},
     "acsdk.training": _BASE | {"acsdk.models", "acsdk.inference", "acsdk.data"},
+    # evaluation reads data (MVTec layout, generate's layout) and trains its own detector
+    "acsdk.evaluation": _BASE | {"acsdk.data"},
     # export builds on the model; its INT8 step calibrates and gates on the pipeline (inference, procedural data)
     "export": _BASE | {"acsdk.models", "acsdk.inference", "acsdk.data"},
     # The public facade, the `python -m` entry points and the apps sit on top.
@@ -30,7 +32,16 @@ ALLOWED: dict[str, set[str]] = {
     "acsdk.train_base": {"acsdk.training"},
     "acsdk.__main__": {"acsdk.apps"},
     "acsdk.apps": _BASE
-    | {"acsdk.models", "acsdk.inference", "acsdk.data", "acsdk.training", "acsdk.apps", "acsdk", "export"},
+    | {
+        "acsdk.models",
+        "acsdk.inference",
+        "acsdk.data",
+        "acsdk.training",
+        "acsdk.evaluation",
+        "acsdk.apps",
+        "acsdk",
+        "export",
+    },
 }
 
 

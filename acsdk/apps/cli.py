@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..errors import ACSDKError, WriteError
+from .evaluate import add_evaluate_parser
 
 RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", required=True, help="where to write the new checkpoint")
     imp.add_argument("--force", action="store_true", help="replace --out if it exists")
     imp.set_defaults(func=_import_ip_adapter)
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -75,6 +75,7 @@ def make_mvtec_like(
     defects: tuple[str, ...] = ("hole", "scratch"),
     seed: int = 0,
     gray: bool = False,
+    n_test_good: int = 2,
 ) -> Path:
     """Write ROOT/<category>/{train/good, test/good, test/<defect>, ground_truth/<defect>} with exact masks.
 
@@ -86,12 +87,19 @@ def make_mvtec_like(
     with atomic_dir(Path(root) / category) as cat:
         for sub in ("train/good", "test/good"):
             (cat / sub).mkdir(parents=True)
-        _write_category(cat, size, n_good, n_per_defect, defects, rng, gray)
+        _write_category(cat, size, n_good, n_per_defect, defects, rng, gray, n_test_good)
     return Path(root)
 
 
 def _write_category(
-    cat: Path, size: int, n_good: int, n_per_defect: int, defects: tuple[str, ...], rng: np.random.Generator, gray: bool
+    cat: Path,
+    size: int,
+    n_good: int,
+    n_per_defect: int,
+    defects: tuple[str, ...],
+    rng: np.random.Generator,
+    gray: bool,
+    n_test_good: int,
 ) -> None:
 
     def to_img(a: np.ndarray) -> Image.Image:
@@ -100,7 +108,7 @@ def _write_category(
 
     for i in range(n_good):
         to_img(_surface(size, rng, gray)).save(cat / "train/good" / f"{i:03d}.png")
-    for i in range(2):
+    for i in range(n_test_good):
         to_img(_surface(size, rng, gray)).save(cat / "test/good" / f"{i:03d}.png")
     for kind in defects:
         (cat / "test" / kind).mkdir(parents=True, exist_ok=True)

@@ -24,16 +24,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from runtime.dtypes import PRECISIONS
 from runtime.files import atomic_path, atomic_write
+from runtime.state import load_optimizer_tensors, optimizer_tensors, read_state
+from runtime.state import save_state as save_state_file
 
 from ..data.mvtec import load_category
 from ..data.prompts import PromptSource
-from ..errors import ACSDKError, CheckpointError, InputError
+from ..errors import ACSDKError, CheckpointError, InputError, TrainingError
 from ..inference import imaging
 from ..inference.sampler import sample_latent
 from ..models.asea import run_asea
@@ -68,10 +69,6 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise InputError("precision", f"one of {sorted(PRECISIONS)}", repr(precision))
     if precision == "fp16" and device.type != "cuda":
         raise InputError("precision", "fp32 or bf16 on a CPU (fp16 training needs CUDA)", f"fp16 on {device}")
-
-
-class TrainingError(ACSDKError):
-    """Training stopped (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
 def trainable_parameters(model: AnomalyControlModel) -> list[torch.nn.Parameter]:
@@ -233,16 +230,12 @@ def save_state(
 ) -> None:
     """Everything a resume needs (step, config, RNG, optimizer, adapter, loss scaler) in ONE file, written atomically,
     so a crash never pairs a step with another step's state; then the checkpoint's adapter file, so OUT loads."""
-    tensors = {"rng": g.get_state()}
-    for i, s in optim.state_dict()["state"].items():
-        for k, v in s.items():
-            tensors[f"optim.{i}.{k}"] = (v.detach().clone() if torch.is_tensor(v) else torch.tensor(v)).cpu()
+    tensors = {"rng": g.get_state(), **optimizer_tensors(optim)}
     tensors.update({f"adapter.{k}": v for k, v in _adapter_tensors(model).items()})
     meta = {"step": step, "config": dataclasses.asdict(cfg), "base_digest": base_digest}
     if scaler is not None:
         meta["grad_scaler"] = scaler.state_dict()
-    with atomic_path(out / STATE_DIR / STATE_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"kind": _STATE_KIND, "meta": json.dumps(meta)})
+    save_state_file(out / STATE_DIR / STATE_FILE, tensors, _STATE_KIND, meta)
     _write_adapter(out, model)
 
 
@@ -260,11 +253,10 @@ def load_state(out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     file = out / STATE_DIR / STATE_FILE
     if not file.is_file():
         raise InputError("out", f"a training output with {STATE_DIR}/{STATE_FILE} to resume", f"'{out}'")
-    with safe_open(str(file), framework="pt") as f:
-        header = f.metadata() or {}
-    if header.get("kind") != _STATE_KIND:
+    kind, meta, tensors = read_state(file)
+    if kind != _STATE_KIND:
         raise InputError("out", "a training state written by this version of acsdk.train", f"'{file}' of another kind")
-    return json.loads(header["meta"]), load_file(str(file))
+    return meta, tensors
 
 
 def _fixed(config: dict) -> dict:
@@ -320,12 +312,7 @@ def train(
         model.load_adapter_state_dict({k: v.to(dev) for k, v in adapter.items()}, out / STATE_DIR / STATE_FILE)
         _write_adapter(out, model)
         g.set_state(state["rng"])
-        sd = optim.state_dict()
-        for key, value in state.items():
-            if key.startswith("optim."):
-                _, i, k = key.split(".", 2)
-                sd["state"].setdefault(int(i), {})[k] = value
-        optim.load_state_dict(sd)
+        load_optimizer_tensors(optim, state)
         step = meta["step"]
     scaler = torch.amp.GradScaler(dev.type) if cfg.precision == "fp16" else None
     if scaler is not None and resume and "grad_scaler" in meta:

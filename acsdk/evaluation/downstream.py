@@ -1,0 +1,299 @@
+"""`acsdk evaluate downstream`: does a synthetic set train a better detector than the baselines? The protocol of
+AnomalyDiffusion (which AnomalyControl follows) in one resumable, deterministic run per training set.
+
+    OUT/evaluate.json                       the settings; a --resume must match them
+    OUT/<set>/state.safetensors             model, optimizer, best-on-validation weights, history (one atomic file)
+    OUT/<set>/metrics.json                  test metrics of the selected model (written last: the set is done)
+    OUT/report.{json,md}, OUT/plots/*.png   the comparison (see report.py)
+
+Each set trains the same detector for the same number of steps; every batch is half normal images, half anomalous
+examples of the set. The model is selected on a validation split of the training data (held-out pairs of the set
+and held-out normal images), never on the test set; the best-on-test step, the selection the papers report, is
+given beside it, labelled. Step s draws its batch from Generator([seed, s]), so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from runtime.files import atomic_write
+from runtime.state import load_optimizer_tensors, optimizer_tensors, read_state, save_state
+
+from ..data.mvtec import load_category
+from ..errors import InputError, TrainingError
+from .detector import Detector, anomaly_maps, focal_loss, image_scores, pool_kernel
+from .metrics import METRICS, detection_metrics
+from .report import write_report
+from .sets import Pairs, RealSplit, TrainingSet, read_pairs, read_synthetic
+
+log = logging.getLogger(__name__)
+SETTINGS_FILE = "evaluate.json"
+STATE_FILE = "state.safetensors"
+METRICS_FILE = "metrics.json"
+_STATE_KIND = "acsdk-detector-state"
+TRAINING_SETS = ("synthetic", "perlin", "cutpaste", "real-train")
+
+
+@dataclass(frozen=True)
+class DownstreamSettings:
+    """Everything that decides the numbers (compared on --resume)."""
+
+    size: int = 256
+    steps: int = 3000
+    batch_size: int = 8
+    base_width: int = 32
+    levels: int = 5
+    lr: float = 1e-3
+    eval_every: int = 200
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def check(self) -> None:
+        stride = 2 ** (self.levels - 1)
+        if self.size < stride * 4 or self.size % stride:
+            raise InputError("size", f"a multiple of {stride} (2^(levels-1)), at least {4 * stride}", str(self.size))
+        for name in ("steps", "batch_size", "base_width", "eval_every"):
+            if getattr(self, name) < 1:
+                raise InputError(name, "a positive integer", str(getattr(self, name)))
+        if self.batch_size < 2:
+            raise InputError("batch_size", "at least 2 (half normal, half anomalous)", str(self.batch_size))
+        if not 0 < self.val_fraction < 1:
+            raise InputError("val_fraction", "a fraction in (0, 1)", str(self.val_fraction))
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError("lr", "a positive learning rate", str(self.lr))
+
+
+def _batch(train: TrainingSet, normals: Pairs, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n // 2 normal images (empty masks) and n - n // 2 anomalous examples, each flipped at random."""
+    images, masks = [], []
+    for k in range(n):
+        if k < n // 2:
+            i = rng.integers(len(normals))
+            image, mask = normals.images[i] / np.float32(255), np.zeros(normals.masks.shape[1:], dtype=bool)
+        else:
+            image, mask = train.draw(normals, rng)
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if rng.random() < 0.5:
+            image, mask = image[::-1], mask[::-1]
+        images.append(np.ascontiguousarray(image, dtype=np.float32))
+        masks.append(np.ascontiguousarray(mask))
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.from_numpy(np.stack(masks))
+
+
+@torch.no_grad()
+def predict(model: Detector, pairs: Pairs, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(N x S x S anomaly maps, N image scores) in eval mode."""
+    model.eval()
+    maps = []
+    for i in range(0, len(pairs), chunk):
+        x = torch.from_numpy(pairs.images[i : i + chunk]).permute(0, 3, 1, 2).float() / 255
+        maps.append(anomaly_maps(model, x))
+    m = torch.cat(maps)
+    return m.numpy(), image_scores(m, pool_kernel(pairs.images.shape[1])).numpy()
+
+
+def evaluate_on(model: Detector, pairs: Pairs) -> dict:
+    """Metrics over all of `pairs`, and per defect type (that type's images with the good ones)."""
+    maps, scores = predict(model, pairs)
+    result = {"all": detection_metrics(pairs.masks, maps, scores)}
+    good = np.array([d == "good" for d in pairs.defects])
+    for defect in sorted(set(pairs.defects) - {"good"}):
+        sel = good | np.array([d == defect for d in pairs.defects])
+        if good.any():
+            result[defect] = detection_metrics(pairs.masks[sel], maps[sel], scores[sel])
+    return result
+
+
+def _selection_score(metrics: dict[str, float]) -> float:
+    """What validation selects on: the mean of image AUROC and pixel AP (one image-level, one pixel-level)."""
+    return 0.5 * (metrics["image_auroc"] + metrics["pixel_ap"])
+
+
+def _save_state(file: Path, model: Detector, best: dict[str, torch.Tensor], optim: torch.optim.Adam, meta: dict):
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in best.items()})
+    save_state(file, {**tensors, **optimizer_tensors(optim)}, _STATE_KIND, meta)
+
+
+def _load_state(file: Path, model: Detector, optim: torch.optim.Adam) -> tuple[dict, dict[str, torch.Tensor]]:
+    kind, meta, tensors = read_state(file)
+    if kind != _STATE_KIND:
+        raise InputError("out", "a detector state written by acsdk evaluate", f"'{file}' of another kind")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_optimizer_tensors(optim, tensors)
+    return meta, {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+
+
+def _validation(train: TrainingSet, held: Pairs | None, normals: Pairs, seed: int) -> Pairs:
+    """Held-out normals plus the set's held-out pairs (or, for drawn sets, as many drawn from held-out normals)."""
+    if held is None:
+        rng = np.random.default_rng([seed, 7919])
+        drawn = [train.draw(normals, rng) for _ in range(max(len(normals), 4))]
+        held = Pairs(
+            np.stack([(255 * im).round().astype(np.uint8) for im, _ in drawn]),
+            np.stack([m for _, m in drawn]),
+            [f"{train.name}-{i}" for i in range(len(drawn))],
+            [train.name] * len(drawn),
+        )
+    return Pairs(
+        np.concatenate([held.images, normals.images]),
+        np.concatenate([held.masks, normals.masks]),
+        held.names + normals.names,
+        ["anomalous"] * len(held) + ["good"] * len(normals),
+    )
+
+
+def train_one(
+    name: str,
+    train: TrainingSet,
+    real: RealSplit,
+    settings: DownstreamSettings,
+    out: Path,
+    progress: bool = True,
+) -> dict:
+    """Train, select on validation, test; resumes from OUT/<set>/state.safetensors. Returns the metrics record."""
+    done = out / METRICS_FILE
+    if done.is_file():
+        return json.loads(done.read_text())
+    s = settings
+    split_rng = np.random.default_rng([s.seed, 1])
+    order = split_rng.permutation(len(real.normals))
+    n_val = min(max(1, round(s.val_fraction * len(order))), len(order) - 1)
+    val_normals, train_normals = real.normals.take(order[:n_val]), real.normals.take(order[n_val:])
+    train, held = train.split(s.val_fraction, split_rng)
+    val = _validation(train, held, val_normals, s.seed)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(s.seed)
+        model = Detector(s.base_width, s.levels)
+    optim = torch.optim.Adam(model.parameters(), lr=s.lr)
+    file = out / STATE_FILE
+    meta = {"step": 0, "history": [], "best": None}
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if file.is_file():
+        meta, best = _load_state(file, model, optim)
+        log.info("%s: resuming at step %d of %d", name, meta["step"], s.steps)
+    bar = tqdm(total=s.steps, initial=meta["step"], desc=f"detector on {name}", disable=not progress, unit="step")
+    for step in range(meta["step"], s.steps):
+        model.train()
+        x, m = _batch(train, train_normals, s.batch_size, np.random.default_rng([s.seed, step]))
+        loss = focal_loss(model(x), m)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"detector on '{name}': loss is {loss.item()} at step {step}; the last good state "
+                f"(step {meta['step']}) is kept in {file}: rerun with --resume and a lower --lr"
+            )
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % s.eval_every == 0 or step + 1 == s.steps:
+            point = {"step": step + 1, "loss": loss.item()}
+            point["validation"] = evaluate_on(model, val)["all"]
+            point["test"] = evaluate_on(model, real.test)["all"]
+            score = _selection_score(point["validation"])
+            if meta["best"] is None or score > meta["best"]["score"]:
+                meta["best"] = {"step": step + 1, "score": score}
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            meta["history"].append(point)
+            meta["step"] = step + 1
+            _save_state(file, model, best, optim, meta)
+    bar.close()
+    model.load_state_dict(best)
+    history = meta["history"]
+    on_test = max(history, key=lambda p: np.mean([p["test"][k] for k in METRICS]))
+    record = {
+        "set": name,
+        "train_pairs": None if train.pairs is None else len(train.pairs),
+        "validation_pairs": len(val),
+        "selected_step": meta["best"]["step"],
+        "test": evaluate_on(model, real.test),
+        "best_on_test": {"step": on_test["step"], "metrics": on_test["test"], "note": "optimistic: picked on test"},
+        "history": history,
+    }
+    atomic_write(done, json.dumps(record, indent=1))
+    return record
+
+
+def _check_out(out: Path, record: dict, resume: bool) -> None:
+    file = out / SETTINGS_FILE
+    if file.is_file():
+        old = json.loads(file.read_text())
+        if not resume:
+            raise InputError("out", "a new directory, or --resume to continue the run in it", f"'{out}' with a run")
+        diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        if diff:
+            raise InputError("resume", f"the settings of the run in {out}", f"different {', '.join(diff)}")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("out", "a new or empty directory (evaluate never deletes what is there)", f"'{out}'")
+
+
+def evaluate_downstream(
+    real: str | os.PathLike,
+    category: str,
+    out: str | os.PathLike,
+    synthetic: str | os.PathLike | None = None,
+    baselines: tuple[str, ...] = ("perlin", "cutpaste", "real-train"),
+    settings: DownstreamSettings | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train and test one detector per training set; write the comparison report. Returns the report dict."""
+    s = settings or DownstreamSettings()
+    s.check()
+    unknown = [b for b in baselines if b not in TRAINING_SETS[1:]]
+    if unknown:
+        raise InputError("baseline", f"some of {list(TRAINING_SETS[1:])} or none", ", ".join(unknown))
+    if synthetic is None and not baselines:
+        raise InputError("synthetic", "a synthetic set or at least one baseline to evaluate", "neither")
+    out = Path(out)
+    cat = load_category(real, category)
+    names = (["synthetic"] if synthetic is not None else []) + list(dict.fromkeys(baselines))
+    record = {
+        "real": str(Path(real).resolve()),
+        "category": category,
+        "synthetic": None if synthetic is None else str(Path(synthetic).resolve()),
+        "sets": names,
+        "settings": dataclasses.asdict(s),
+        "torch": torch.__version__,
+    }
+    _check_out(out, record, resume)
+    real_split = RealSplit.read(cat, s.size)
+    sets: dict[str, TrainingSet] = {}
+    if synthetic is not None:
+        found = read_synthetic(synthetic, category, sorted(cat.anomalies))
+        files = [(image, mask, d) for d, pairs in found.items() for image, mask in pairs]
+        sets["synthetic"] = TrainingSet("synthetic", read_pairs(files, s.size))
+    for b in names:
+        if b == "real-train":
+            sets[b] = TrainingSet("real-train", real_split.references)
+        elif b != "synthetic":
+            sets[b] = TrainingSet(b)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / SETTINGS_FILE, json.dumps(record, indent=1))
+    results, predictions = {}, {}
+    for name in names:
+        results[name] = train_one(name, sets[name], real_split, s, out / name, progress)
+        predictions[name] = predict(selected_model(out / name, s), real_split.test)
+    return write_report(out, record, results, real_split.test, predictions)
+
+
+def selected_model(run: Path, settings: DownstreamSettings) -> Detector:
+    """The model validation selected, from a set's state file."""
+    model = Detector(settings.base_width, settings.levels)
+    _, _, tensors = read_state(run / STATE_FILE)
+    model.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
+    return model.eval()

@@ -1,0 +1,145 @@
+"""The downstream report: which training set made the better detector, per metric, as JSON, markdown and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from runtime.files import atomic_path, atomic_write
+
+from ..data.contact_sheet import contact_sheet
+from .metrics import METRICS
+from .sets import Pairs
+
+log = logging.getLogger(__name__)
+
+
+def comparison(results: dict[str, dict]) -> dict[str, dict[str, bool]]:
+    """For each baseline and metric: does the synthetic set's detector score higher on the test set?"""
+    if "synthetic" not in results:
+        return {}
+    ours = results["synthetic"]["test"]["all"]
+    return {
+        name: {k: ours[k] > r["test"]["all"][k] for k in METRICS} for name, r in results.items() if name != "synthetic"
+    }
+
+
+def _table(rows: dict[str, dict[str, float]], keys: tuple[str, ...] | list[str]) -> list[str]:
+    lines = ["| training set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |" for name, m in rows.items()]
+    return lines
+
+
+def markdown(record: dict, results: dict[str, dict], beats: dict[str, dict[str, bool]]) -> str:
+    s = record["settings"]
+    lines = [
+        f"# Downstream evaluation: {record['category']}",
+        "",
+        f"Real data: `{record['real']}`; synthetic set: `{record['synthetic']}`.",
+        f"Detector: DRAEM-style U-Net (base width {s['base_width']}, {s['levels']} levels) at {s['size']} px, "
+        f"{s['steps']} steps of batch {s['batch_size']} (half normal), focal loss, "
+        f"Adam lr {s['lr']}, seed {s['seed']}.",
+        "Test: the held-out 2/3 of each defect type's real images plus the good test images. Model selected on a "
+        "validation split of each training set (never on the test set).",
+        "",
+        "## Test metrics of the model selected on validation",
+        "",
+        *_table({n: r["test"]["all"] for n, r in results.items()}, METRICS),
+    ]
+    if beats:
+        lines += ["", "## Does the synthetic set beat each baseline? (higher test metric)", ""]
+        lines += ["| baseline | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        lines += [f"| {b} | " + " | ".join("yes" if v[k] else "no" for k in METRICS) + " |" for b, v in beats.items()]
+    defects = sorted({d for r in results.values() for d in r["test"] if d != "all"})
+    for key in ("image_auroc", "pixel_ap"):
+        lines += ["", f"## {key} per defect type", ""]
+        rows = {n: {d: r["test"][d][key] for d in defects} for n, r in results.items()}
+        lines += _table(rows, defects)
+    lines += ["", "## Best step on the test set (optimistic: the selection the papers report)", ""]
+    lines += _table(
+        {f"{n} (step {r['best_on_test']['step']})": r["best_on_test"]["metrics"] for n, r in results.items()}, METRICS
+    )
+    lines += ["", "Plots: `plots/roc.png`, `plots/pr.png`, `plots/per_type.png`, `plots/detections.png`.", ""]
+    return "\n".join(lines)
+
+
+def _plots(out: Path, results: dict[str, dict], test: Pairs, predictions: dict[str, tuple[np.ndarray, np.ndarray]]):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import precision_recall_curve, roc_curve
+    except ImportError:  # plots are optional; the numbers are not
+        log.warning("matplotlib or scikit-learn missing: report without plots")
+        return
+    labels = test.masks.reshape(len(test), -1).any(1)
+    for kind, curve in (("roc", roc_curve), ("pr", precision_recall_curve)):
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        for name, (_, scores) in predictions.items():
+            a, b, _ = curve(labels, scores)
+            ax.plot(*((a, b) if kind == "roc" else (b, a)), label=name)
+        ax.set_xlabel("false positive rate" if kind == "roc" else "recall")
+        ax.set_ylabel("true positive rate" if kind == "roc" else "precision")
+        ax.set_title(f"image-level {kind.upper()} on the real test set")
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(out / f"{kind}.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+    defects = sorted({d for r in results.values() for d in r["test"] if d != "all"})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    width = 0.8 / max(len(results), 1)
+    for ax, key in zip(axes, ("image_auroc", "pixel_ap"), strict=True):
+        for j, (name, r) in enumerate(results.items()):
+            ax.bar(np.arange(len(defects)) + j * width, [r["test"][d][key] for d in defects], width, label=name)
+        ax.set_xticks(np.arange(len(defects)) + 0.4 - width / 2, defects)
+        ax.set_title(key)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "per_type.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _detections(out: Path, test: Pairs, predictions: dict[str, tuple[np.ndarray, np.ndarray]], rows: int = 8):
+    """Real test defects, round-robin over the types: image | truth | each set's map."""
+    by_type: dict[str, list[int]] = {}
+    for i, d in enumerate(test.defects):
+        if d != "good":
+            by_type.setdefault(d, []).append(i)
+    queues = list(by_type.values())
+    anomalous = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)][:rows]
+    tiles = []
+    for i in anomalous:
+        row = [Image.fromarray(test.images[i]), Image.fromarray(test.masks[i].astype(np.uint8) * 255)]
+        row += [Image.fromarray((255 * maps[i]).clip(0, 255).astype(np.uint8)) for maps, _ in predictions.values()]
+        tiles.append(row)
+    with atomic_path(out / "detections.png") as tmp:
+        contact_sheet(tiles, titles=("image", "truth", *predictions)).save(tmp, format="PNG")
+
+
+def write_report(
+    out: Path,
+    record: dict,
+    results: dict[str, dict],
+    test: Pairs,
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict:
+    """OUT/report.json, OUT/report.md and OUT/plots/; returns the report."""
+    beats = comparison(results)
+    report = {
+        **record,
+        "results": {n: {k: v for k, v in r.items() if k != "history"} for n, r in results.items()},
+        "synthetic_beats": beats,
+    }
+    atomic_write(out / "report.json", json.dumps(report, indent=1))
+    atomic_write(out / "report.md", markdown(record, results, beats))
+    (out / "plots").mkdir(exist_ok=True)
+    _plots(out / "plots", results, test, predictions)
+    _detections(out / "plots", test, predictions)
+    return report
