@@ -145,6 +145,13 @@ def test_downstream_end_to_end_writes_the_comparison(real, tmp_path):
         assert all(0 <= v <= 1 for v in r["test"]["all"].values())
         assert r["selected_step"] in (10, 20, 30)
     assert set(report["synthetic_beats"]) == {"perlin", "cutpaste", "real-train"}
+    for name, verdicts in report["synthetic_beats"].items():
+        for metric, verdict in verdicts.items():
+            ours, theirs = (
+                report["results"]["synthetic"]["test"]["all"][metric],
+                report["results"][name]["test"]["all"][metric],
+            )
+            assert verdict == ("better" if ours > theirs else "worse" if ours < theirs else "tie")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| real-train |" in md and "optimistic" in md
     for plot in ("roc", "pr", "per_type", "detections"):

@@ -36,9 +36,9 @@ def _downstream(args: argparse.Namespace) -> int:
             f"{name:>10}: image AUROC {m['image_auroc']:.3f} AP {m['image_ap']:.3f} | pixel AUROC "
             f"{m['pixel_auroc']:.3f} AP {m['pixel_ap']:.3f} AU-PRO {m['pixel_au_pro']:.3f} (step {r['selected_step']})"
         )
-    for baseline, beats in report["synthetic_beats"].items():
-        won = [k for k, v in beats.items() if v]
-        print(f"synthetic beats {baseline} on {len(won)}/{len(beats)} metrics: {', '.join(won) or 'none'}")
+    for baseline, verdicts in report["synthetic_beats"].items():
+        counts = {v: sum(x == v for x in verdicts.values()) for v in ("better", "tie", "worse")}
+        print(f"synthetic vs {baseline}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + " (of 7 metrics)")
     print(f"report: {args.out}/report.md")
     return 0
 

@@ -18,13 +18,19 @@ from .sets import Pairs
 log = logging.getLogger(__name__)
 
 
-def comparison(results: dict[str, dict]) -> dict[str, dict[str, bool]]:
-    """For each baseline and metric: does the synthetic set's detector score higher on the test set?"""
+def _verdict(ours: float, theirs: float) -> str:
+    return "better" if ours > theirs else "worse" if ours < theirs else "tie"
+
+
+def comparison(results: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """For each baseline and metric: is the synthetic set's detector better, worse or tied on the test set?"""
     if "synthetic" not in results:
         return {}
     ours = results["synthetic"]["test"]["all"]
     return {
-        name: {k: ours[k] > r["test"]["all"][k] for k in METRICS} for name, r in results.items() if name != "synthetic"
+        name: {k: _verdict(ours[k], r["test"]["all"][k]) for k in METRICS}
+        for name, r in results.items()
+        if name != "synthetic"
     }
 
 
@@ -34,7 +40,7 @@ def _table(rows: dict[str, dict[str, float]], keys: tuple[str, ...] | list[str])
     return lines
 
 
-def markdown(record: dict, results: dict[str, dict], beats: dict[str, dict[str, bool]]) -> str:
+def markdown(record: dict, results: dict[str, dict], beats: dict[str, dict[str, str]]) -> str:
     s = record["settings"]
     lines = [
         f"# Downstream evaluation: {record['category']}",
@@ -51,9 +57,9 @@ def markdown(record: dict, results: dict[str, dict], beats: dict[str, dict[str, 
         *_table({n: r["test"]["all"] for n, r in results.items()}, METRICS),
     ]
     if beats:
-        lines += ["", "## Does the synthetic set beat each baseline? (higher test metric)", ""]
+        lines += ["", "## Does the synthetic set beat each baseline? (test metric better / tie / worse)", ""]
         lines += ["| baseline | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-        lines += [f"| {b} | " + " | ".join("yes" if v[k] else "no" for k in METRICS) + " |" for b, v in beats.items()]
+        lines += [f"| {b} | " + " | ".join(v[k] for k in METRICS) + " |" for b, v in beats.items()]
     defects = sorted({d for r in results.values() for d in r["test"] if d != "all"})
     for key in ("image_auroc", "pixel_ap"):
         lines += ["", f"## {key} per defect type", ""]
