@@ -259,3 +259,32 @@ def test_cli_evaluate_generation_without_weights_names_the_files(real, tmp_path,
     assert cli(args) == 2
     err = capsys.readouterr().err
     assert "vgg16-397923af.pth" in err and "pt_inception-2015-12-05" in err
+
+
+def test_kill_9_and_resume_gives_the_same_metrics(real, tmp_path):
+    """A real SIGKILL mid-run (subprocesses: the same interpreter and threads for the whole and the resumed run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out, *extra):
+        args = ["evaluate", "downstream", "--real", str(real), "--category", "plate", "--out", str(out)]
+        args += ["--baseline", "perlin", "--size", "32", "--steps", "60", "--batch-size", "4", "--width", "4"]
+        return [sys.executable, "-m", "acsdk", *args, "--levels", "3", "--eval-every", "10", "--quiet", *extra]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "perlin" / ds.STATE_FILE
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not (tmp_path / "killed" / "perlin" / ds.METRICS_FILE).exists()
+    subprocess.run(command(tmp_path / "killed", "--resume"), check=True, env=env, capture_output=True)
+    whole = json.loads((tmp_path / "whole" / "report.json").read_text())["results"]
+    resumed = json.loads((tmp_path / "killed" / "report.json").read_text())["results"]
+    assert resumed == whole
