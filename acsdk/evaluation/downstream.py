@@ -34,7 +34,7 @@ from ..errors import InputError, TrainingError
 from .detector import Detector, anomaly_maps, focal_loss, image_scores, pool_kernel
 from .metrics import METRICS, detection_metrics
 from .report import write_report
-from .sets import Pairs, RealSplit, TrainingSet, read_pairs, read_synthetic
+from .sets import Pairs, RealSplit, TrainingSet, held_out_count, read_pairs, read_synthetic
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "evaluate.json"
@@ -105,8 +105,11 @@ def predict(model: Detector, pairs: Pairs, chunk: int = 16) -> tuple[np.ndarray,
 
 
 def evaluate_on(model: Detector, pairs: Pairs) -> dict:
+    return scored(pairs, *predict(model, pairs))
+
+
+def scored(pairs: Pairs, maps: np.ndarray, scores: np.ndarray) -> dict:
     """Metrics over all of `pairs`, and per defect type (that type's images with the good ones)."""
-    maps, scores = predict(model, pairs)
     result = {"all": detection_metrics(pairs.masks, maps, scores)}
     good = np.array([d == "good" for d in pairs.defects])
     for defect in sorted(set(pairs.defects) - {"good"}):
@@ -162,15 +165,18 @@ def train_one(
     settings: DownstreamSettings,
     out: Path,
     progress: bool = True,
-) -> dict:
-    """Train, select on validation, test; resumes from OUT/<set>/state.safetensors. Returns the metrics record."""
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """Train, select on validation, test; resumes from OUT/<set>/state.safetensors.
+
+    Returns the metrics record and the selected model's (maps, image scores) on the test set.
+    """
     done = out / METRICS_FILE
     if done.is_file():
-        return json.loads(done.read_text())
+        return json.loads(done.read_text()), predict(selected_model(out, settings), real.test)
     s = settings
     split_rng = np.random.default_rng([s.seed, 1])
     order = split_rng.permutation(len(real.normals))
-    n_val = min(max(1, round(s.val_fraction * len(order))), len(order) - 1)
+    n_val = held_out_count(len(order), s.val_fraction)
     val_normals, train_normals = real.normals.take(order[:n_val]), real.normals.take(order[n_val:])
     train, held = train.split(s.val_fraction, split_rng)
     val = _validation(train, held, val_normals, s.seed)
@@ -213,6 +219,7 @@ def train_one(
             _save_state(file, model, best, optim, meta)
     bar.close()
     model.load_state_dict(best)
+    test = predict(model, real.test)
     history = meta["history"]
     on_test = max(history, key=lambda p: np.mean([p["test"][k] for k in METRICS]))
     record = {
@@ -220,12 +227,12 @@ def train_one(
         "train_pairs": None if train.pairs is None else len(train.pairs),
         "validation_pairs": len(val),
         "selected_step": meta["best"]["step"],
-        "test": evaluate_on(model, real.test),
+        "test": scored(real.test, *test),
         "best_on_test": {"step": on_test["step"], "metrics": on_test["test"], "note": "optimistic: picked on test"},
         "history": history,
     }
     atomic_write(done, json.dumps(record, indent=1))
-    return record
+    return record, test
 
 
 def _check_out(out: Path, record: dict, resume: bool) -> None:
@@ -286,8 +293,7 @@ def evaluate_downstream(
     atomic_write(out / SETTINGS_FILE, json.dumps(record, indent=1))
     results, predictions = {}, {}
     for name in names:
-        results[name] = train_one(name, sets[name], real_split, s, out / name, progress)
-        predictions[name] = predict(selected_model(out / name, s), real_split.test)
+        results[name], predictions[name] = train_one(name, sets[name], real_split, s, out / name, progress)
     return write_report(out, record, results, real_split.test, predictions)
 
 

@@ -34,7 +34,10 @@ def _check(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarra
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     """The best F1 over all thresholds (the lineage's "F1-max")."""
-    labels, scores = _check(labels, scores, "scores")
+    return _f1_max(*_check(labels, scores, "scores"))
+
+
+def _f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, _ = _sklearn().precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(f1.max())
@@ -47,7 +50,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {
         "auroc": float(m.roc_auc_score(labels, scores)),
         "ap": float(m.average_precision_score(labels, scores)),
-        "f1_max": f1_max(labels, scores),
+        "f1_max": _f1_max(labels, scores),
     }
 
 

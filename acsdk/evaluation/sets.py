@@ -140,6 +140,11 @@ def read_synthetic(
     return out
 
 
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of n items validate: the fraction rounded, at least one, never all (none of a single item)."""
+    return min(max(round(fraction * n), 1), n - 1)
+
+
 @dataclass
 class RealSplit:
     """The real category at the detector's size: normals to train on, references, and the held-out test."""
@@ -180,8 +185,7 @@ class TrainingSet:
         if self.pairs is None:
             return self, None
         order = rng.permutation(len(self.pairs))
-        n_val = int(round(fraction * len(order))) if len(order) > 1 else 0
-        n_val = min(max(n_val, 1 if len(order) > 1 else 0), len(order) - 1)
+        n_val = held_out_count(len(order), fraction)
         return TrainingSet(self.name, self.pairs.take(order[n_val:])), self.pairs.take(order[:n_val])
 
     def draw(self, normals: Pairs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
