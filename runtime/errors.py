@@ -6,6 +6,18 @@ from __future__ import annotations
 class ACSDKError(Exception):
     """Base of every error acsdk raises on purpose."""
 
+    def __reduce__(self):
+        # Subclasses take their own constructor arguments; rebuild from args and attributes instead, so an error
+        # raised in another process (a Ray worker) arrives as itself, typed, with its argument name.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> ACSDKError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class EngineDirError(ACSDKError, FileNotFoundError):
     """The engine dir or its manifest is missing, unreadable, or of an unknown schema."""

@@ -76,6 +76,8 @@ class OrtEngine(Engine):
         # ORT's pool threads spin after each run by default; between engine calls torch runs the scheduler and
         # ASEA on the same cores, and spinning threads starve it (measured: ASEA 2.4x slower beside them).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads is None and device.type == "cpu":
+            threads = torch.get_num_threads()  # ORT would take every core; torch's count is the process's share
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(os.fspath(path), opts, providers=requested)

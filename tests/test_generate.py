@@ -41,7 +41,7 @@ def _files(root):
 def _records(root, defect):
     recs = [json.loads(x) for x in (root / "plate" / defect / "metadata.jsonl").read_text().splitlines()]
     for r in recs:
-        r.pop("timings"), r.pop("reference_cached")
+        assert set(r.pop("run")) == {"worker", "timings", "reference_cached"}
     return recs
 
 
@@ -131,16 +131,16 @@ def test_kill_and_resume_equals_uninterrupted(gen_synth, data, tmp_path, engine_
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = tmp_path / "killed" / "plate" / "hole" / "metadata.jsonl"
+    records = tmp_path / "killed" / "plate" / "hole" / "records"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if meta.is_file() and len(meta.read_text().splitlines()) >= 3:
+        if records.is_dir() and len(list(records.glob("*.json"))) >= 3:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = len(meta.read_text().splitlines())
+    partial = len(list(records.glob("*.json")))
     assert 3 <= partial < per_type
     resumed = generate(
         None,
@@ -202,3 +202,23 @@ def test_corrupt_normal_is_skipped_and_run_continues(gen_synth, tmp_path):
     skipped = json.loads((tmp_path / "o" / "plate" / "skipped.json").read_text())
     assert [x["file"].split("/")[-1] for x in skipped] == ["000.png"]
     assert all(r["normal"] != "plate/train/good/000.png" for r in _records(tmp_path / "o", "hole"))
+
+
+def test_a_set_from_before_records_existed_resumes_from_its_metadata(first_run, gen_synth, data, tmp_path):
+    import shutil
+
+    work = shutil.copytree(first_run[0], tmp_path / "w")
+    for defect in ("hole", "scratch"):
+        shutil.rmtree(work / "plate" / defect / "records")  # the 0.x layout: metadata.jsonl only
+    s = generate(None, data, "plate", 3, work, synthesizer=gen_synth, seed=7, resume=True, progress=False, **FAST)
+    assert s.written == {"hole": 0, "scratch": 0} and s.total == {"hole": 3, "scratch": 3}
+    assert len(list((work / "plate" / "hole" / "records").glob("*.json"))) == 3
+    assert _records(work, "hole") == _records(first_run[0], "hole")
+
+
+def test_local_generate_never_imports_ray():
+    code = (
+        "import sys, acsdk.apps.cli, acsdk.data.generate, acsdk.data.runs; "
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))

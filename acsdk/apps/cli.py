@@ -59,9 +59,17 @@ def _generate(args: argparse.Namespace) -> int:
         device=args.device,
         openvino_device=args.openvino_device,
         progress=not args.quiet,
+        ray=args.ray,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        max_retries=args.max_retries,
     )
     for defect, n in s.total.items():
         print(f"{s.out_dir / defect}: {n} pairs ({s.written[defect]} new)")
+    for w in s.workers:
+        rate = "-" if w["images_per_hour"] is None else f"{w['images_per_hour']:.0f} images/h"
+        print(f"worker {w['worker']} on {w['device']}: {w['items']} images in {w['seconds']:.1f} s ({rate})")
     if s.skipped:
         print(f"skipped {len(s.skipped)} unreadable inputs (listed in {s.out_dir / 'skipped.json'})")
     print(f"done in {s.seconds:.1f} s; contact sheets: {', '.join(str(p) for p in s.contact_sheets)}")
@@ -237,6 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="targets per UNet call (up to the engine dir's --max-batch); results equal batch 1 within 1 grey level",
     )
+    ray = gen.add_argument_group('Ray (pip install "acsdk[ray]"): spread the work over processes, GPUs and nodes')
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="auto|HOST:PORT",
+        help="auto: start Ray on this machine (or use RAY_ADDRESS); HOST:PORT: attach to `ray start --head`",
+    )
+    ray.add_argument(
+        "--workers",
+        type=int,
+        help="Ray workers, each with its own Synthesizer (default: one per GPU with --gpus-per-worker, else 1)",
+    )
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker (0: CPU workers)")
+    ray.add_argument("--cpus-per-worker", type=int, help="CPU threads per worker (default: the CPUs split evenly)")
+    ray.add_argument("--max-retries", type=int, default=3, help="restarts of a dead worker and retries of its chunk")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 

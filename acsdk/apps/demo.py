@@ -161,7 +161,7 @@ def run_demo(
                     Image.open(ddir / rec["image"]),
                 ]
             )
-            for k, v in rec["timings"].items():
+            for k, v in rec["run"]["timings"].items():
                 timings.setdefault(k, []).append(v)
             asea = asea or rec["asea"]
     sheet = out / "contact_sheet.png"

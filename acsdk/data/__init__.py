@@ -1,7 +1,8 @@
 """Data: the MVTec reader, target masks, procedural data, prompts, and generation of synthetic training sets.
 
 Layer contract: imports `acsdk.inference`, `acsdk.models`, `acsdk.errors` and `runtime`; never `acsdk.training`,
-`acsdk.apps` or `export`. Only `generate` reaches into inference; the readers stand alone.
+`acsdk.apps` or `export`. Only the generate modules (`generate`, `runs`, `generate_ray`) reach into inference; the
+readers stand alone. Ray is imported only by `generate_ray`, and only when a run asks for it.
 """
 
 from .masks import estimate_foreground, sample_target_mask
