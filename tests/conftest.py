@@ -72,10 +72,9 @@ def engine_dir_fp16(tiny_ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_engine_dir(tmp_path_factory):
-    """The shipped demo model compiled to fp32 ONNX, once per test session (~40 s on 2 cores)."""
-    from acsdk.apps.demo import demo_checkpoint
-    from export.build import build_engine_dir
+def demo_engine_dir():
+    """The shipped demo model compiled to fp32 ONNX: `acsdk demo`'s own cached engines (the README runs the demo
+    before the tests, so CI compiles them once, not twice; ~40 s on 2 cores when missing)."""
+    from acsdk.apps.demo import demo_engines
 
-    path = tmp_path_factory.mktemp("demo-engines") / "fp32"
-    return build_engine_dir(demo_checkpoint(), path, backend="onnxruntime", progress=False)
+    return demo_engines()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,7 @@ def _args(engine_dir, data, out, *extra, per_type=PER_TYPE):
 
 
 RAY2 = ("--ray", "auto", "--workers", "2", "--cpus-per-worker", "1")
-# Workers run 1 thread each; torch's CPU reductions (ASEA) round by thread count, so the reference does too.
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", RAY_DISABLE_USAGE_STATS="1")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", RAY_DISABLE_USAGE_STATS="1")
 
 
 def _start(args) -> subprocess.Popen:
@@ -116,34 +116,40 @@ def _records(out: Path, defect: str = "hole") -> list[Path]:
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
+@contextmanager
+def _one_thread():
+    """Ray workers here run 1 thread each, and torch's CPU reductions (ASEA) round by thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def reference(engine_dir, data, tmp_path_factory):
     """The single-process run (no Ray) the distributed runs must equal."""
+    import acsdk
+    from acsdk.data.generate import generate
+
     out = tmp_path_factory.mktemp("local") / "out"
-    rc, log = _run(_args(engine_dir, data, out))
-    assert rc == 0, log
+    with _one_thread():
+        synth = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+        generate(None, data, "plate", PER_TYPE, out, synthesizer=synth, seed=5, num_inference_steps=10, asea_steps=2,
+                 progress=False)  # fmt: skip
     assert len(_pairs(out)) == 2 * PER_TYPE * len(DEFECTS)
     return out
 
 
-def test_two_workers_write_the_single_process_bytes(reference, engine_dir, data, tmp_path):
-    out = tmp_path / "ray"
-    rc, log = _run(_args(engine_dir, data, out, *RAY2))
-    assert rc == 0, log
-    assert _pairs(out) == _pairs(reference)
-    assert _metadata(out) == _metadata(reference)
-    run = json.loads((out / "plate" / "generate.json").read_text())["runs"][-1]
-    assert run["mode"] == "ray" and run["workers_requested"] == 2 and run["cpus_per_worker"] == 1
-    assert sum(w["items"] for w in run["workers"]) == PER_TYPE * len(DEFECTS)
-    assert all(w["device"] == "cpu, 1 thread (onnxruntime)" for w in run["workers"])
-    made_by = {json.loads(p.read_text())["run"]["worker"] for d in DEFECTS for p in _records(out, d)}
-    assert made_by == {w["worker"] for w in run["workers"] if w["items"]}
-    assert "images/h" in log, "the per-worker summary is printed"
-
-
-def test_a_killed_worker_is_restarted_and_a_killed_driver_loses_nothing(reference, engine_dir, data, tmp_path):
+def test_a_killed_worker_is_restarted_and_a_killed_driver_loses_nothing(reference, engine_dir, data, tmp_path, capsys):
     """One run, two faults: a worker process SIGKILLed (Ray restarts it and retries its chunk), then the driver
-    SIGKILLed; --resume finishes the set, and it equals the single-process run with no item twice."""
+    SIGKILLed; --resume (here in this process, without Ray: the records on disk are the whole state) finishes the
+    set, and it equals the single-process run with no item twice."""
+    from acsdk.apps.cli import main
+
     out, many = tmp_path / "ray", 10 * PER_TYPE  # enough work to outlast a worker's restart
     proc = _start(_args(engine_dir, data, out, *RAY2, per_type=many))
     _wait_for(lambda: _records(out), proc)
@@ -158,18 +164,20 @@ def test_a_killed_worker_is_restarted_and_a_killed_driver_loses_nothing(referenc
     _finish(proc)
     finished = {d: len(_records(out, d)) for d in DEFECTS}
     assert 3 <= finished["hole"] and sum(finished.values()) < many * len(DEFECTS), finished
-    rc, log = _run(_args(engine_dir, data, out, *RAY2, "--resume", per_type=many))
-    assert rc == 0, log
+    with _one_thread():
+        assert main(_args(engine_dir, data, out, "--resume", per_type=many)[3:]) == 0
+    log = capsys.readouterr().out
     for d in DEFECTS:
         assert f"plate/{d}: {many} pairs ({many - finished[d]} new)" in log
         assert len(_records(out, d)) == many
+    assert "images/h)" in log, "the per-worker summary is printed"
     # an index's bytes do not depend on how many are made: the reference's indices must match exactly
     assert {k: v for k, v in _pairs(out).items() if int(k[-8:-4]) < PER_TYPE} == _pairs(reference)
     assert {d: recs[:PER_TYPE] for d, recs in _metadata(out).items()} == _metadata(reference)
     assert all([r["index"] for r in recs] == list(range(many)) for recs in _metadata(out).values())
     assert not list(out.rglob("*.tmp"))
     runs = json.loads((out / "plate" / "generate.json").read_text())["runs"]
-    assert len(runs) == 2 and "workers" not in runs[0] and runs[1]["workers"], "the killed run's entry stays"
+    assert [r["mode"] for r in runs] == ["ray", "local"] and "workers" not in runs[0], "the killed run's entry stays"
 
 
 def _refused(engine_dir, data, out, **kwargs) -> InputError:
@@ -200,21 +208,26 @@ def test_an_unreachable_address_is_refused_with_nothing_written(engine_dir, data
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_gpus_and_other_engines_on_a_worker_are_refused(engine_dir, data, tmp_path):
-    """One local cluster: a GPU request it cannot hold, then workers whose engine dir is not the driver's (the
-    driver's digest is faked, so the workers' real one differs). Neither leaves anything behind."""
+def test_one_cluster_two_workers_write_the_local_bytes_and_bad_workers_are_refused(
+    reference, engine_dir, data, tmp_path
+):
+    """One local Ray cluster, three runs: 2 CPU workers writing the single-process bytes; a GPU request the cluster
+    cannot hold; workers whose engine dir is not the driver's (the driver's digest is faked, so the workers' real
+    one differs). The refused runs leave nothing behind."""
     script = f"""
-import sys, ray
+import ray
 import acsdk.data.generate as g, acsdk.data.runs as runs
 from acsdk import InputError
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-common = dict(engines={str(engine_dir)!r}, data={str(data)!r}, category="plate", per_type=2, seed=5,
-              num_inference_steps=10, asea_steps=2, backend="onnxruntime", progress=False, ray="auto", workers=1)
+common = dict(engines={str(engine_dir)!r}, data={str(data)!r}, category="plate", per_type={PER_TYPE}, seed=5,
+              num_inference_steps=10, asea_steps=2, backend="onnxruntime", progress=False, ray="auto")
+s = g.generate(out={str(tmp_path)!r} + "/ray", workers=2, cpus_per_worker=1, **common)
+print("ray ->", s.total)
 for name, kwargs in (("gpu", dict(gpus_per_worker=1)), ("digest", {{}})):
     if name == "digest":
         runs.manifest_digest = lambda path: "0" * 64
     try:
-        g.generate(out={str(tmp_path)!r} + "/" + name, **common, **kwargs)
+        g.generate(out={str(tmp_path)!r} + "/" + name, workers=1, **common, **kwargs)
     except InputError as e:
         print(name, "->", e.argument, "|", e)
     else:
@@ -222,9 +235,19 @@ for name, kwargs in (("gpu", dict(gpus_per_worker=1)), ("digest", {{}})):
 """
     rc, log = _run([sys.executable, "-c", script])
     assert rc == 0, log
+    out = tmp_path / "ray"
+    assert f"ray -> {{'hole': {PER_TYPE}, 'scratch': {PER_TYPE}}}" in log, log
+    assert _pairs(out) == _pairs(reference)
+    assert _metadata(out) == _metadata(reference)
+    run = json.loads((out / "plate" / "generate.json").read_text())["runs"][-1]
+    assert run["mode"] == "ray" and run["workers_requested"] == 2 and run["cpus_per_worker"] == 1
+    assert sum(w["items"] for w in run["workers"]) == PER_TYPE * len(DEFECTS)
+    assert all(w["device"] == "cpu, 1 thread (onnxruntime)" and w["images_per_hour"] > 0 for w in run["workers"])
+    made_by = {json.loads(p.read_text())["run"]["worker"] for d in DEFECTS for p in _records(out, d)}
+    assert made_by == {w["worker"] for w in run["workers"] if w["items"]}
     assert "gpu -> gpus_per_worker | gpus_per_worker: expected 1 worker(s) x 1 GPU in the cluster" in log
     assert "digest -> engines | engines: expected the same engine dir on every worker (manifest sha256 0000" in log
-    assert not (tmp_path / "gpu").exists() and not list((tmp_path / "digest").rglob("*")), "nothing left behind"
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "digest").exists(), "nothing left behind"
 
 
 def test_typed_errors_cross_process_boundaries_typed():

@@ -160,3 +160,23 @@ def test_the_rules_catch_a_forbidden_import(importer, line, allowed):
     module = _module_name(ROOT / importer)
     targets = _targets(ast.parse(line).body[0], module.rpartition(".")[0])
     assert targets and all(_allowed(module, t) for t in targets) is allowed
+
+
+def test_ray_is_imported_only_by_generate_ray_and_that_only_inside_a_function():
+    """A local run (and `import acsdk`) must never pay for, or need, Ray."""
+    ray_users, top_level_users = set(), set()
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        module = _module_name(path)
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                ray_users.add(module)
+        for node in tree.body:  # module-level statements only
+            targets = _targets(node, module if path.name == "__init__.py" else module.rpartition(".")[0])
+            if "acsdk.data.generate_ray" in targets:
+                top_level_users.add(module)
+    assert ray_users <= {"acsdk.data.generate_ray"}, ray_users
+    assert not top_level_users, f"imported at module level by {top_level_users}"
