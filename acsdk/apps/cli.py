@@ -150,6 +150,24 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from ..inference.synthesizer import Synthesizer
+
+    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
+    bank = synth.prepare(
+        args.prompt,
+        args.reference,
+        args.reference_mask,
+        reference_prompt=args.reference_prompt,
+        negative_prompt=args.negative_prompt,
+        asea_steps=args.asea_steps,
+    )
+    dest = bank.save(args.out, overwrite=args.force)
+    ref = "no reference (unconditional semantic tokens)" if args.reference is None else f"reference {args.reference}"
+    print(f"wrote {dest}: prompt {args.prompt!r}, {ref}, for engines {args.engines}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import json
 
@@ -263,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--max-retries", type=int, default=3, help="restarts of a dead worker and retries of its chunk")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
+
+    prep = sub.add_parser("prepare", help="the reference side of one defect type, once, for the native runtime")
+    engine_args(prep)
+    prep.add_argument("--prompt", required=True, help='e.g. "a photo of a bottle with a crack"')
+    prep.add_argument("--reference", help="a reference image showing the defect")
+    prep.add_argument("--reference-mask", help="the reference's defect mask")
+    prep.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
+    prep.add_argument("--negative-prompt", help="CFG's negative prompt (default: the checkpoint's)")
+    prep.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
+    prep.add_argument("--out", required=True, help="bank directory to write, e.g. bank/crack")
+    prep.add_argument("--force", action="store_true", help="replace an existing bank directory")
+    prep.set_defaults(func=_prepare)
 
     inf = sub.add_parser("info", help="show what an engine dir runs on here (backends, providers, precision)")
     inf.add_argument("engines", help="engine dir")

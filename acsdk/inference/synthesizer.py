@@ -11,16 +11,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from runtime.files import sha256_file
+from runtime.manifest import MANIFEST_NAME
+
 from ..errors import InputError
 from ..models.asea import run_asea
 from ..models.checkpoint import AnomalyControlModel
 from . import imaging
+from .bank import Bank
 from .features import SemanticFeatures
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
@@ -236,6 +241,48 @@ class Synthesizer:
         timings["csm_qformer"] = time.perf_counter() - t0
         log.info("ASEA: r %.4f -> %.4f in %d steps", result.r_before, result.r_after, asea_steps)
         return SemanticFeatures(tokens=tokens.float().cpu(), asea=result.as_dict(), prompt=reference_prompt)
+
+    def prepare(
+        self,
+        prompt: str,
+        reference_image: imaging.ImageLike | None = None,
+        reference_mask: imaging.ImageLike | None = None,
+        *,
+        reference_prompt: str | None = None,
+        negative_prompt: str | None = None,
+        asea_steps: int = 5,
+    ) -> Bank:
+        """The reference side of one defect type, once: CFG's text embeddings and semantic tokens as a `Bank`,
+        for runtimes that run only the target side (the native runtime). `run` with the same prompts and
+        reference feeds the UNet exactly these tensors."""
+        if not isinstance(prompt, str):
+            raise InputError("prompt", "a string", type(prompt).__name__)
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise InputError("negative_prompt", "a string or None", type(negative_prompt).__name__)
+        if (reference_image is None) != (reference_mask is None):
+            missing = "reference_mask" if reference_mask is None else "reference_image"
+            raise InputError(missing, "reference_image and reference_mask together, or neither", "only the other")
+        p = self.parts
+        negative = p.config.negative_prompt if negative_prompt is None else negative_prompt
+        text = self._encode_text([negative, prompt]).float().cpu()
+        uncond = p.unconditional_tokens.float().cpu()
+        info: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative, "reference": None, "asea": {}}
+        sem = uncond
+        if reference_image is not None:
+            ref_prompt = prompt if reference_prompt is None else reference_prompt
+            features = self.encode_reference(reference_image, reference_mask, ref_prompt, asea_steps)
+            sem = features.tokens.float().cpu()
+            info["reference"] = {
+                "image": _describe(reference_image),
+                "mask": _describe(reference_mask),
+                "prompt": ref_prompt,
+                "asea_steps": asea_steps,
+            }
+            info["asea"] = features.asea
+        info["engine_manifest_sha256"] = (
+            None if self.engine_dir is None else sha256_file(Path(self.engine_dir) / MANIFEST_NAME)
+        )
+        return Bank(text, torch.cat([uncond, sem]), info)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
         p = self.parts
@@ -531,3 +578,10 @@ def window_seed(seed: int, index: int) -> int:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _describe(source: imaging.ImageLike) -> dict:
+    """Where a reference came from, for a bank's record: a file's path and sha256, or an in-memory array."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        return {"file": str(source), "sha256": sha256_file(Path(source))}
+    return {"file": None, "sha256": None}
