@@ -31,8 +31,8 @@ from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
 from acsdk.models.checkpoint import Checkpoint, checkpoint_digest
 from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
-from runtime.files import atomic_dir, sha256_file
-from runtime.manifest import MANIFEST_NAME, Manifest, list_files, write_manifest
+from runtime.files import atomic_dir
+from runtime.manifest import Manifest, list_files, manifest_sha256, write_manifest
 from runtime.process import peak_rss_mb, reset_peak_rss
 from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
@@ -456,7 +456,7 @@ def plans_from_onnx(
             settings={**manifest["settings"], "backend": "tensorrt", "max_batch": batch},
             tools=tool_versions(),
             gpu=trt_build.gpu_info(),
-            derived_from={"path": str(src.root.resolve()), "manifest_sha256": sha256_file(src.root / MANIFEST_NAME)},
+            derived_from={"path": str(src.root.resolve()), "manifest_sha256": manifest_sha256(src.root)},
             files=list_files(tmp),
         )
         write_manifest(tmp, manifest)

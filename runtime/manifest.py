@@ -23,6 +23,11 @@ MANIFEST_NAME = "manifest.json"
 CACHE_PREFIX = "cache/"  # what backends compile at run time (OpenVINO's model cache); not part of the engine dir
 
 
+def manifest_sha256(root: str | os.PathLike) -> str:
+    """sha256 of an engine dir's manifest, which holds the sha256 of every engine file: the dir's identity."""
+    return sha256_file(Path(root) / MANIFEST_NAME)
+
+
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:
     """Write manifest.json atomically; `data` must not carry its own schema_version."""
     body = {"schema_version": SCHEMA_VERSION, **data}

@@ -209,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
         p.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
 
+    def reference_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reference", help="a reference image showing the defect")
+        p.add_argument("--reference-mask", help="the reference's defect mask")
+        p.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
+        p.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
+
     def roi_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--roi",
@@ -224,16 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--image", required=True, help="the normal (defect-free) image")
     syn.add_argument("--mask", required=True, help="where to paint the defect (white = defect)")
     syn.add_argument("--prompt", required=True, help='e.g. "a photo of a bottle with a crack"')
-    syn.add_argument("--reference", help="a reference image showing the defect")
-    syn.add_argument("--reference-mask", help="the reference's defect mask")
-    syn.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
+    reference_args(syn)
     syn.add_argument("--out", required=True, help="output image path (.png)")
     syn.add_argument("--mask-out", help="label mask path (default: <out>_mask.png)")
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
     syn.add_argument("--strength", type=float, default=0.7, help="how far to noise the input, (0, 1] (paper: 0.7)")
     syn.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (paper: 7)")
-    syn.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
     syn.add_argument("--semantic-scale", type=float, default=1.0, help="SGA lambda (paper: 1.0)")
     roi_args(syn)
     syn.add_argument("--bit-depth", type=int, help="bit depth of integer images (e.g. 12 for 12-bit data in 16-bit)")
@@ -285,11 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="the reference side of one defect type, once, for the native runtime")
     engine_args(prep)
     prep.add_argument("--prompt", required=True, help='e.g. "a photo of a bottle with a crack"')
-    prep.add_argument("--reference", help="a reference image showing the defect")
-    prep.add_argument("--reference-mask", help="the reference's defect mask")
-    prep.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
+    reference_args(prep)
     prep.add_argument("--negative-prompt", help="CFG's negative prompt (default: the checkpoint's)")
-    prep.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
     prep.add_argument("--out", required=True, help="bank directory to write, e.g. bank/crack")
     prep.add_argument("--force", action="store_true", help="replace an existing bank directory")
     prep.set_defaults(func=_prepare)

@@ -119,7 +119,7 @@ def generate(
         )
     run_info = new_run_info("local")
     chunks, finished = start_run(plan, cat, run_info)
-    runner = ChunkRunner(plan, synthesizer)
+    runner = ChunkRunner(plan, synthesizer, cat)
     reports = []
     with tqdm(
         total=per_type * len(plan.defects),

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.files import atomic_path, atomic_write, is_temporary, sha256_file
-from runtime.manifest import MANIFEST_NAME
+from runtime.files import atomic_path, atomic_write, is_temporary
+from runtime.manifest import MANIFEST_NAME, manifest_sha256
 
 from ..errors import InputError
 from .contact_sheet import contact_sheet
@@ -106,13 +106,12 @@ class GenerateSummary:
 
 
 def manifest_digest(engines: str | os.PathLike) -> str:
-    """sha256 of an engine dir's manifest, which holds the sha256 of every engine file: the dir's identity."""
-    path = Path(engines) / MANIFEST_NAME
-    if not path.is_file():
+    """`runtime.manifest.manifest_sha256`, with a typed error naming `engines` when there is no manifest."""
+    if not (Path(engines) / MANIFEST_NAME).is_file():
         raise InputError(
             "engines", "an engine dir built by `python -m export.build`", f"'{engines}' (no {MANIFEST_NAME})"
         )
-    return sha256_file(path)
+    return manifest_sha256(engines)
 
 
 def engine_max_batch(engines: str | os.PathLike) -> int:
@@ -375,11 +374,12 @@ class ChunkRunner:
     """Makes the items of chunks on one Synthesizer and writes the missing ones: the same code locally and in a
     Ray actor."""
 
-    def __init__(self, plan: RunPlan, synthesizer, worker: str | None = None):
+    def __init__(self, plan: RunPlan, synthesizer, cat: MVTecCategory | None = None):
         self.plan, self.synthesizer = plan, synthesizer
-        self.worker = worker or worker_name()
+        self.worker = worker_name()
         self.device = synthesizer_device(synthesizer)
-        self.cat = load_category(plan.data, plan.category, list(plan.defects))
+        # a Ray worker scans the category itself; the local run hands over the scan plan_run made
+        self.cat = cat if cat is not None else load_category(plan.data, plan.category, list(plan.defects))
         self.prompts = PromptSource(plan.settings.template, plan.captions)
         self._planners: dict[str, ItemPlanner] = {}
 

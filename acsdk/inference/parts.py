@@ -16,8 +16,8 @@ from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
 from runtime import Engine, TorchEngine
 from runtime.errors import BackendUnavailableError, EngineDirError, IncompatibleEngineError
-from runtime.files import cache_dir, sha256_file
-from runtime.manifest import MANIFEST_NAME, Manifest
+from runtime.files import cache_dir
+from runtime.manifest import Manifest, manifest_sha256
 
 from ..errors import InputError
 from ..models.checkpoint import AnomalyControlModel
@@ -190,7 +190,7 @@ def _openvino_cache(manifest: Manifest) -> Path:
             return inside
     except OSError:
         pass
-    return cache_dir() / "openvino" / sha256_file(manifest.root / MANIFEST_NAME)[:16]
+    return cache_dir() / "openvino" / manifest_sha256(manifest.root)[:16]
 
 
 def parts_from_engine_dir(

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from runtime.files import sha256_file
-from runtime.manifest import MANIFEST_NAME
+from runtime.manifest import manifest_sha256
 
 from ..errors import InputError
 from ..models.asea import run_asea
@@ -279,9 +279,7 @@ class Synthesizer:
                 "asea_steps": asea_steps,
             }
             info["asea"] = features.asea
-        info["engine_manifest_sha256"] = (
-            None if self.engine_dir is None else sha256_file(Path(self.engine_dir) / MANIFEST_NAME)
-        )
+        info["engine_manifest_sha256"] = None if self.engine_dir is None else manifest_sha256(self.engine_dir)
         return Bank(text, torch.cat([uncond, sem]), info)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
