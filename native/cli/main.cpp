@@ -1,0 +1,161 @@
+// acsdk-native: run an engine dir on one image without Python. `acsdk-native synth --help` lists the flags.
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "bank.hpp"
+#include "errors.hpp"
+#include "synthesizer.hpp"
+#include "version.hpp"
+
+namespace {
+
+const char* kUsage = R"(usage: acsdk-native synth --engines DIR --bank DIR --image IN.png --mask MASK.png --out OUT.png
+                          [--mask-out PATH] [--seed N] [--steps N] [--strength F] [--guidance F]
+                          [--semantic-scale F] [--roi auto|full] [--roi-padding N] [--roi-min-size N]
+                          [--blur-sigma F] [--backend openvino|tensorrt] [--device CPU|GPU|...]
+                          [--no-verify] [--json]
+       acsdk-native --version
+
+Paints the defect type prepared in --bank (`acsdk prepare`) into --image inside --mask with the engine dir's
+VAE and SGA UNet, as `acsdk synth` does; a seed gives the same noise as the Python runtime. Writes --out (the
+input's size, layout and depth) and the label (default: OUT_mask.png). Defaults: seed 0, steps 50, strength
+0.7, guidance 7, semantic scale 1, roi auto with padding 32, backend openvino on device CPU.
+)";
+
+struct Args {
+  std::map<std::string, std::string> values;
+  std::map<std::string, bool> flags;
+};
+
+const std::map<std::string, bool> kOptions = {  // name -> takes a value
+    {"engines", true},   {"bank", true},       {"image", true},   {"mask", true},       {"out", true},
+    {"mask-out", true},  {"seed", true},       {"steps", true},   {"strength", true},   {"guidance", true},
+    {"semantic-scale", true}, {"roi", true},   {"roi-padding", true}, {"roi-min-size", true},
+    {"blur-sigma", true}, {"backend", true},   {"device", true},  {"no-verify", false}, {"json", false}};
+
+Args parse(int argc, char** argv, int first) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || !kOptions.count(arg.substr(2)))
+      throw acsdk::InputError("arguments", "a flag of `acsdk-native synth --help`", "'" + arg + "'");
+    const std::string name = arg.substr(2);
+    if (!kOptions.at(name)) {
+      a.flags[name] = true;
+    } else {
+      if (i + 1 >= argc) throw acsdk::InputError(name, "a value after --" + name, "nothing");
+      a.values[name] = argv[++i];
+    }
+  }
+  for (const char* required : {"engines", "bank", "image", "mask", "out"})
+    if (!a.values.count(required)) throw acsdk::InputError(required, "--" + std::string(required) + " PATH", "nothing");
+  return a;
+}
+
+int64_t to_int(const Args& a, const std::string& name, int64_t fallback) {
+  auto it = a.values.find(name);
+  if (it == a.values.end()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  if (errno || end == it->second.c_str() || *end) throw acsdk::InputError(name, "an integer", "'" + it->second + "'");
+  return v;
+}
+
+double to_real(const Args& a, const std::string& name, double fallback) {
+  auto it = a.values.find(name);
+  if (it == a.values.end()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(it->second.c_str(), &end);
+  if (errno || end == it->second.c_str() || *end || !std::isfinite(v))
+    throw acsdk::InputError(name, "a finite number", "'" + it->second + "'");
+  return v;
+}
+
+std::string default_mask_out(const std::string& out) {
+  const std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + "_mask.png")).string();
+}
+
+int synth(const Args& a) {
+  acsdk::Settings s;
+  const int64_t seed = to_int(a, "seed", 0);
+  if (seed < 0) throw acsdk::InputError("seed", "an integer >= 0", std::to_string(seed));
+  s.seed = static_cast<uint64_t>(seed);
+  s.steps = to_int(a, "steps", s.steps);
+  s.strength = to_real(a, "strength", s.strength);
+  s.guidance = to_real(a, "guidance", s.guidance);
+  s.semantic_scale = to_real(a, "semantic-scale", s.semantic_scale);
+  s.roi = a.values.count("roi") ? a.values.at("roi") : s.roi;
+  s.roi_padding = to_int(a, "roi-padding", s.roi_padding);
+  s.roi_min_size = to_int(a, "roi-min-size", s.roi_min_size);
+  if (a.values.count("roi-min-size") && s.roi_min_size < 1)
+    throw acsdk::InputError("roi-min-size", "an integer >= 1", std::to_string(s.roi_min_size));
+  s.blur_sigma = to_real(a, "blur-sigma", s.blur_sigma);
+  if (a.values.count("blur-sigma") && s.blur_sigma < 0)
+    throw acsdk::InputError("blur-sigma", "a number >= 0", a.values.at("blur-sigma"));
+  acsdk::check_settings(s);  // before anything is opened: a bad flag costs nothing
+
+  const acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
+  const acsdk::Tensor mask = acsdk::read_mask(a.values.at("mask"), "mask");
+  acsdk::BackendOptions options;
+  options.backend = a.values.count("backend") ? a.values.at("backend") : "openvino";
+  options.device = a.values.count("device") ? a.values.at("device") : "CPU";
+  acsdk::Synthesizer synth(a.values.at("engines"), options, !a.flags.count("no-verify"));
+  const acsdk::Bank bank = acsdk::load_bank(a.values.at("bank"), synth.engine_dir().digest());
+  const acsdk::Result result = synth.run(image, mask, bank, s);
+
+  const std::string out = a.values.at("out");
+  const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
+  acsdk::write_png(out, result.image, "out");
+  acsdk::write_png(mask_out, acsdk::mask_picture(result.label), "mask-out");
+
+  nlohmann::json summary = {{"out", out},     {"mask_out", mask_out}, {"seed", s.seed},
+                            {"timings", result.timings}, {"notes", result.notes}, {"engines", synth.describe()}};
+  for (const auto& w : result.windows)
+    summary["windows"].push_back({{"top", w.top}, {"left", w.left}, {"height", w.height}, {"width", w.width}});
+  if (a.flags.count("json")) {
+    std::cout << summary.dump() << "\n";
+  } else {
+    std::cout << "wrote " << out << " and " << mask_out << " (" << result.windows.size() << " window(s), "
+              << result.timings.at("total") << " s)\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "--version") {
+    std::cout << "acsdk-native " << ACSDK_NATIVE_VERSION << "\n";
+    return 0;
+  }
+  if (command == "-h" || command == "--help" || (command == "synth" && argc > 2 && std::string(argv[2]) == "--help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (command != "synth") {
+    std::cerr << kUsage << "acsdk-native: error: command: expected synth or --version, got '" << command << "'\n";
+    return 2;
+  }
+  try {
+    return synth(parse(argc, argv, 2));
+  } catch (const acsdk::InputError& e) {
+    std::cerr << "acsdk-native synth: error: " << e.what() << "\n";
+    return 2;
+  } catch (const acsdk::Error& e) {
+    std::cerr << "acsdk-native synth: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "acsdk-native synth: failed: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,47 @@
+#include "bank.hpp"
+
+#include <filesystem>
+
+#include "errors.hpp"
+#include "files.hpp"
+#include "safetensors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace acsdk {
+
+Bank load_bank(const std::string& dir, const std::string& engine_manifest_sha256) {
+  const std::string info_file = (fs::path(dir) / "bank.json").string();
+  const std::string tensors_file = (fs::path(dir) / "bank.safetensors").string();
+  if (!fs::is_regular_file(info_file) || !fs::is_regular_file(tensors_file))
+    throw InputError("bank", "a directory written by `acsdk prepare` (bank.json, bank.safetensors)", "'" + dir + "'");
+  Bank bank;
+  try {
+    bank.info = nlohmann::json::parse(read_file(info_file, "bank"));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("bank", "a readable bank.json", "'" + info_file + "': " + e.what());
+  }
+  if (bank.info.value("schema", "") != kBankSchema)
+    throw InputError("bank", std::string("schema ") + kBankSchema, bank.info.value("schema", nlohmann::json()).dump());
+  if (sha256_file(tensors_file, "bank") != bank.info.value("tensors_sha256", ""))
+    throw IntegrityError("bank", "bank '" + dir + "': bank.safetensors differs from the sha256 recorded in bank.json");
+  const auto recorded = bank.info.value("engine_manifest_sha256", nlohmann::json());
+  if (recorded != engine_manifest_sha256)
+    throw InputError("bank",
+                     "a bank prepared for this engine dir (manifest sha256 " + engine_manifest_sha256.substr(0, 16) +
+                         "...)",
+                     "one prepared for " + (recorded.is_string() ? recorded.get<std::string>().substr(0, 16) + "..."
+                                                                 : recorded.dump()));
+  auto tensors = read_safetensors(tensors_file, "bank");
+  for (const char* name : {"text_embeds", "semantic_tokens"}) {
+    auto it = tensors.find(name);
+    if (it == tensors.end() || it->second.shape.size() != 3 || it->second.shape[0] != 2)
+      throw InputError("bank", std::string("bank.safetensors with ") + name + " of shape [2, N, D]",
+                       it == tensors.end() ? "none" : shape_str(it->second.shape));
+  }
+  bank.text_embeds = std::move(tensors["text_embeds"]);
+  bank.semantic_tokens = std::move(tensors["semantic_tokens"]);
+  return bank;
+}
+
+}  // namespace acsdk

@@ -1,0 +1,118 @@
+#include "ddim.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "errors.hpp"
+
+namespace acsdk {
+
+namespace {
+
+// torch.linspace(start, end, n, dtype=float32): the first half stepped from start, the second from end.
+std::vector<float> linspace(double start, double end, int64_t n) {
+  std::vector<float> out(n);
+  const double step = n > 1 ? (end - start) / static_cast<double>(n - 1) : 0.0;
+  const int64_t half = n / 2;
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = static_cast<float>(i < half ? start + step * i : end - step * (n - 1 - i));
+  return out;
+}
+
+template <typename T>
+T get(const nlohmann::json& c, const char* key, T fallback) {
+  return c.contains(key) && !c[key].is_null() ? c[key].get<T>() : fallback;
+}
+
+}  // namespace
+
+DDIM::DDIM(const nlohmann::json& c) {
+  auto refuse = [](const std::string& what) {
+    return EngineDirError("scheduler/scheduler_config.json: " + what + " is not supported by the native runtime");
+  };
+  train_steps_ = get<int64_t>(c, "num_train_timesteps", 1000);
+  steps_offset_ = get<int64_t>(c, "steps_offset", 0);
+  spacing_ = get<std::string>(c, "timestep_spacing", "leading");
+  prediction_ = get<std::string>(c, "prediction_type", "epsilon");
+  clip_sample_ = get<bool>(c, "clip_sample", true);
+  clip_range_ = get<float>(c, "clip_sample_range", 1.0f);
+  if (get<bool>(c, "thresholding", false)) throw refuse("thresholding");
+  if (get<bool>(c, "rescale_betas_zero_snr", false)) throw refuse("rescale_betas_zero_snr");
+  if (spacing_ != "leading" && spacing_ != "trailing" && spacing_ != "linspace")
+    throw refuse("timestep_spacing '" + spacing_ + "'");
+  if (prediction_ != "epsilon" && prediction_ != "v_prediction" && prediction_ != "sample")
+    throw refuse("prediction_type '" + prediction_ + "'");
+
+  std::vector<float> betas;
+  const std::string schedule = get<std::string>(c, "beta_schedule", "linear");
+  const double b0 = get<double>(c, "beta_start", 0.0001), b1 = get<double>(c, "beta_end", 0.02);
+  if (c.contains("trained_betas") && !c["trained_betas"].is_null()) {
+    betas = c["trained_betas"].get<std::vector<float>>();
+    train_steps_ = static_cast<int64_t>(betas.size());
+  } else if (schedule == "linear") {
+    betas = linspace(b0, b1, train_steps_);
+  } else if (schedule == "scaled_linear") {
+    betas = linspace(std::sqrt(b0), std::sqrt(b1), train_steps_);
+    for (auto& b : betas) b = b * b;
+  } else {
+    throw refuse("beta_schedule '" + schedule + "'");
+  }
+  alphas_cumprod_.resize(betas.size());
+  float acc = 1.0f;  // cumprod in float32, as torch.cumprod over a float32 tensor
+  for (size_t i = 0; i < betas.size(); ++i) alphas_cumprod_[i] = acc = acc * (1.0f - betas[i]);
+  final_alpha_cumprod_ = get<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
+}
+
+std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
+  if (steps < 1 || steps > train_steps_)
+    throw InputError("steps", "an integer in [1, " + std::to_string(train_steps_) + "]", std::to_string(steps));
+  std::vector<int64_t> all(steps);
+  if (spacing_ == "leading") {
+    const int64_t ratio = train_steps_ / steps;
+    for (int64_t i = 0; i < steps; ++i) all[i] = (steps - 1 - i) * ratio + steps_offset_;
+  } else if (spacing_ == "trailing") {
+    const double ratio = static_cast<double>(train_steps_) / steps;
+    for (int64_t i = 0; i < steps; ++i) all[i] = std::llround(train_steps_ - i * ratio) - 1;
+  } else {  // linspace: np.linspace(0, T - 1, steps).round()[::-1] (round half to even, as numpy)
+    for (int64_t i = 0; i < steps; ++i) {
+      const double v = steps > 1 ? (train_steps_ - 1) * static_cast<double>(steps - 1 - i) / (steps - 1) : 0.0;
+      all[i] = static_cast<int64_t>(std::nearbyint(v));
+    }
+  }
+  const int64_t init = std::min<int64_t>(static_cast<int64_t>(steps * strength), steps);
+  return std::vector<int64_t>(all.end() - init, all.end());
+}
+
+void DDIM::add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const {
+  const float a = std::sqrt(alphas_cumprod_.at(t)), b = std::sqrt(1.0f - alphas_cumprod_.at(t));
+  out = Tensor(x0.shape);
+  for (size_t i = 0; i < out.numel(); ++i) out.data[i] = a * x0.data[i] + b * noise.data[i];
+}
+
+void DDIM::step(const Tensor& model_output, int64_t t, int64_t steps, Tensor& latents) const {
+  const int64_t prev = t - train_steps_ / steps;
+  const float abar = alphas_cumprod_.at(t);
+  const float abar_prev = prev >= 0 ? alphas_cumprod_.at(prev) : final_alpha_cumprod_;
+  const float sa = std::sqrt(abar), sb = std::sqrt(1.0f - abar);
+  const float sa_prev = std::sqrt(abar_prev), sb_prev = std::sqrt(1.0f - abar_prev);
+  for (size_t i = 0; i < latents.numel(); ++i) {
+    const float x = latents.data[i], m = model_output.data[i];
+    float x0, eps;
+    if (prediction_ == "epsilon") {
+      x0 = (x - sb * m) / sa;
+      eps = m;
+    } else if (prediction_ == "sample") {
+      x0 = m;
+      eps = (x - sa * x0) / sb;
+    } else {  // v_prediction
+      x0 = sa * x - sb * m;
+      eps = sa * m + sb * x;
+    }
+    if (clip_sample_) {
+      x0 = std::min(std::max(x0, -clip_range_), clip_range_);
+    }
+    latents.data[i] = sa_prev * x0 + sb_prev * eps;
+  }
+}
+
+}  // namespace acsdk

@@ -1,0 +1,40 @@
+// DDIM (eta = 0) as diffusers' DDIMScheduler computes it, from the engine dir's scheduler_config.json.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "tensor.hpp"
+
+namespace acsdk {
+
+class DDIM {
+ public:
+  // Refuses (EngineDirError) the options the Python sampler's scheduler would treat differently than this port:
+  // thresholding, zero-SNR rescaling, beta schedules other than linear / scaled_linear / trained betas.
+  explicit DDIM(const nlohmann::json& config);
+
+  // The timesteps a run of `steps` at `strength` visits, as the Python sampler picks them (the last
+  // int(steps * strength) of set_timesteps(steps)).
+  std::vector<int64_t> timesteps(int64_t steps, double strength) const;
+  // x0 noised to timestep t: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
+  void add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const;
+  // One DDIM step from t to t - T / steps on `latents`, in place.
+  void step(const Tensor& model_output, int64_t t, int64_t steps, Tensor& latents) const;
+
+  const std::vector<float>& alphas_cumprod() const { return alphas_cumprod_; }
+
+ private:
+  std::vector<float> alphas_cumprod_;
+  float final_alpha_cumprod_ = 1.0f;
+  int64_t train_steps_ = 1000;
+  int64_t steps_offset_ = 0;
+  std::string spacing_ = "leading";
+  std::string prediction_ = "epsilon";
+  bool clip_sample_ = false;
+  float clip_range_ = 1.0f;
+};
+
+}  // namespace acsdk

@@ -1,0 +1,36 @@
+// One compiled component (VAE encoder, SGA UNet, VAE decoder) on a backend: named float tensors in and out.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine_dir.hpp"
+#include "tensor.hpp"
+
+namespace acsdk {
+
+using Feeds = std::map<std::string, const Tensor*>;
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  // Runs on the shapes of `inputs` (compiled once per set of shapes); outputs as float32.
+  virtual std::map<std::string, Tensor> run(const Feeds& inputs) = 0;
+  virtual std::string describe() const = 0;  // backend, device, precision: for logs and --json
+};
+
+struct BackendOptions {
+  std::string backend = "openvino";  // "openvino" or "tensorrt" (where this build has it)
+  std::string device = "CPU";        // OpenVINO device (CPU, GPU, NPU); TensorRT: the CUDA device index
+  std::string cache_dir;             // OpenVINO's compiled-model cache ("" = none)
+};
+
+// Opens `artifact` on the chosen backend. BackendError when the backend or device is not here.
+std::unique_ptr<Engine> open_engine(const std::string& name, const Artifact& artifact, const BackendOptions& options);
+
+// The backends this build was compiled with ("openvino", and "tensorrt" where CMake found TensorRT).
+std::vector<std::string> compiled_backends();
+
+}  // namespace acsdk

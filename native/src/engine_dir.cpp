@@ -1,0 +1,140 @@
+#include "engine_dir.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "errors.hpp"
+#include "files.hpp"
+
+namespace fs = std::filesystem;
+
+namespace acsdk {
+
+namespace {
+
+// A relative POSIX path without ".." or a root: the only kind an engine dir may name.
+bool confined(const std::string& rel) {
+  const fs::path p(rel);
+  if (rel.empty() || p.is_absolute()) return false;
+  for (const auto& part : p)
+    if (part == "..") return false;
+  return true;
+}
+
+}  // namespace
+
+EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify_(verify) {
+  if (!fs::is_directory(root))
+    throw EngineDirError("engine dir '" + root + "' does not exist; build one with `python -m export.build`");
+  const std::string file = (fs::path(root) / "manifest.json").string();
+  if (!fs::is_regular_file(file))
+    throw EngineDirError("'" + root + "' has no manifest.json: not an engine dir, or its build did not finish");
+  const std::string text = read_file(file, "engines");
+  try {
+    manifest_ = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw EngineDirError(file + " is not readable JSON (" + e.what() + ")");
+  }
+  const auto version = manifest_.value("schema_version", nlohmann::json());
+  if (version != kManifestSchema)
+    throw EngineDirError(file + " has schema_version " + version.dump() + "; this runtime reads " +
+                         std::to_string(kManifestSchema) + ". Rebuild the engine dir with this version's export.build.");
+  for (const char* key : {"components", "files", "settings", "model"})
+    if (!manifest_.contains(key)) throw EngineDirError(file + " lacks '" + key + "'; rebuild the engine dir");
+  for (const auto& [rel, sha] : manifest_["files"].items())
+    if (!confined(rel)) throw EngineDirError(file + " names a path outside the engine dir ('" + rel + "')");
+  digest_ = sha256_hex(text);
+}
+
+Geometry EngineDir::geometry() const {
+  const auto& s = manifest_["settings"];
+  const auto& m = manifest_["model"];
+  Geometry g;
+  g.height = s.at("height").get<int64_t>();
+  g.width = s.at("width").get<int64_t>();
+  g.scale_factor = m.at("vae_scale_factor").get<int64_t>();
+  g.channels = m.at("latent_channels").get<int64_t>();
+  g.scaling_factor = m.at("vae_scaling_factor").get<double>();
+  return g;
+}
+
+nlohmann::json EngineDir::scheduler_config() {
+  const std::string file = path("scheduler/scheduler_config.json");
+  try {
+    return nlohmann::json::parse(read_file(file, "engines"));
+  } catch (const nlohmann::json::exception& e) {
+    throw EngineDirError(file + " is not readable JSON (" + e.what() + ")");
+  }
+}
+
+std::string EngineDir::path(const std::string& rel) {
+  const auto& files = manifest_["files"];
+  if (!files.contains(rel)) throw EngineDirError("'" + rel + "' is not listed in " + root_ + "/manifest.json");
+  const std::string full = (fs::path(root_) / rel).string();
+  if (!fs::is_regular_file(full))
+    throw EngineDirError("engine file '" + rel + "' is missing from " + root_ + "; rebuild the engine dir");
+  std::lock_guard<std::mutex> guard(lock_);
+  if (verify_ && !verified_.count(rel)) {
+    const std::string expected = files[rel].get<std::string>();
+    const std::string actual = sha256_file(full, "engines");
+    if (actual != expected)
+      throw IntegrityError("engines", "engine file '" + rel + "' has sha256 " + actual.substr(0, 12) +
+                           "..., the manifest recorded " + expected.substr(0, 12) +
+                           "...: the file was changed or corrupted; rebuild the engine dir");
+    verified_.insert(rel);
+  }
+  return full;
+}
+
+Artifact EngineDir::artifact(const std::string& component, const std::string& backend, const std::string& precision) {
+  if (!has_component(component))
+    throw EngineDirError(root_ + "/manifest.json has no component '" + component + "'");
+  const auto& entry = manifest_["components"][component];
+  const std::string want = precision.empty() ? entry.value("precision", "fp32") : precision;
+  auto find = [&](const std::string& format, const std::string& prec) -> const nlohmann::json* {
+    for (const auto& a : entry.at("artifacts"))
+      if (a.at("format") == format && a.at("precision") == prec) return &a;
+    return nullptr;
+  };
+  const nlohmann::json* art = nullptr;
+  if (backend == "tensorrt") {
+    art = find("tensorrt", want);
+    if (!art) art = find("tensorrt", "fp32");
+  } else {
+    art = find("openvino", want);
+    if (!art) art = find("onnx", want);
+    if (!art) art = find("onnx", "fp32");
+  }
+  if (!art)
+    throw EngineDirError("component '" + component + "' has no " + (backend == "tensorrt" ? "TensorRT plan" : "ONNX") +
+                         " artifact in " + root_ + "; rebuild the engine dir" +
+                         (backend == "tensorrt" ? " with --backend tensorrt" : ""));
+  for (const auto& rel : art->value("data_files", std::vector<std::string>{})) path(rel);
+  Artifact out;
+  out.format = art->at("format").get<std::string>();
+  out.precision = art->at("precision").get<std::string>();
+  out.path = path(art->at("file").get<std::string>());
+  out.inputs = entry.at("inputs");
+  out.outputs = entry.at("outputs");
+  return out;
+}
+
+std::string openvino_cache_dir(const EngineDir& dir) {
+  const fs::path inside = fs::path(dir.root()) / "cache" / "openvino";
+  std::error_code ec;
+  fs::create_directories(inside, ec);
+  if (!ec && ::access(inside.c_str(), W_OK) == 0) return inside.string();
+  fs::path base;
+  if (const char* env = std::getenv("ACSDK_CACHE"); env && *env) {
+    base = env;
+  } else {
+    const char* xdg = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    base = fs::path(xdg && *xdg ? xdg : std::string(home ? home : ".") + "/.cache") / "acsdk";
+  }
+  return (base / "openvino" / dir.digest().substr(0, 16)).string();
+}
+
+}  // namespace acsdk

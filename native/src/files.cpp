@@ -1,0 +1,99 @@
+#include "files.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "errors.hpp"
+
+namespace acsdk {
+
+std::string read_file(const std::string& path, const std::string& argument) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(argument, "a readable file", "'" + path + "' (" + std::strerror(errno) + ")");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) throw InputError(argument, "a readable file", "'" + path + "' (read failed)");
+  return buf.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& argument) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  auto fail = [&](const std::string& what) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return InputError(argument, "a writable path", "'" + path + "' (" + what + ": " + why + ")");
+  };
+  if (fd < 0) throw fail("cannot create a file beside it");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      ::close(fd);
+      throw fail("write failed");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    throw fail("fsync failed");
+  }
+  ::close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw fail("rename failed");
+}
+
+namespace {
+
+struct Sha256 {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
+  Sha256() {
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("sha256", "OpenSSL failed");
+  }
+  void update(const char* data, size_t n) {
+    if (EVP_DigestUpdate(ctx.get(), data, n) != 1) throw Error("sha256", "OpenSSL failed");
+  }
+  std::string hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1) throw Error("sha256", "OpenSSL failed");
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += digits[digest[i] >> 4];
+      out += digits[digest[i] & 15];
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes.data(), bytes.size());
+  return h.hex();
+}
+
+std::string sha256_file(const std::string& path, const std::string& argument) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(argument, "a readable file", "'" + path + "' (" + std::strerror(errno) + ")");
+  Sha256 h;
+  std::vector<char> buf(1 << 20);  // streamed: a real UNet's weights are gigabytes
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) throw InputError(argument, "a readable file", "'" + path + "' (read failed)");
+  return h.hex();
+}
+
+}  // namespace acsdk

@@ -1,0 +1,122 @@
+// OpenVINO backend: the engine dir's ONNX (or IR) read once, a static-shape copy compiled per input shapes.
+#include <algorithm>
+#include <openvino/openvino.hpp>
+#include <sstream>
+
+#include "engine.hpp"
+#include "errors.hpp"
+
+namespace acsdk {
+
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+class OpenVINOEngine : public Engine {
+ public:
+  OpenVINOEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
+      : name_(name), device_(options.device), precision_(artifact.precision) {
+    const auto devices = core_.get_available_devices();
+    const std::string family = device_.substr(0, device_.find('.'));
+    const bool found = std::any_of(devices.begin(), devices.end(),
+                                   [&](const std::string& d) { return d.substr(0, d.find('.')) == family; });
+    if (!found) throw InputError("device", "an OpenVINO device of this machine (" + join(devices) + ")", "'" + device_ + "'");
+    if (!options.cache_dir.empty()) core_.set_property(ov::cache_dir(options.cache_dir));
+    model_ = core_.read_model(artifact.path);
+    config_ = {ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::num_streams(1)};
+    if (family == "CPU") {
+      // fp32 and int8 run at f32 (the CPU plugin would otherwise pick bf16 where the CPU has it and change fp32
+      // results); fp16 runs at bf16 where the CPU has it: the Python runtime's choice.
+      const auto caps = core_.get_property("CPU", ov::device::capabilities);
+      const bool bf16 = std::find(caps.begin(), caps.end(), "BF16") != caps.end();
+      hint_ = precision_ == "fp16" && bf16 ? ov::element::bf16 : ov::element::f32;
+      config_.emplace(ov::hint::inference_precision(hint_));
+    }
+  }
+
+  std::map<std::string, Tensor> run(const Feeds& inputs) override {
+    std::vector<std::vector<int64_t>> key;
+    for (const auto& port : model_->inputs()) key.push_back(feed(inputs, port.get_any_name()).shape);
+    auto it = compiled_.find(key);
+    if (it == compiled_.end()) {
+      auto model = model_->clone();
+      std::map<std::string, ov::PartialShape> shapes;
+      for (const auto& port : model->inputs()) {
+        const auto& s = feed(inputs, port.get_any_name()).shape;
+        shapes[port.get_any_name()] = ov::PartialShape(std::vector<ov::Dimension>(s.begin(), s.end()));
+      }
+      model->reshape(shapes);
+      auto compiled = core_.compile_model(model, device_, config_);
+      it = compiled_.emplace(key, compiled.create_infer_request()).first;
+    }
+    ov::InferRequest& request = it->second;
+    std::vector<std::vector<ov::float16>> halves;  // fp16 inputs of an fp16 graph, converted here
+    halves.reserve(model_->inputs().size());
+    for (const auto& port : request.get_compiled_model().inputs()) {
+      const Tensor& t = feed(inputs, port.get_any_name());
+      const ov::Shape shape(t.shape.begin(), t.shape.end());
+      if (port.get_element_type() == ov::element::f32) {
+        request.set_tensor(port, ov::Tensor(ov::element::f32, shape, const_cast<float*>(t.ptr())));
+      } else if (port.get_element_type() == ov::element::f16) {
+        halves.emplace_back(t.data.begin(), t.data.end());
+        request.set_tensor(port, ov::Tensor(ov::element::f16, shape, halves.back().data()));
+      } else {
+        throw BackendError("engines", name_ + ": input '" + port.get_any_name() + "' has element type " +
+                           port.get_element_type().get_type_name() + "; f32 or f16 are fed");
+      }
+    }
+    request.infer();
+    std::map<std::string, Tensor> outs;
+    for (const auto& port : request.get_compiled_model().outputs()) {
+      const ov::Tensor o = request.get_tensor(port);
+      Tensor t(std::vector<int64_t>(o.get_shape().begin(), o.get_shape().end()));
+      if (o.get_element_type() == ov::element::f32) {
+        std::copy_n(o.data<const float>(), t.numel(), t.ptr());
+      } else if (o.get_element_type() == ov::element::f16) {
+        std::copy_n(o.data<const ov::float16>(), t.numel(), t.ptr());
+      } else {
+        throw BackendError("engines", name_ + ": output '" + port.get_any_name() + "' has element type " +
+                           o.get_element_type().get_type_name());
+      }
+      outs.emplace(port.get_any_name(), std::move(t));
+    }
+    return outs;
+  }
+
+  std::string describe() const override {
+    std::ostringstream out;
+    out << "openvino " << device_ << " " << precision_;
+    if (device_.rfind("CPU", 0) == 0) out << " (inference precision " << hint_.get_type_name() << ")";
+    return out.str();
+  }
+
+ private:
+  const Tensor& feed(const Feeds& inputs, const std::string& name) const {
+    auto it = inputs.find(name);
+    if (it == inputs.end()) throw BackendError("engines", name_ + ": the model's input '" + name + "' was not fed");
+    return *it->second;
+  }
+
+  std::string name_, device_, precision_;
+  ov::Core core_;
+  std::shared_ptr<ov::Model> model_;
+  ov::AnyMap config_;
+  ov::element::Type hint_ = ov::element::f32;
+  std::map<std::vector<std::vector<int64_t>>, ov::InferRequest> compiled_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> open_openvino(const std::string& name, const Artifact& artifact, const BackendOptions& options) {
+  try {
+    return std::make_unique<OpenVINOEngine>(name, artifact, options);
+  } catch (const ov::Exception& e) {
+    throw BackendError("engines", name + ": OpenVINO could not open " + artifact.path + ": " + e.what());
+  }
+}
+
+}  // namespace acsdk

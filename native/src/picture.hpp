@@ -1,0 +1,45 @@
+// PNG images as the Python SDK reads them (imaging.load_picture / load_mask): native values kept, results
+// composed into a copy of the input so pixels the blend does not reach keep their exact values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensor.hpp"
+#include "windows.hpp"
+
+namespace acsdk {
+
+constexpr int64_t kMaxPixels = 100'000'000;  // as imaging.MAX_PIXELS
+
+struct Picture {
+  int64_t height = 0, width = 0, channels = 0;  // channels: 1 (gray), 3 (RGB) or 4 (RGBA)
+  int bit_depth = 8;                            // 8 or 16 (16-bit gray; 16-bit colour reads as 8, as PIL does)
+  std::vector<uint16_t> pixels;                 // HxWxC native values
+
+  float scale() const { return bit_depth == 16 ? 65535.0f : 255.0f; }
+  // RGB float [3, h, w] in [0, 1] of a window (edge pixels replicated past the image).
+  Tensor rgb(const Window& window) const;
+};
+
+struct Patch {
+  Window window;
+  Tensor generated;  // [3, h, w] at the window's size
+  Tensor blend;      // [h, w]
+};
+
+// `argument` names the flag in errors: an unreadable or non-PNG file, an unsupported layout, too many pixels.
+Picture read_png(const std::string& path, const std::string& argument);
+// A binary mask [H, W] (1 where the value is above half scale; colour masks by PIL's luma, as Python's load_mask).
+Tensor read_mask(const std::string& path, const std::string& argument);
+// Written to a temporary file and renamed: never half-written.
+void write_png(const std::string& path, const Picture& picture, const std::string& argument);
+
+// A copy of the picture's pixels with each patch pasted: b * generated + (1 - b) * input where b > 0.
+Picture compose(const Picture& picture, const std::vector<Patch>& patches);
+
+// The mask as an 8-bit gray picture, 0 / 255: the label written beside the result.
+Picture mask_picture(const Tensor& mask);
+
+}  // namespace acsdk

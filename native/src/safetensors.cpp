@@ -1,0 +1,97 @@
+// safetensors: an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, the data.
+#include "safetensors.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "errors.hpp"
+#include "files.hpp"
+
+namespace acsdk {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+namespace {
+
+template <typename T>
+void convert(const char* src, size_t n, float* dst) {
+  for (size_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, src + i * sizeof(T), sizeof(T));
+    dst[i] = static_cast<float>(v);
+  }
+}
+
+}  // namespace
+
+std::map<std::string, Tensor> read_safetensors(const std::string& path, const std::string& argument) {
+  const std::string bytes = read_file(path, argument);
+  auto bad = [&](const std::string& why) {
+    return InputError(argument, "a readable safetensors file", "'" + path + "' (" + why + ")");
+  };
+  if (bytes.size() < 8) throw bad("shorter than its header");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[i]);
+  if (header_len > bytes.size() - 8) throw bad("header longer than the file");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes.substr(8, header_len));
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("header is not JSON: ") + e.what());
+  }
+  const char* data = bytes.data() + 8 + header_len;
+  const size_t data_len = bytes.size() - 8 - header_len;
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, info] : header.items()) {
+    if (name == "__metadata__") continue;
+    try {
+      Tensor t;
+      t.shape = info.at("shape").get<std::vector<int64_t>>();
+      const auto offsets = info.at("data_offsets").get<std::vector<uint64_t>>();
+      const std::string dtype = info.at("dtype").get<std::string>();
+      const size_t n = Tensor::count(t.shape);
+      const size_t item = dtype == "F32" || dtype == "I32" ? 4 : dtype == "F64" || dtype == "I64" ? 8 : 0;
+      if (item == 0) throw bad("tensor '" + name + "' has dtype " + dtype + "; F32, F64, I32 or I64 are read");
+      if (offsets.size() != 2 || offsets[1] > data_len || offsets[1] < offsets[0] || offsets[1] - offsets[0] != n * item)
+        throw bad("tensor '" + name + "' has data offsets that do not match its shape");
+      t.data.resize(n);
+      const char* src = data + offsets[0];
+      if (dtype == "F32") convert<float>(src, n, t.ptr());
+      if (dtype == "F64") convert<double>(src, n, t.ptr());
+      if (dtype == "I32") convert<int32_t>(src, n, t.ptr());
+      if (dtype == "I64") convert<int64_t>(src, n, t.ptr());
+      out.emplace(name, std::move(t));
+    } catch (const nlohmann::json::exception& e) {
+      throw bad("tensor '" + name + "': " + e.what());
+    }
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    const uint64_t len = t.numel() * sizeof(float);
+    header[name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + len}}};
+    offset += len;
+  }
+  std::string head = header.dump();
+  head.append((8 - head.size() % 8) % 8, ' ');  // the format aligns the data to 8 bytes
+  std::string body(8, '\0');
+  for (int i = 0; i < 8; ++i) body[i] = static_cast<char>((static_cast<uint64_t>(head.size()) >> (8 * i)) & 0xff);
+  body += head;
+  for (const auto& [name, t] : tensors) body.append(reinterpret_cast<const char*>(t.ptr()), t.numel() * sizeof(float));
+  write_file_atomic(path, body, "out");
+}
+
+}  // namespace acsdk

@@ -1,0 +1,233 @@
+#include "synthesizer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "errors.hpp"
+#include "imageops.hpp"
+#include "torch_rng.hpp"
+
+namespace acsdk {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+bool finite(const std::map<std::string, Tensor>& outs) {
+  for (const auto& [name, t] : outs)
+    for (float v : t.data)
+      if (!std::isfinite(v)) return false;
+  return true;
+}
+
+// One row of a [2, ...] bank tensor as [1, ...].
+Tensor row(const Tensor& t, int64_t r) {
+  Tensor out(std::vector<int64_t>{1, t.shape[1], t.shape[2]});
+  const size_t n = out.numel();
+  std::copy_n(t.ptr() + r * n, n, out.ptr());
+  return out;
+}
+
+// mean + std * eps from the VAE's moments [C2, h, w] (mean, logvar halves), times the latent scaling: as
+// sampler.sample_latent, eps drawn from the window's generator.
+Tensor sample_latent(const float* moments, int64_t c, int64_t hw, TorchGenerator& gen, float scaling) {
+  Tensor out({1, c, hw});
+  const std::vector<float> eps = gen.randn(static_cast<size_t>(c * hw));
+  for (int64_t i = 0; i < c * hw; ++i) {
+    const float logvar = std::min(std::max(moments[c * hw + i], -30.0f), 20.0f);
+    out.data[i] = (moments[i] + std::exp(0.5f * logvar) * eps[i]) * scaling;
+  }
+  return out;
+}
+
+}  // namespace
+
+void check_settings(const Settings& s) {
+  auto num = [](double v) {
+    std::ostringstream o;
+    o << v;
+    return o.str();
+  };
+  if (s.steps < 1) throw InputError("steps", "an integer >= 1", std::to_string(s.steps));
+  if (!(s.strength > 0.0 && s.strength <= 1.0)) throw InputError("strength", "a number in (0, 1]", num(s.strength));
+  if (static_cast<int64_t>(s.steps * s.strength) < 1)  // the sampler runs int(steps * strength) steps
+    throw InputError("steps", "at least " + std::to_string(static_cast<int64_t>(std::ceil(1.0 / s.strength))) +
+                                  " at strength " + num(s.strength) + " (steps x strength >= 1)",
+                     std::to_string(s.steps));
+  if (!(s.guidance >= 0.0 && s.guidance <= 1e3)) throw InputError("guidance", "a number in [0, 1000]", num(s.guidance));
+  if (!(std::abs(s.semantic_scale) <= 1e3))
+    throw InputError("semantic-scale", "a number in [-1000, 1000]", num(s.semantic_scale));
+  if (s.roi != "auto" && s.roi != "full") throw InputError("roi", "auto or full", "'" + s.roi + "'");
+  if (s.roi_padding < 0) throw InputError("roi-padding", "an integer >= 0", std::to_string(s.roi_padding));
+  if (s.roi_min_size == 0 || s.roi_min_size < -1)
+    throw InputError("roi-min-size", "an integer >= 1", std::to_string(s.roi_min_size));
+  if (!(s.blur_sigma == -1.0 || (s.blur_sigma >= 0.0 && s.blur_sigma <= 1e4)))
+    throw InputError("blur-sigma", "a number in [0, 10000]", num(s.blur_sigma));
+}
+
+Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify)
+    : dir_(engine_dir, verify), geometry_(dir_.geometry()), ddim_(dir_.scheduler_config()) {
+  BackendOptions opts = options;
+  if (opts.backend == "openvino" && opts.cache_dir.empty()) opts.cache_dir = openvino_cache_dir(dir_);
+  for (const char* name : {"vae_encoder", "unet", "vae_decoder"}) {
+    const Artifact art = dir_.artifact(name, opts.backend);
+    engines_[name] = open_engine(name, art, opts);
+    // fp16 SD VAEs overflow on some inputs: an fp32 variant, where the dir ships one, reruns them (as Python).
+    const bool guarded = std::string(name) != "unet";
+    if (guarded && art.precision != "fp32") {
+      for (const auto& a : dir_.manifest()["components"][name]["artifacts"])
+        if (a["format"] == (opts.backend == "tensorrt" ? "tensorrt" : "onnx") && a["precision"] == "fp32") {
+          engines_[std::string(name) + "_fp32"] = open_engine(name, dir_.artifact(name, opts.backend, "fp32"), opts);
+          break;
+        }
+    }
+  }
+}
+
+std::vector<std::string> Synthesizer::describe() const {
+  std::vector<std::string> out;
+  for (const auto& [name, engine] : engines_) out.push_back(name + ": " + engine->describe());
+  return out;
+}
+
+std::map<std::string, Tensor> Synthesizer::guarded(const std::string& name, const Feeds& feeds, Result& result) {
+  auto outs = engines_.at(name)->run(feeds);
+  auto fallback = engines_.find(name + "_fp32");
+  if (fallback != engines_.end() && !finite(outs)) {
+    result.notes.push_back(name + "_fp32_fallback");
+    outs = fallback->second->run(feeds);
+  }
+  return outs;
+}
+
+Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& bank, const Settings& s,
+                           uint64_t seed, Result& result) {
+  const Geometry& g = geometry_;
+  const int64_t H = image.dim(1), W = image.dim(2), C = g.channels;
+  const int64_t h = H / g.scale_factor, w = W / g.scale_factor, hw = h * w;
+  TorchGenerator gen(seed);
+  const bool cfg = s.guidance > 1.0;
+  const int64_t rows = cfg ? 2 : 1;
+
+  auto t0 = Clock::now();
+  Tensor pair({2, 3, H, W});  // the image and the image with the mask cut out, in [-1, 1]
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < H * W; ++i) {
+      const float x = image.data[c * H * W + i] * 2.0f - 1.0f;
+      pair.data[c * H * W + i] = x;
+      pair.data[(3 + c) * H * W + i] = mask.data[i] < 0.5f ? x : 0.0f;
+    }
+  const Tensor moments = guarded("vae_encoder", {{"image", &pair}}, result).at("latent_moments");
+  const float sf = static_cast<float>(g.scaling_factor);
+  const Tensor image_latent = sample_latent(moments.ptr(), C, hw, gen, sf);
+  const Tensor masked_latent = sample_latent(moments.ptr() + 2 * C * hw, C, hw, gen, sf);
+  const Tensor mask_latent = latent_mask(mask, h, w);
+  result.timings["vae_encode"] += since(t0);
+
+  t0 = Clock::now();
+  const std::vector<int64_t> timesteps = ddim_.timesteps(s.steps, s.strength);
+  Tensor noise({1, C, h, w});
+  noise.data = gen.randn(static_cast<size_t>(C * hw));
+  Tensor latents;
+  if (s.strength >= 1.0) {
+    latents = noise;  // init_noise_sigma is 1 for DDIM
+  } else {
+    ddim_.add_noise(image_latent, noise, timesteps.front(), latents);
+  }
+  latents.shape = {1, C, h, w};
+  // UNet inputs, made once: [latents | mask | masked latents] per row; with CFG the unconditional row first.
+  Tensor unet_in({rows, 2 * C + 1, h, w});
+  for (int64_t r = 0; r < rows; ++r) {
+    float* base = unet_in.ptr() + r * (2 * C + 1) * hw;
+    std::copy_n(mask_latent.ptr(), hw, base + C * hw);
+    std::copy_n(masked_latent.ptr(), C * hw, base + (C + 1) * hw);
+  }
+  Tensor tstep({rows});
+  Tensor text = cfg ? bank.text_embeds : row(bank.text_embeds, 1);
+  Tensor semantic = cfg ? bank.semantic_tokens : row(bank.semantic_tokens, 1);
+  Tensor lam({1}, static_cast<float>(s.semantic_scale));
+  const Feeds feeds = {{"sample", &unet_in},
+                       {"timestep", &tstep},
+                       {"text_embeds", &text},
+                       {"semantic_tokens", &semantic},
+                       {"semantic_scale", &lam}};
+  for (int64_t t : timesteps) {
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(latents.ptr(), C * hw, unet_in.ptr() + r * (2 * C + 1) * hw);
+    std::fill(tstep.data.begin(), tstep.data.end(), static_cast<float>(t));
+    Tensor pred = engines_.at("unet")->run(feeds).at("noise_pred");
+    if (cfg) {
+      Tensor guided({1, C, h, w});
+      const float gs = static_cast<float>(s.guidance);
+      for (int64_t i = 0; i < C * hw; ++i) {
+        const float u = pred.data[i], c = pred.data[C * hw + i];
+        guided.data[i] = u + gs * (c - u);
+      }
+      pred = std::move(guided);
+    }
+    ddim_.step(pred, t, s.steps, latents);
+  }
+  result.timings["denoise"] += since(t0);
+  result.timings["denoise_steps"] = static_cast<double>(timesteps.size());
+
+  t0 = Clock::now();
+  Tensor scaled = latents;
+  for (auto& v : scaled.data) v /= sf;
+  Tensor decoded = guarded("vae_decoder", {{"latents", &scaled}}, result).at("image");
+  decoded.shape = {3, H, W};
+  for (auto& v : decoded.data) v = std::min(std::max((v + 1.0f) / 2.0f, 0.0f), 1.0f);
+  result.timings["vae_decode"] += since(t0);
+  return decoded;
+}
+
+Result Synthesizer::run(const Picture& image, const Tensor& mask, const Bank& bank, const Settings& s) {
+  const auto start = Clock::now();
+  check_settings(s);
+  if (mask.dim(0) != image.height || mask.dim(1) != image.width)
+    throw InputError("mask", "the size of image (H x W = " + std::to_string(image.height) + " x " +
+                                 std::to_string(image.width) + ")",
+                     std::to_string(mask.dim(0)) + " x " + std::to_string(mask.dim(1)));
+  std::vector<uint8_t> binary(mask.numel());
+  bool any = false;
+  for (size_t i = 0; i < mask.numel(); ++i) any |= (binary[i] = mask.data[i] > 0.5f);
+  if (!any) throw InputError("mask", "a mask with at least one defect pixel (value > 0.5)", "an empty mask");
+  const auto& unet_inputs = dir_.manifest()["components"]["unet"]["inputs"];
+  for (const auto& spec : unet_inputs) {  // a bank of another model cannot feed this UNet
+    const Tensor* t = spec["name"] == "text_embeds" ? &bank.text_embeds
+                      : spec["name"] == "semantic_tokens" ? &bank.semantic_tokens : nullptr;
+    if (t && (t->dim(1) != spec["shape"][1].get<int64_t>() || t->dim(2) != spec["shape"][2].get<int64_t>()))
+      throw InputError("bank", spec["name"].get<std::string>() + " of shape [2, " + spec["shape"][1].dump() + ", " +
+                                   spec["shape"][2].dump() + "]",
+                       shape_str(t->shape));
+  }
+
+  const int64_t mh = geometry_.height, mw = geometry_.width;
+  Result result;
+  result.label = mask;
+  if (s.roi == "full") {
+    result.windows = {Window{0, 0, image.height, image.width}};
+  } else {
+    const int64_t min_size = s.roi_min_size > 0 ? s.roi_min_size : std::max(mh, mw) / 2;
+    result.windows = plan_windows(binary, image.height, image.width, mh, mw, s.roi_padding, min_size, &result.notes);
+  }
+  std::vector<Patch> patches;
+  Tensor label3({1, mask.dim(0), mask.dim(1)});
+  label3.data = mask.data;
+  for (size_t k = 0; k < result.windows.size(); ++k) {
+    const Window& win = result.windows[k];
+    const Tensor pixels = resize_image(image.rgb(win), mh, mw);
+    Tensor label = crop(label3, win, /*replicate=*/false);
+    label.shape = {win.height, win.width};
+    const Tensor model_mask = resize_mask(label, mh, mw);
+    const Tensor generated = sample(pixels, model_mask, bank, s, window_seed(s.seed, static_cast<int64_t>(k)), result);
+    const double sigma = s.blur_sigma >= 0.0 ? s.blur_sigma : feather_sigma(win, mh, mw);
+    patches.push_back({win, resize_image(generated, win.height, win.width), blend_mask(label, sigma)});
+  }
+  result.image = compose(image, patches);
+  result.timings["total"] = since(start);
+  return result;
+}
+
+}  // namespace acsdk

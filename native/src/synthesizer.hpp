@@ -1,0 +1,61 @@
+// The target side of AnomalyControl on engines: windows -> VAE encode -> DDIM with CFG on the SGA UNet ->
+// VAE decode -> soft paste, as acsdk.Synthesizer.run does it with a bank's text embeddings and semantic tokens.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bank.hpp"
+#include "ddim.hpp"
+#include "engine.hpp"
+#include "engine_dir.hpp"
+#include "picture.hpp"
+
+namespace acsdk {
+
+struct Settings {
+  uint64_t seed = 0;
+  int64_t steps = 50;
+  double strength = 0.7;
+  double guidance = 7.0;
+  double semantic_scale = 1.0;
+  std::string roi = "auto";  // "auto": context windows around the mask; "full": the whole image
+  int64_t roi_padding = 32;
+  int64_t roi_min_size = -1;  // -1: half the model's size
+  double blur_sigma = -1.0;   // -1: 5 model pixels of the window
+};
+
+// Checks the settings as Synthesizer.run_batch does; InputError naming the setting otherwise.
+void check_settings(const Settings& s);
+
+struct Result {
+  Picture image;                 // the input's size, layout and depth
+  Tensor label;                  // [H, W] {0, 1}: the input mask
+  std::vector<Window> windows;   // where it was generated
+  std::vector<std::string> notes;
+  std::map<std::string, double> timings;  // seconds: vae_encode, denoise, vae_decode, total
+};
+
+class Synthesizer {
+ public:
+  Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify = true);
+  Result run(const Picture& image, const Tensor& mask, const Bank& bank, const Settings& settings);
+
+  EngineDir& engine_dir() { return dir_; }
+  std::vector<std::string> describe() const;
+
+ private:
+  // One window at model size: [3, h, w] image and [h, w] mask in -> generated [3, h, w] in [0, 1].
+  Tensor sample(const Tensor& image, const Tensor& mask, const Bank& bank, const Settings& s, uint64_t seed,
+                Result& result);
+  std::map<std::string, Tensor> guarded(const std::string& name, const Feeds& feeds, Result& result);
+
+  EngineDir dir_;
+  Geometry geometry_;
+  DDIM ddim_;
+  std::map<std::string, std::unique_ptr<Engine>> engines_;  // vae_encoder, unet, vae_decoder (+ _fp32 variants)
+};
+
+}  // namespace acsdk

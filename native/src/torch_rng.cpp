@@ -1,0 +1,62 @@
+#include "torch_rng.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace acsdk {
+
+TorchGenerator::TorchGenerator(uint64_t seed) {
+  state_[0] = static_cast<uint32_t>(seed & 0xffffffffu);
+  for (uint32_t i = 1; i < 624; ++i) state_[i] = 1812433253u * (state_[i - 1] ^ (state_[i - 1] >> 30)) + i;
+}
+
+uint32_t TorchGenerator::next_u32() {
+  if (index_ >= 624) {  // regenerate the whole state block (MT19937's twist)
+    for (int i = 0; i < 624; ++i) {
+      const uint32_t y = (state_[i] & 0x80000000u) | (state_[(i + 1) % 624] & 0x7fffffffu);
+      state_[i] = state_[(i + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+    }
+    index_ = 0;
+  }
+  uint32_t y = state_[index_++];
+  y ^= y >> 11;
+  y ^= (y << 7) & 0x9d2c5680u;
+  y ^= (y << 15) & 0xefc60000u;
+  y ^= y >> 18;
+  return y;
+}
+
+namespace {
+
+// A float in [0, 1) from 24 random bits, as torch's uniform_real_distribution<float>.
+float uniform(TorchGenerator& g) { return static_cast<float>(g.next_u32() & ((1u << 24) - 1)) / float(1u << 24); }
+
+// Box-Muller on 16 uniforms in place: pairs (j, j + 8).
+void box_muller16(float* d) {
+  constexpr float two_pi = 6.283185307179586f;
+  for (int j = 0; j < 8; ++j) {
+    const float u1 = 1.0f - d[j];
+    const float u2 = d[j + 8];
+    const float radius = std::sqrt(-2.0f * std::log(u1));
+    const float theta = two_pi * u2;
+    d[j] = radius * std::cos(theta);
+    d[j + 8] = radius * std::sin(theta);
+  }
+}
+
+}  // namespace
+
+std::vector<float> TorchGenerator::randn(size_t n) {
+  if (n < 16) throw std::invalid_argument("TorchGenerator::randn: torch draws fewer than 16 values differently");
+  std::vector<float> d(n);
+  for (auto& v : d) v = uniform(*this);
+  for (size_t i = 0; i + 16 <= n; i += 16) box_muller16(d.data() + i);
+  if (n % 16 != 0) {  // torch redraws the last 16 values
+    float* tail = d.data() + n - 16;
+    for (int j = 0; j < 16; ++j) tail[j] = uniform(*this);
+    box_muller16(tail);
+  }
+  return d;
+}
+
+}  // namespace acsdk

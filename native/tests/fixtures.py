@@ -1,0 +1,246 @@
+"""The Python side of the native runtime's tests (run by ctest, see CMakeLists.txt).
+
+    fixtures.py make DIR            golden vectors (DDIM, torch's generator), engine dirs (tiny, demo), banks,
+                                    inputs and the Python runtime's outputs for every parity case
+    fixtures.py list                the parity and bad-input case names (CMake reads them at configure time)
+    fixtures.py parity DIR NAME BIN run acsdk-native on a case; its output must equal Python's within 1 grey level
+    fixtures.py bad DIR NAME BIN    run acsdk-native on bad input: a non-zero exit, one line naming the argument
+
+Both runtimes run the same engines on OpenVINO, from the same seed: the native runtime reproduces torch's CPU
+generator, so no noise file is needed (the generator itself is checked against torch.randn in test_core).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# name -> (engines, bank, image, settings). Images: RGB, 16-bit gray, RGBA; one window, several, roi full.
+PARITY = {
+    "tiny_rgb_full": ("tiny", "tiny_plain", "rgb64", {"seed": 3, "steps": 10, "strength": 0.7, "guidance": 7.0,
+                                                      "roi": "full"}),
+    "tiny_gray16_windows": ("tiny", "tiny_plain", "gray16_wide", {"seed": 11, "steps": 8, "strength": 0.75,
+                                                                  "guidance": 1.0, "semantic_scale": 0.5}),
+    "tiny_rgba_strength1": ("tiny", "tiny_plain", "rgba80", {"seed": 5, "steps": 6, "strength": 1.0,
+                                                             "guidance": 4.0, "blur_sigma": 2.0}),
+    "demo_reference": ("demo", "demo_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7, "guidance": 7.0}),
+}  # fmt: skip
+
+# name -> (argument changes, expected regex of the one-line error)
+E = "^acsdk-native synth: error: "
+BAD = {
+    "tampered_engine_file": ({"engines": "engines/tampered"}, E + r"engines: engine file 'onnx/unet.onnx' has sha256"),
+    "bank_of_other_engines": ({"bank": "banks/demo_hole"}, E + r"bank: expected a bank prepared for this engine dir"),
+    "mask_size_mismatch": ({"mask": "inputs/mask_small.png"},
+                           E + r"mask: expected the size of image \(H x W = 64 x 64\), got 32 x 32"),
+    "empty_mask": ({"mask": "inputs/mask_empty.png"}, E + r"mask: expected a mask with at least one defect pixel"),
+    "unreadable_image": ({"image": "inputs/not_a_png.png"},
+                         E + r"image: expected a readable PNG image, got .*\(not a PNG file\)"),
+    "missing_image": ({"image": "inputs/absent.png"}, E + r"image: expected a readable file"),
+    "unknown_device": ({"device": "NPU7"}, E + r"device: expected an OpenVINO device of this machine"),
+    "steps_times_strength": ({"steps": "1", "strength": "0.5"}, E + r"steps: expected at least 2 at strength 0.5"),
+    "unknown_flag": ({"colour": "red"}, E + r"arguments: expected a flag"),
+}  # fmt: skip
+
+BAD_BASE = {"engines": "engines/tiny", "bank": "banks/tiny_plain", "image": "inputs/rgb64.png",
+            "mask": "inputs/rgb64_mask.png", "steps": "2"}  # fmt: skip
+PROMPTS = {"tiny_plain": ("tiny", "a photo of a part with a scratch", None),
+           "demo_hole": ("demo", "a photo of a plate with a hole", "hole")}  # fmt: skip
+
+
+def _flags(settings: dict) -> list[str]:
+    return [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _inputs(root: Path, data: Path) -> dict[str, tuple[Path, Path]]:
+    """Target images and masks, one file pair each, in the layouts the cases cover."""
+    from PIL import Image
+
+    from acsdk.testing import make_defect_pair, make_texture
+
+    out = root / "inputs"
+    out.mkdir(parents=True, exist_ok=True)
+    img, mask = make_defect_pair(64, seed=1)
+    wide = (make_texture(300, seed=2, gray=True).astype(np.uint16) * 257)[:110]
+    wide_mask = np.zeros(wide.shape, np.uint8)
+    wide_mask[10:22, 12:30] = 255  # two defects far apart: two windows
+    wide_mask[80:95, 250:270] = 255
+    rgba = np.dstack([make_texture(80, seed=3), np.linspace(60, 255, 80 * 80).reshape(80, 80).astype(np.uint8)])
+    rgba_mask = np.zeros((80, 80), np.uint8)
+    rgba_mask[30:50, 25:41] = 255
+    good = sorted((data / "train" / "good").glob("*.png"))[0]
+    demo = np.asarray(Image.open(good).convert("RGB").resize((160, 160), Image.BICUBIC))
+    demo_mask = np.zeros((160, 160), np.uint8)
+    demo_mask[60:84, 90:110] = 255
+    pairs = {"rgb64": (img, mask), "gray16_wide": (wide, wide_mask), "rgba80": (rgba, rgba_mask),
+             "demo160": (demo, demo_mask)}  # fmt: skip
+    files = {}
+    for name, (pixels, m) in pairs.items():
+        Image.fromarray(pixels).save(out / f"{name}.png")
+        Image.fromarray(m).save(out / f"{name}_mask.png")
+        files[name] = (out / f"{name}.png", out / f"{name}_mask.png")
+    Image.fromarray(mask[::2, ::2]).save(out / "mask_small.png")
+    Image.fromarray(np.zeros_like(mask)).save(out / "mask_empty.png")
+    (out / "not_a_png.png").write_text("this is text, not an image\n")
+    return files
+
+
+def _golden(root: Path) -> None:
+    """DDIM schedules under several configs and torch's generator, for test_core."""
+    import torch
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    from acsdk.apps.demo import demo_engines
+
+    base = json.loads((demo_engines() / "scheduler" / "scheduler_config.json").read_text())
+    configs = [
+        base,
+        {**base, "timestep_spacing": "trailing", "prediction_type": "v_prediction", "set_alpha_to_one": True},
+        {**base, "timestep_spacing": "linspace", "beta_schedule": "linear", "beta_end": 0.02, "clip_sample": True,
+         "prediction_type": "sample", "steps_offset": 0},
+    ]  # fmt: skip
+    tensors: dict[str, torch.Tensor] = {}
+    g = torch.Generator("cpu").manual_seed(0)
+    for k, config in enumerate(configs):
+        (root / f"ddim_{k}.json").write_text(json.dumps(config))
+        s = DDIMScheduler.from_config(config)
+        tensors[f"ddim/{k}/alphas_cumprod"] = s.alphas_cumprod.float()
+        for steps, strength in ((50, 0.7), (10, 1.0), (7, 0.5)):
+            s.set_timesteps(steps)
+            init = min(int(steps * strength), steps)
+            tensors[f"ddim/{k}/timesteps_{steps}_{int(strength * 100)}"] = s.timesteps[steps - init :].double()
+        s.set_timesteps(10)
+        x0, noise, out = (torch.randn(1, 4, 8, 8, generator=g) for _ in range(3))
+        t = int(s.timesteps[3])
+        tensors[f"ddim/{k}/x0"], tensors[f"ddim/{k}/noise"], tensors[f"ddim/{k}/model_output"] = x0, noise, out
+        tensors[f"ddim/{k}/t"] = torch.tensor([float(t)])
+        tensors[f"ddim/{k}/add_noise"] = s.add_noise(x0, noise, torch.tensor([t]))
+        tensors[f"ddim/{k}/step"] = s.step(out, t, x0, eta=0.0).prev_sample
+    for seed in (0, 7, 2**40 + 3, 2**63 - 5):
+        gen = torch.Generator("cpu").manual_seed(seed)
+        draws = [torch.randn(n, generator=gen, dtype=torch.float32) for n in (1024, 36, 4 * 16 * 16)]
+        tensors[f"randn/{seed}"] = torch.cat(draws)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(root / "golden_core.safetensors"))
+
+
+def make(root: Path) -> None:
+    from acsdk import Synthesizer
+    from acsdk.apps.demo import demo_engines
+    from acsdk.data.procedural import make_mvtec_like
+    from acsdk.testing import make_tiny_checkpoint
+    from export.build import build_engine_dir
+
+    root.mkdir(parents=True, exist_ok=True)
+    _golden(root)
+    engines = {"demo": root / "engines" / "demo", "tiny": root / "engines" / "tiny"}
+    if not (engines["tiny"] / "manifest.json").is_file():  # kept across ctest runs in the build dir
+        ckpt = make_tiny_checkpoint(root / "tiny_ckpt")
+        build_engine_dir(ckpt, engines["tiny"], backend="onnxruntime", force=True, progress=False)
+    if not engines["demo"].exists():
+        shutil.copytree(demo_engines(), engines["demo"], ignore=shutil.ignore_patterns("cache"))
+    tampered = root / "engines" / "tampered"
+    if tampered.exists():
+        shutil.rmtree(tampered)
+    shutil.copytree(engines["tiny"], tampered, ignore=shutil.ignore_patterns("cache"))
+    unet = tampered / "onnx" / "unet.onnx"
+    data = bytearray(unet.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    unet.write_bytes(bytes(data))
+
+    shutil.rmtree(root / "data", ignore_errors=True)
+    dataset = make_mvtec_like(root / "data", size=64, defects=("hole",), n_good=2, n_per_defect=2) / "plate"
+    files = _inputs(root, dataset)
+    synths = {name: Synthesizer(path, backend="openvino", device="cpu") for name, path in engines.items()}
+    for bank, (model, prompt, defect) in PROMPTS.items():
+        ref = {}
+        if defect:
+            image = sorted((dataset / "test" / defect).glob("*.png"))[0]
+            ref = {"reference_image": image,
+                   "reference_mask": dataset / "ground_truth" / defect / f"{image.stem}_mask.png"}  # fmt: skip
+        synths[model].prepare(prompt, **ref).save(root / "banks" / bank, overwrite=True)
+        (root / "banks" / f"{bank}.json").write_text(json.dumps({k: str(v) for k, v in ref.items()}))
+    cases = {}
+    for name, (model, bank, inputs, settings) in PARITY.items():
+        _, prompt, _ = PROMPTS[bank]
+        ref = json.loads((root / "banks" / f"{bank}.json").read_text())
+        image, mask = files[inputs]
+        result = synths[model].run(
+            image, mask, prompt, **ref,
+            seed=settings["seed"], num_inference_steps=settings["steps"], strength=settings["strength"],
+            guidance_scale=settings["guidance"], semantic_scale=settings.get("semantic_scale", 1.0),
+            roi=settings.get("roi", "auto"), blur_sigma=settings.get("blur_sigma"),
+        )  # fmt: skip
+        expected = root / "python" / f"{name}.png"
+        expected.parent.mkdir(exist_ok=True)
+        result.image.save(expected)
+        cases[name] = {"args": {"engines": str(engines[model]), "bank": str(root / "banks" / bank),
+                                "image": str(image), "mask": str(mask), **{k: str(v) for k, v in settings.items()}},
+                       "expected": str(expected), "windows": result.windows}  # fmt: skip
+    (root / "cases.json").write_text(json.dumps(cases, indent=2))
+
+
+def parity(root: Path, name: str, binary: str) -> int:
+    from PIL import Image
+
+    case = json.loads((root / "cases.json").read_text())[name]
+    out = root / "native" / f"{name}.png"
+    out.parent.mkdir(exist_ok=True)
+    args = {**case["args"], "out": str(out)}
+    run = subprocess.run([binary, "synth", *_flags(args), "--json"], capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"{name}: acsdk-native failed ({run.returncode}): {run.stderr}")
+        return 1
+    summary = json.loads(run.stdout)
+    native, expected = np.asarray(Image.open(out)), np.asarray(Image.open(case["expected"]))
+    if native.shape != expected.shape or native.dtype != expected.dtype:
+        print(f"{name}: native {native.shape} {native.dtype} vs Python {expected.shape} {expected.dtype}")
+        return 1
+    diff = np.abs(native.astype(np.int64) - expected.astype(np.int64))
+    grey = 257 if expected.dtype == np.uint16 else 1  # one 8-bit grey level, in the image's own scale
+    moved = np.asarray(Image.open(case["args"]["image"])) != expected
+    changed = int((moved.any(axis=-1) if moved.ndim == 3 else moved).sum())
+    print(
+        f"{name}: windows native {summary['windows']} / Python {case['windows']}; max |diff| {diff.max() / grey:.3f}"
+        f" grey levels over {expected.size} values ({changed} pixels changed by the synthesis)"
+    )
+    ok = summary["windows"] == case["windows"] and diff.max() <= grey and changed > 0
+    return 0 if ok else 1
+
+
+def bad(root: Path, name: str, binary: str) -> int:
+    import re
+
+    changes, pattern = BAD[name]
+    resolve = {k: str(root / v) if k in ("engines", "bank", "image", "mask") else v for k, v in changes.items()}
+    args = {**{k: str(root / v) if k != "steps" else v for k, v in BAD_BASE.items()}, **resolve}
+    args["out"] = str(root / "native" / f"bad_{name}.png")
+    (root / "native").mkdir(exist_ok=True)
+    run = subprocess.run([binary, "synth", *_flags(args)], capture_output=True, text=True)
+    lines = run.stderr.strip().splitlines()
+    print(f"{name}: exit {run.returncode}, stderr: {run.stderr.strip()!r}")
+    written = Path(args["out"]).exists()
+    ok = run.returncode != 0 and len(lines) == 1 and re.search(pattern, lines[0]) is not None and not written
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["list"]:
+        print(";".join([f"parity_{n}" for n in PARITY] + [f"bad_{n}" for n in BAD]))
+        return 0
+    if argv[:1] == ["make"] and len(argv) == 2:
+        make(Path(argv[1]))
+        return 0
+    if argv[:1] in (["parity"], ["bad"]) and len(argv) == 4:
+        return (parity if argv[0] == "parity" else bad)(Path(argv[1]), argv[2], argv[3])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

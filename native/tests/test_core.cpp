@@ -1,0 +1,80 @@
+// test_core GOLDEN_DIR: the DDIM port and torch's generator against vectors Python wrote (fixtures.py make).
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "ddim.hpp"
+#include "files.hpp"
+#include "safetensors.hpp"
+#include "torch_rng.hpp"
+
+namespace {
+
+int failures = 0;
+
+void check(const std::string& name, const std::vector<float>& got, const std::vector<float>& want, double tol,
+           bool relative = false) {
+  double worst = got.size() == want.size() ? 0.0 : INFINITY;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    double d = std::abs(static_cast<double>(got[i]) - want[i]);
+    if (relative) d /= std::max(1e-12, std::abs(static_cast<double>(want[i])));
+    worst = std::max(worst, d);
+  }
+  const bool ok = worst <= tol;
+  failures += !ok;
+  std::printf("%-40s %zu values, max %s diff %.3g (tolerance %.3g): %s\n", name.c_str(), want.size(),
+              relative ? "relative" : "abs", worst, tol, ok ? "ok" : "FAIL");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: test_core FIXTURES_DIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  auto golden = acsdk::read_safetensors(dir + "/golden_core.safetensors", "golden");
+
+  for (int k = 0; k < 3; ++k) {
+    const std::string p = "ddim/" + std::to_string(k) + "/";
+    const acsdk::DDIM ddim(nlohmann::json::parse(acsdk::read_file(dir + "/ddim_" + std::to_string(k) + ".json", "config")));
+    check(p + "alphas_cumprod", ddim.alphas_cumprod(), golden.at(p + "alphas_cumprod").data, 2e-6, true);
+    for (auto [steps, strength] : {std::pair<int, double>{50, 0.7}, {10, 1.0}, {7, 0.5}}) {
+      const auto ts = ddim.timesteps(steps, strength);
+      const std::string key = p + "timesteps_" + std::to_string(steps) + "_" + std::to_string(int(strength * 100));
+      check(key, std::vector<float>(ts.begin(), ts.end()), golden.at(key).data, 0.0);
+    }
+    const int64_t t = static_cast<int64_t>(golden.at(p + "t").data[0]);
+    acsdk::Tensor noisy;
+    ddim.add_noise(golden.at(p + "x0"), golden.at(p + "noise"), t, noisy);
+    check(p + "add_noise", noisy.data, golden.at(p + "add_noise").data, 1e-5);
+    acsdk::Tensor latents = golden.at(p + "x0");
+    ddim.step(golden.at(p + "model_output"), t, 10, latents);
+    check(p + "step", latents.data, golden.at(p + "step").data, 1e-5);
+  }
+
+  for (const auto& [name, want] : golden) {
+    if (name.rfind("randn/", 0) != 0) continue;
+    acsdk::TorchGenerator gen(std::stoull(name.substr(6)));
+    std::vector<float> got;
+    for (size_t n : {1024, 36, 4 * 16 * 16}) {
+      const auto draw = gen.randn(n);
+      got.insert(got.end(), draw.begin(), draw.end());
+    }
+    check(name + " (torch.randn)", got, want.data, 1e-5);
+  }
+
+  // safetensors round trip and sha256 of a known string.
+  acsdk::Tensor t({2, 3});
+  for (size_t i = 0; i < t.numel(); ++i) t.data[i] = 0.5f * i - 1.0f;
+  acsdk::write_safetensors(dir + "/roundtrip.safetensors", {{"t", t}});
+  check("safetensors round trip", acsdk::read_safetensors(dir + "/roundtrip.safetensors", "x").at("t").data, t.data, 0.0);
+  const bool sha_ok = acsdk::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  failures += !sha_ok;
+  std::printf("%-40s %s\n", "sha256(\"abc\")", sha_ok ? "ok" : "FAIL");
+  return failures == 0 ? 0 : 1;
+}
