@@ -118,6 +118,7 @@ Artifact EngineDir::artifact(const std::string& component, const std::string& ba
   out.path = path(art->at("file").get<std::string>());
   out.inputs = entry.at("inputs");
   out.outputs = entry.at("outputs");
+  out.record = *art;
   return out;
 }
 

@@ -18,6 +18,7 @@ struct Artifact {
   std::string precision;  // "fp32", "fp16", "int8"
   std::string path;       // absolute, sha256 checked
   nlohmann::json inputs, outputs;  // the component's IO from the manifest (names, dtypes, shapes)
+  nlohmann::json record;           // the artifact's manifest entry (a plan's TensorRT version, GPU, verification)
 };
 
 struct Geometry {

@@ -20,6 +20,7 @@ class OpenVINOEngine : public Engine {
  public:
   OpenVINOEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
       : name_(name), device_(options.device), precision_(artifact.precision) {
+    for (const auto& o : artifact.outputs) outputs_.push_back(o.at("name").get<std::string>());
     const auto devices = core_.get_available_devices();
     const std::string family = device_.substr(0, device_.find('.'));
     const bool found = std::any_of(devices.begin(), devices.end(),
@@ -40,14 +41,14 @@ class OpenVINOEngine : public Engine {
 
   std::map<std::string, Tensor> run(const Feeds& inputs) override {
     std::vector<std::vector<int64_t>> key;
-    for (const auto& port : model_->inputs()) key.push_back(feed(inputs, port.get_any_name()).shape);
+    for (const auto& port : model_->inputs()) key.push_back(feed(inputs, port).shape);
     auto it = compiled_.find(key);
     if (it == compiled_.end()) {
       auto model = model_->clone();
-      std::map<std::string, ov::PartialShape> shapes;
+      std::map<ov::Output<ov::Node>, ov::PartialShape> shapes;
       for (const auto& port : model->inputs()) {
-        const auto& s = feed(inputs, port.get_any_name()).shape;
-        shapes[port.get_any_name()] = ov::PartialShape(std::vector<ov::Dimension>(s.begin(), s.end()));
+        const auto& s = feed(inputs, port).shape;
+        shapes[port] = ov::PartialShape(std::vector<ov::Dimension>(s.begin(), s.end()));
       }
       model->reshape(shapes);
       auto compiled = core_.compile_model(model, device_, config_);
@@ -57,7 +58,7 @@ class OpenVINOEngine : public Engine {
     std::vector<std::vector<ov::float16>> halves;  // fp16 inputs of an fp16 graph, converted here
     halves.reserve(model_->inputs().size());
     for (const auto& port : request.get_compiled_model().inputs()) {
-      const Tensor& t = feed(inputs, port.get_any_name());
+      const Tensor& t = feed(inputs, port);
       const ov::Shape shape(t.shape.begin(), t.shape.end());
       if (port.get_element_type() == ov::element::f32) {
         request.set_tensor(port, ov::Tensor(ov::element::f32, shape, const_cast<float*>(t.ptr())));
@@ -82,7 +83,7 @@ class OpenVINOEngine : public Engine {
         throw BackendError("engines", name_ + ": output '" + port.get_any_name() + "' has element type " +
                            o.get_element_type().get_type_name());
       }
-      outs.emplace(port.get_any_name(), std::move(t));
+      outs.emplace(output_name(port), std::move(t));
     }
     return outs;
   }
@@ -95,13 +96,25 @@ class OpenVINOEngine : public Engine {
   }
 
  private:
-  const Tensor& feed(const Feeds& inputs, const std::string& name) const {
-    auto it = inputs.find(name);
-    if (it == inputs.end()) throw BackendError("engines", name_ + ": the model's input '" + name + "' was not fed");
-    return *it->second;
+  // A port has one or more tensor names (an fp16 graph may add a cast's); the manifest's name is among them.
+  template <typename Port>
+  const Tensor& feed(const Feeds& inputs, const Port& port) const {
+    for (const auto& name : port.get_names()) {
+      auto it = inputs.find(name);
+      if (it != inputs.end()) return *it->second;
+    }
+    throw BackendError("engines", name_ + ": the model's input '" + port.get_any_name() + "' was not fed");
+  }
+
+  template <typename Port>
+  std::string output_name(const Port& port) const {
+    for (const auto& spec : outputs_)
+      if (port.get_names().count(spec)) return spec;
+    return port.get_any_name();
   }
 
   std::string name_, device_, precision_;
+  std::vector<std::string> outputs_;  // the manifest's output names
   ov::Core core_;
   std::shared_ptr<ov::Model> model_;
   ov::AnyMap config_;

@@ -125,11 +125,11 @@ Tensor Picture::rgb(const Window& window) const {
   const Span s = within(window, height, width);
   const int64_t h = s.image_y1 - s.image_y0, w = s.image_x1 - s.image_x0;
   Tensor inside({3, h, w});
-  const float inv = 1.0f / scale();
+  const float full = scale();  // divided, not multiplied by 1 / scale: the same float32 values as numpy's
   for (int64_t y = 0; y < h; ++y)
     for (int64_t x = 0; x < w; ++x) {
       const uint16_t* px = &pixels[((s.image_y0 + y) * width + s.image_x0 + x) * channels];
-      for (int64_t c = 0; c < 3; ++c) inside.data[(c * h + y) * w + x] = px[channels == 1 ? 0 : c] * inv;
+      for (int64_t c = 0; c < 3; ++c) inside.data[(c * h + y) * w + x] = px[channels == 1 ? 0 : c] / full;
     }
   const Window shifted{window.top - s.image_y0, window.left - s.image_x0, window.height, window.width};
   return crop(inside, shifted, /*replicate=*/true);

@@ -28,8 +28,16 @@ PARITY = {
                                                                   "guidance": 1.0, "semantic_scale": 0.5}),
     "tiny_rgba_strength1": ("tiny", "tiny_plain", "rgba80", {"seed": 5, "steps": 6, "strength": 1.0,
                                                              "guidance": 4.0, "blur_sigma": 2.0}),
+    "tiny_fp16_engines": ("tiny_fp16", "tiny_fp16_plain", "rgb64", {"seed": 9, "steps": 10, "strength": 0.8,
+                                                                    "guidance": 7.0}),
     "demo_reference": ("demo", "demo_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7, "guidance": 7.0}),
 }  # fmt: skip
+
+# Max and mean |diff| in grey levels: within 1 everywhere, except fp16 engines where this CPU runs them in bf16
+# (AMX): there the float32 inputs' last-bit differences (torch's SLEEF exp/log/sin/cos vs libm's in the noise
+# draw) flip bf16 roundings inside the UNet, which a random tiny model amplifies to a few values off by 2.
+TOLERANCE = {"tiny_fp16_engines": (3.0, 0.1)}
+DEFAULT_TOLERANCE = (1.0, 1.0)
 
 # name -> (argument changes, expected regex of the one-line error)
 E = "^acsdk-native synth: error: "
@@ -50,6 +58,7 @@ BAD = {
 BAD_BASE = {"engines": "engines/tiny", "bank": "banks/tiny_plain", "image": "inputs/rgb64.png",
             "mask": "inputs/rgb64_mask.png", "steps": "2"}  # fmt: skip
 PROMPTS = {"tiny_plain": ("tiny", "a photo of a part with a scratch", None),
+           "tiny_fp16_plain": ("tiny_fp16", "a photo of a part with a dent", None),
            "demo_hole": ("demo", "a photo of a plate with a hole", "hole")}  # fmt: skip
 
 
@@ -138,10 +147,11 @@ def make(root: Path) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     _golden(root)
-    engines = {"demo": root / "engines" / "demo", "tiny": root / "engines" / "tiny"}
-    if not (engines["tiny"] / "manifest.json").is_file():  # kept across ctest runs in the build dir
-        ckpt = make_tiny_checkpoint(root / "tiny_ckpt")
-        build_engine_dir(ckpt, engines["tiny"], backend="onnxruntime", force=True, progress=False)
+    engines = {name: root / "engines" / name for name in ("demo", "tiny", "tiny_fp16")}
+    for name, fp16 in (("tiny", False), ("tiny_fp16", True)):
+        if not (engines[name] / "manifest.json").is_file():  # kept across ctest runs in the build dir
+            ckpt = make_tiny_checkpoint(root / "tiny_ckpt")
+            build_engine_dir(ckpt, engines[name], fp16=fp16, backend="onnxruntime", force=True, progress=False)
     if not engines["demo"].exists():
         shutil.copytree(demo_engines(), engines["demo"], ignore=shutil.ignore_patterns("cache"))
     tampered = root / "engines" / "tampered"
@@ -205,11 +215,14 @@ def parity(root: Path, name: str, binary: str) -> int:
     grey = 257 if expected.dtype == np.uint16 else 1  # one 8-bit grey level, in the image's own scale
     moved = np.asarray(Image.open(case["args"]["image"])) != expected
     changed = int((moved.any(axis=-1) if moved.ndim == 3 else moved).sum())
+    worst, mean = diff.max() / grey, diff.mean() / grey
+    max_ok, mean_ok = TOLERANCE.get(name, DEFAULT_TOLERANCE)
     print(
-        f"{name}: windows native {summary['windows']} / Python {case['windows']}; max |diff| {diff.max() / grey:.3f}"
-        f" grey levels over {expected.size} values ({changed} pixels changed by the synthesis)"
+        f"{name}: windows native {summary['windows']} / Python {case['windows']}; |diff| max {worst:.3f} mean "
+        f"{mean:.4f} grey levels (tolerance {max_ok:g} / {mean_ok:g}) over {expected.size} values ({changed} "
+        "pixels changed by the synthesis)"
     )
-    ok = summary["windows"] == case["windows"] and diff.max() <= grey and changed > 0
+    ok = summary["windows"] == case["windows"] and worst <= max_ok and mean <= mean_ok and changed > 0
     return 0 if ok else 1
 
 

@@ -1,0 +1,181 @@
+// TensorRT 10 backend (built only where CMake finds TensorRT): a plan checked against this machine before it
+// is deserialised, as runtime/tensorrt_engine.py does; float32 IO through device buffers kept between calls.
+#include <NvInfer.h>
+#include <cuda_runtime_api.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+
+#include "engine.hpp"
+#include "errors.hpp"
+#include "files.hpp"
+
+namespace acsdk {
+
+namespace {
+
+void cuda_check(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess) throw BackendError("device", what + ": " + cudaGetErrorString(status));
+}
+
+// Keeps TensorRT's errors for the exception that reports them (the CLI prints one line).
+class Logger : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override {
+    if (severity <= Severity::kERROR) last_error = message;
+  }
+  std::string last_error;
+};
+
+// "GPU", "GPU.1", "cuda:1" or "1" -> the CUDA device index.
+int device_index(const std::string& device) {
+  const auto sep = device.find_first_of(".:");
+  const std::string digits = sep == std::string::npos ? (std::isdigit(device[0]) ? device : "") : device.substr(sep + 1);
+  char* end = nullptr;
+  const long index = digits.empty() ? 0 : std::strtol(digits.c_str(), &end, 10);
+  if (!digits.empty() && *end) throw InputError("device", "GPU, GPU.N or a CUDA device index", "'" + device + "'");
+  return static_cast<int>(index);
+}
+
+// major.minor.patch of the TensorRT library loaded at run time.
+std::string library_version() {
+  const int v = getInferLibVersion();
+  const int major = v >= 100000 ? v / 10000 : v / 1000;  // TensorRT 10 encodes major * 10000
+  const int rest = v >= 100000 ? v % 10000 : v % 1000;
+  return std::to_string(major) + "." + std::to_string(rest / 100) + "." + std::to_string(rest % 100);
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void reserve(size_t n) {
+    if (n <= bytes) return;
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    bytes = 0;
+    cuda_check(cudaMalloc(&ptr, n), "cudaMalloc");
+    bytes = n;
+  }
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+class TensorRTEngine : public Engine {
+ public:
+  TensorRTEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
+      : name_(name), device_(device_index(options.device)), precision_(artifact.precision) {
+    int count = 0;
+    cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+    if (device_ >= count)
+      throw InputError("device", "a CUDA device index below " + std::to_string(count), "'" + options.device + "'");
+    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    check_compatible(artifact.record);
+    const std::string plan = read_file(artifact.path, "engines");
+    runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (runtime_) engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
+    if (engine_) context_.reset(engine_->createExecutionContext());
+    if (!context_)
+      throw BackendError("engines", name + ": TensorRT could not load " + artifact.path + " (" + logger_.last_error +
+                                        "); rebuild the plan on this machine");
+    cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  }
+
+  ~TensorRTEngine() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::map<std::string, Tensor> run(const Feeds& inputs) override {
+    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    std::vector<std::pair<std::string, Tensor>> outputs;
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
+      const char* io = engine_->getIOTensorName(i);
+      if (engine_->getTensorDataType(io) != nvinfer1::DataType::kFLOAT)
+        throw BackendError("engines", name_ + ": tensor '" + io + "' is not float32; rebuild the plan with export.build");
+      if (engine_->getTensorIOMode(io) != nvinfer1::TensorIOMode::kINPUT) continue;
+      auto it = inputs.find(io);
+      if (it == inputs.end()) throw BackendError("engines", name_ + ": the plan's input '" + io + "' was not fed");
+      const Tensor& t = *it->second;
+      nvinfer1::Dims dims{};
+      dims.nbDims = static_cast<int32_t>(t.shape.size());
+      for (size_t d = 0; d < t.shape.size(); ++d) dims.d[d] = t.shape[d];
+      if (!context_->setInputShape(io, dims))
+        throw BackendError("engines", name_ + ": TensorRT refused shape " + shape_str(t.shape) + " for '" + io +
+                                          "': outside the plan's profile (rebuild with a larger --max-batch)");
+      DeviceBuffer& buf = buffers_[io];
+      buf.reserve(t.numel() * sizeof(float));
+      cuda_check(cudaMemcpyAsync(buf.ptr, t.ptr(), t.numel() * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                 "cudaMemcpyAsync");
+      context_->setTensorAddress(io, buf.ptr);
+    }
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
+      const char* io = engine_->getIOTensorName(i);
+      if (engine_->getTensorIOMode(io) != nvinfer1::TensorIOMode::kOUTPUT) continue;
+      const nvinfer1::Dims dims = context_->getTensorShape(io);
+      Tensor t(std::vector<int64_t>(dims.d, dims.d + dims.nbDims));
+      DeviceBuffer& buf = buffers_[io];
+      buf.reserve(t.numel() * sizeof(float));
+      context_->setTensorAddress(io, buf.ptr);
+      outputs.emplace_back(io, std::move(t));
+    }
+    if (!context_->enqueueV3(stream_))
+      throw BackendError("engines", name_ + ": TensorRT execution failed (" + logger_.last_error + ")");
+    std::map<std::string, Tensor> result;
+    for (auto& [io, t] : outputs) {
+      cuda_check(cudaMemcpyAsync(t.ptr(), buffers_[io].ptr, t.numel() * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync");
+      result.emplace(io, std::move(t));
+    }
+    cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    return result;
+  }
+
+  std::string describe() const override {
+    return "tensorrt " + library_version() + " cuda:" + std::to_string(device_) + " " + precision_;
+  }
+
+ private:
+  // A plan runs only on the TensorRT version and GPU architecture that built it, and only verified plans run.
+  void check_compatible(const nlohmann::json& record) const {
+    cudaDeviceProp prop{};
+    cuda_check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+    const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+    const std::string built = record.value("tensorrt_version", "?"), here = library_version();
+    std::vector<std::string> problems;
+    if (built.rfind(here, 0) != 0 || (built.size() > here.size() && built[here.size()] != '.'))
+      problems.push_back("built with TensorRT " + built + " but this machine has TensorRT " + here);
+    if (record.value("compute_capability", "?") != cc)
+      problems.push_back("built for compute capability " + record.value("compute_capability", "?") +
+                         " but this GPU is " + cc);
+    if (!record.contains("verification") || !record["verification"].value("passed", false))
+      problems.push_back("the plan was not verified against its ONNX graph at build time");
+    if (problems.empty()) return;
+    std::string all;
+    for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+    throw BackendError("engines", name_ + ": TensorRT plan is incompatible with this machine: " + all +
+                                      ". To fix: rebuild the plans on this machine with `python -m export.build`");
+  }
+
+  std::string name_;
+  int device_ = 0;
+  std::string precision_;
+  Logger logger_;
+  std::unique_ptr<nvinfer1::IRuntime> runtime_;
+  std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+  std::unique_ptr<nvinfer1::IExecutionContext> context_;
+  cudaStream_t stream_ = nullptr;
+  std::map<std::string, DeviceBuffer> buffers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> open_tensorrt(const std::string& name, const Artifact& artifact, const BackendOptions& options) {
+  return std::make_unique<TensorRTEngine>(name, artifact, options);
+}
+
+}  // namespace acsdk
