@@ -19,13 +19,14 @@ const char* kUsage = R"(usage: acsdk-native synth --engines DIR --bank DIR --ima
                           [--mask-out PATH] [--seed N] [--steps N] [--strength F] [--guidance F]
                           [--semantic-scale F] [--roi auto|full] [--roi-padding N] [--roi-min-size N]
                           [--blur-sigma F] [--backend openvino|tensorrt] [--device CPU|GPU|...]
-                          [--no-verify] [--json]
+                          [--bit-depth N] [--no-verify] [--json] [--repeat N]
        acsdk-native --version
 
 Paints the defect type prepared in --bank (`acsdk prepare`) into --image inside --mask with the engine dir's
 VAE and SGA UNet, as `acsdk synth` does; a seed gives the same noise as the Python runtime. Writes --out (the
 input's size, layout and depth) and the label (default: OUT_mask.png). Defaults: seed 0, steps 50, strength
-0.7, guidance 7, semantic scale 1, roi auto with padding 32, backend openvino on device CPU.
+0.7, guidance 7, semantic scale 1, roi auto with padding 32, backend openvino on device CPU. --repeat N runs
+the same synthesis N times in this process (for benchmarks: --json then lists each run's timings).
 )";
 
 struct Args {
@@ -37,7 +38,8 @@ const std::map<std::string, bool> kOptions = {  // name -> takes a value
     {"engines", true},   {"bank", true},       {"image", true},   {"mask", true},       {"out", true},
     {"mask-out", true},  {"seed", true},       {"steps", true},   {"strength", true},   {"guidance", true},
     {"semantic-scale", true}, {"roi", true},   {"roi-padding", true}, {"roi-min-size", true},
-    {"blur-sigma", true}, {"backend", true},   {"device", true},  {"no-verify", false}, {"json", false}};
+    {"blur-sigma", true}, {"backend", true},   {"device", true},  {"no-verify", false}, {"json", false},
+    {"repeat", true},    {"bit-depth", true}};
 
 Args parse(int argc, char** argv, int first) {
   Args a;
@@ -101,16 +103,24 @@ int synth(const Args& a) {
   s.blur_sigma = to_real(a, "blur-sigma", s.blur_sigma);
   if (a.values.count("blur-sigma") && s.blur_sigma < 0)
     throw acsdk::InputError("blur-sigma", "a number >= 0", a.values.at("blur-sigma"));
+  const int64_t repeat = to_int(a, "repeat", 1);
+  if (repeat < 1) throw acsdk::InputError("repeat", "an integer >= 1", std::to_string(repeat));
   acsdk::check_settings(s);  // before anything is opened: a bad flag costs nothing
 
-  const acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
+  acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
+  if (a.values.count("bit-depth")) acsdk::declare_bit_depth(image, static_cast<int>(to_int(a, "bit-depth", 0)), "image");
   const acsdk::Tensor mask = acsdk::read_mask(a.values.at("mask"), "mask");
   acsdk::BackendOptions options;
   options.backend = a.values.count("backend") ? a.values.at("backend") : "openvino";
   options.device = a.values.count("device") ? a.values.at("device") : "CPU";
   acsdk::Synthesizer synth(a.values.at("engines"), options, !a.flags.count("no-verify"));
   const acsdk::Bank bank = acsdk::load_bank(a.values.at("bank"), synth.engine_dir().digest());
-  const acsdk::Result result = synth.run(image, mask, bank, s);
+  nlohmann::json runs = nlohmann::json::array();
+  acsdk::Result result;
+  for (int64_t i = 0; i < repeat; ++i) {
+    result = synth.run(image, mask, bank, s);
+    runs.push_back(result.timings);
+  }
 
   const std::string out = a.values.at("out");
   const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
@@ -119,6 +129,7 @@ int synth(const Args& a) {
 
   nlohmann::json summary = {{"out", out},     {"mask_out", mask_out}, {"seed", s.seed},
                             {"timings", result.timings}, {"notes", result.notes}, {"engines", synth.describe()}};
+  if (repeat > 1) summary["runs"] = runs;
   for (const auto& w : result.windows)
     summary["windows"].push_back({{"top", w.top}, {"left", w.left}, {"height", w.height}, {"width", w.width}});
   if (a.flags.count("json")) {

@@ -107,6 +107,19 @@ Picture read_png(const std::string& path, const std::string& argument) {
   return pic;
 }
 
+void declare_bit_depth(Picture& picture, int bits, const std::string& argument) {
+  if (bits < 1 || bits > picture.bit_depth)
+    throw InputError("bit-depth", "an integer in [1, " + std::to_string(picture.bit_depth) + "] for this " +
+                                      std::to_string(picture.bit_depth) + "-bit image",
+                     std::to_string(bits));
+  const uint32_t full = (1u << bits) - 1u;
+  const uint16_t top = picture.pixels.empty() ? 0 : *std::max_element(picture.pixels.begin(), picture.pixels.end());
+  if (top > full)
+    throw InputError(argument, "values of at most " + std::to_string(full) + " (" + std::to_string(bits) + "-bit)",
+                     "maximum " + std::to_string(top));
+  picture.value_bits = bits;
+}
+
 Tensor read_mask(const std::string& path, const std::string& argument) {
   const Picture pic = read_png(path, argument);
   Tensor mask({pic.height, pic.width});

@@ -15,10 +15,11 @@ constexpr int64_t kMaxPixels = 100'000'000;  // as imaging.MAX_PIXELS
 
 struct Picture {
   int64_t height = 0, width = 0, channels = 0;  // channels: 1 (gray), 3 (RGB) or 4 (RGBA)
-  int bit_depth = 8;                            // 8 or 16 (16-bit gray; 16-bit colour reads as 8, as PIL does)
-  std::vector<uint16_t> pixels;                 // HxWxC native values
+  int bit_depth = 8;    // as stored: 8 or 16 (16-bit gray; 16-bit colour reads as 8, as PIL does)
+  int value_bits = 0;   // declared depth of the values (12-bit data in 16-bit files); 0: the stored depth
+  std::vector<uint16_t> pixels;  // HxWxC native values
 
-  float scale() const { return bit_depth == 16 ? 65535.0f : 255.0f; }
+  float scale() const { return static_cast<float>((1u << (value_bits ? value_bits : bit_depth)) - 1u); }
   // RGB float [3, h, w] in [0, 1] of a window (edge pixels replicated past the image).
   Tensor rgb(const Window& window) const;
 };
@@ -31,6 +32,9 @@ struct Patch {
 
 // `argument` names the flag in errors: an unreadable or non-PNG file, an unsupported layout, too many pixels.
 Picture read_png(const std::string& path, const std::string& argument);
+// Declares the depth of an integer image's values, as `acsdk synth --bit-depth`: 1 to the stored depth, every
+// value within it (InputError naming `argument` otherwise).
+void declare_bit_depth(Picture& picture, int bits, const std::string& argument);
 // A binary mask [H, W] (1 where the value is above half scale; colour masks by PIL's luma, as Python's load_mask).
 Tensor read_mask(const std::string& path, const std::string& argument);
 // Written to a temporary file and renamed: never half-written.

@@ -26,6 +26,8 @@ PARITY = {
                                                       "roi": "full"}),
     "tiny_gray16_windows": ("tiny", "tiny_plain", "gray16_wide", {"seed": 11, "steps": 8, "strength": 0.75,
                                                                   "guidance": 1.0, "semantic_scale": 0.5}),
+    "tiny_gray12_bit_depth": ("tiny", "tiny_plain", "gray12", {"seed": 2, "steps": 6, "strength": 0.7,
+                                                               "guidance": 7.0, "bit_depth": 12, "roi": "full"}),
     "tiny_rgba_strength1": ("tiny", "tiny_plain", "rgba80", {"seed": 5, "steps": 6, "strength": 1.0,
                                                              "guidance": 4.0, "blur_sigma": 2.0}),
     "tiny_fp16_engines": ("tiny_fp16", "tiny_fp16_plain", "rgb64", {"seed": 9, "steps": 10, "strength": 0.8,
@@ -52,6 +54,7 @@ BAD = {
     "missing_image": ({"image": "inputs/absent.png"}, E + r"image: expected a readable file"),
     "unknown_device": ({"device": "NPU7"}, E + r"device: expected an OpenVINO device of this machine"),
     "steps_times_strength": ({"steps": "1", "strength": "0.5"}, E + r"steps: expected at least 2 at strength 0.5"),
+    "bit_depth_above_storage": ({"bit-depth": "12"}, E + r"bit-depth: expected an integer in \[1, 8\]"),
     "unknown_flag": ({"colour": "red"}, E + r"arguments: expected a flag"),
 }  # fmt: skip
 
@@ -79,6 +82,9 @@ def _inputs(root: Path, data: Path) -> dict[str, tuple[Path, Path]]:
     wide_mask = np.zeros(wide.shape, np.uint8)
     wide_mask[10:22, 12:30] = 255  # two defects far apart: two windows
     wide_mask[80:95, 250:270] = 255
+    gray12 = make_texture(96, seed=4, gray=True).astype(np.uint16) * 16  # 12-bit data in a 16-bit PNG
+    gray12_mask = np.zeros(gray12.shape, np.uint8)
+    gray12_mask[40:60, 30:52] = 255
     rgba = np.dstack([make_texture(80, seed=3), np.linspace(60, 255, 80 * 80).reshape(80, 80).astype(np.uint8)])
     rgba_mask = np.zeros((80, 80), np.uint8)
     rgba_mask[30:50, 25:41] = 255
@@ -87,7 +93,7 @@ def _inputs(root: Path, data: Path) -> dict[str, tuple[Path, Path]]:
     demo_mask = np.zeros((160, 160), np.uint8)
     demo_mask[60:84, 90:110] = 255
     pairs = {"rgb64": (img, mask), "gray16_wide": (wide, wide_mask), "rgba80": (rgba, rgba_mask),
-             "demo160": (demo, demo_mask)}  # fmt: skip
+             "gray12": (gray12, gray12_mask), "demo160": (demo, demo_mask)}  # fmt: skip
     files = {}
     for name, (pixels, m) in pairs.items():
         Image.fromarray(pixels).save(out / f"{name}.png")
@@ -184,7 +190,7 @@ def make(root: Path) -> None:
             image, mask, prompt, **ref,
             seed=settings["seed"], num_inference_steps=settings["steps"], strength=settings["strength"],
             guidance_scale=settings["guidance"], semantic_scale=settings.get("semantic_scale", 1.0),
-            roi=settings.get("roi", "auto"), blur_sigma=settings.get("blur_sigma"),
+            roi=settings.get("roi", "auto"), blur_sigma=settings.get("blur_sigma"), bit_depth=settings.get("bit_depth"),
         )  # fmt: skip
         expected = root / "python" / f"{name}.png"
         expected.parent.mkdir(exist_ok=True)
@@ -212,7 +218,8 @@ def parity(root: Path, name: str, binary: str) -> int:
         print(f"{name}: native {native.shape} {native.dtype} vs Python {expected.shape} {expected.dtype}")
         return 1
     diff = np.abs(native.astype(np.int64) - expected.astype(np.int64))
-    grey = 257 if expected.dtype == np.uint16 else 1  # one 8-bit grey level, in the image's own scale
+    bits = int(case["args"].get("bit_depth", 16 if expected.dtype == np.uint16 else 8))
+    grey = (2**bits - 1) / 255  # one 8-bit grey level, in the image's own scale
     moved = np.asarray(Image.open(case["args"]["image"])) != expected
     changed = int((moved.any(axis=-1) if moved.ndim == 3 else moved).sum())
     worst, mean = diff.max() / grey, diff.mean() / grey
