@@ -24,6 +24,10 @@ struct Tensor {
   const float* ptr() const { return data.data(); }
 };
 
-std::string shape_str(const std::vector<int64_t>& shape);  // "[1, 4, 16, 16]"
+inline std::string shape_str(const std::vector<int64_t>& shape) {  // "[1, 4, 16, 16]", for error messages
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
 
 }  // namespace acsdk
