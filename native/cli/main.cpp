@@ -106,6 +106,17 @@ int synth(const Args& a) {
   const int64_t repeat = to_int(a, "repeat", 1);
   if (repeat < 1) throw acsdk::InputError("repeat", "an integer >= 1", std::to_string(repeat));
   acsdk::check_settings(s);  // before anything is opened: a bad flag costs nothing
+  namespace fs = std::filesystem;
+  for (const char* input : {"image", "mask"}) {  // the result never replaces an input
+    std::error_code ec;
+    for (const char* output : {"out", "mask-out"}) {
+      const std::string target = output == std::string("out") ? a.values.at("out")
+                                 : a.values.count("mask-out") ? a.values.at("mask-out")
+                                                              : default_mask_out(a.values.at("out"));
+      if (fs::equivalent(a.values.at(input), target, ec))
+        throw acsdk::InputError(output, std::string("a path other than --") + input, "'" + target + "'");
+    }
+  }
 
   acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
   if (a.values.count("bit-depth")) acsdk::declare_bit_depth(image, static_cast<int>(to_int(a, "bit-depth", 0)), "image");

@@ -10,7 +10,9 @@ namespace fs = std::filesystem;
 
 namespace acsdk {
 
-Bank load_bank(const std::string& dir, const std::string& engine_manifest_sha256) {
+namespace {
+
+Bank read_bank(const std::string& dir, const std::string& engine_manifest_sha256) {
   const std::string info_file = (fs::path(dir) / "bank.json").string();
   const std::string tensors_file = (fs::path(dir) / "bank.safetensors").string();
   if (!fs::is_regular_file(info_file) || !fs::is_regular_file(tensors_file))
@@ -42,6 +44,16 @@ Bank load_bank(const std::string& dir, const std::string& engine_manifest_sha256
   bank.text_embeds = std::move(tensors["text_embeds"]);
   bank.semantic_tokens = std::move(tensors["semantic_tokens"]);
   return bank;
+}
+
+}  // namespace
+
+Bank load_bank(const std::string& dir, const std::string& engine_manifest_sha256) {
+  try {
+    return read_bank(dir, engine_manifest_sha256);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong type in bank.json
+    throw InputError("bank", "a bank.json written by `acsdk prepare`", "'" + dir + "' (" + e.what() + ")");
+  }
 }
 
 }  // namespace acsdk

@@ -49,15 +49,20 @@ EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify
 }
 
 Geometry EngineDir::geometry() const {
-  const auto& s = manifest_["settings"];
-  const auto& m = manifest_["model"];
-  Geometry g;
-  g.height = s.at("height").get<int64_t>();
-  g.width = s.at("width").get<int64_t>();
-  g.scale_factor = m.at("vae_scale_factor").get<int64_t>();
-  g.channels = m.at("latent_channels").get<int64_t>();
-  g.scaling_factor = m.at("vae_scaling_factor").get<double>();
-  return g;
+  try {
+    const auto& s = manifest_["settings"];
+    const auto& m = manifest_["model"];
+    Geometry g;
+    g.height = s.at("height").get<int64_t>();
+    g.width = s.at("width").get<int64_t>();
+    g.scale_factor = m.at("vae_scale_factor").get<int64_t>();
+    g.channels = m.at("latent_channels").get<int64_t>();
+    g.scaling_factor = m.at("vae_scaling_factor").get<double>();
+    if (g.height < 1 || g.width < 1 || g.scale_factor < 1 || g.channels < 1) throw EngineDirError("bad geometry");
+    return g;
+  } catch (const std::exception& e) {
+    throw EngineDirError(root_ + "/manifest.json has no usable model geometry (" + e.what() + "); rebuild the dir");
+  }
 }
 
 nlohmann::json EngineDir::scheduler_config() {
@@ -89,6 +94,16 @@ std::string EngineDir::path(const std::string& rel) {
 }
 
 Artifact EngineDir::artifact(const std::string& component, const std::string& backend, const std::string& precision) {
+  try {
+    return find_artifact(component, backend, precision);
+  } catch (const nlohmann::json::exception& e) {
+    throw EngineDirError(root_ + "/manifest.json: component '" + component + "' is malformed (" + e.what() +
+                         "); rebuild the engine dir");
+  }
+}
+
+Artifact EngineDir::find_artifact(const std::string& component, const std::string& backend,
+                                  const std::string& precision) {
   if (!has_component(component))
     throw EngineDirError(root_ + "/manifest.json has no component '" + component + "'");
   const auto& entry = manifest_["components"][component];

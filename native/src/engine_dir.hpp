@@ -48,6 +48,8 @@ class EngineDir {
   bool has_component(const std::string& name) const { return manifest_["components"].contains(name); }
 
  private:
+  Artifact find_artifact(const std::string& component, const std::string& backend, const std::string& precision);
+
   std::string root_;
   nlohmann::json manifest_;
   std::string digest_;

@@ -68,8 +68,21 @@ void check_settings(const Settings& s) {
     throw InputError("blur-sigma", "a number in [0, 10000]", num(s.blur_sigma));
 }
 
+namespace {
+
+DDIM make_ddim(EngineDir& dir) {
+  try {
+    return DDIM(dir.scheduler_config());
+  } catch (const nlohmann::json::exception& e) {
+    throw EngineDirError("scheduler/scheduler_config.json has a value of the wrong type (" + std::string(e.what()) +
+                         "); rebuild the engine dir");
+  }
+}
+
+}  // namespace
+
 Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify)
-    : dir_(engine_dir, verify), geometry_(dir_.geometry()), ddim_(dir_.scheduler_config()) {
+    : dir_(engine_dir, verify), geometry_(dir_.geometry()), ddim_(make_ddim(dir_)) {
   BackendOptions opts = options;
   if (opts.backend == "openvino" && opts.cache_dir.empty()) opts.cache_dir = openvino_cache_dir(dir_);
   for (const char* name : {"vae_encoder", "unet", "vae_decoder"}) {
@@ -182,6 +195,21 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
   return decoded;
 }
 
+void Synthesizer::check_bank(const Bank& bank) {
+  try {
+    for (const auto& spec : dir_.manifest()["components"]["unet"]["inputs"]) {  // a bank of another model cannot fit
+      const Tensor* t = spec["name"] == "text_embeds" ? &bank.text_embeds
+                        : spec["name"] == "semantic_tokens" ? &bank.semantic_tokens : nullptr;
+      if (t && (t->dim(1) != spec["shape"][1].get<int64_t>() || t->dim(2) != spec["shape"][2].get<int64_t>()))
+        throw InputError("bank", spec["name"].get<std::string>() + " of shape [2, " + spec["shape"][1].dump() + ", " +
+                                     spec["shape"][2].dump() + "]",
+                         shape_str(t->shape));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw EngineDirError("manifest.json: the unet's inputs are malformed (" + std::string(e.what()) + ")");
+  }
+}
+
 Result Synthesizer::run(const Picture& image, const Tensor& mask, const Bank& bank, const Settings& s) {
   const auto start = Clock::now();
   check_settings(s);
@@ -193,15 +221,7 @@ Result Synthesizer::run(const Picture& image, const Tensor& mask, const Bank& ba
   bool any = false;
   for (size_t i = 0; i < mask.numel(); ++i) any |= (binary[i] = mask.data[i] > 0.5f);
   if (!any) throw InputError("mask", "a mask with at least one defect pixel (value > 0.5)", "an empty mask");
-  const auto& unet_inputs = dir_.manifest()["components"]["unet"]["inputs"];
-  for (const auto& spec : unet_inputs) {  // a bank of another model cannot feed this UNet
-    const Tensor* t = spec["name"] == "text_embeds" ? &bank.text_embeds
-                      : spec["name"] == "semantic_tokens" ? &bank.semantic_tokens : nullptr;
-    if (t && (t->dim(1) != spec["shape"][1].get<int64_t>() || t->dim(2) != spec["shape"][2].get<int64_t>()))
-      throw InputError("bank", spec["name"].get<std::string>() + " of shape [2, " + spec["shape"][1].dump() + ", " +
-                                   spec["shape"][2].dump() + "]",
-                       shape_str(t->shape));
-  }
+  check_bank(bank);
 
   const int64_t mh = geometry_.height, mw = geometry_.width;
   Result result;

@@ -47,6 +47,7 @@ class Synthesizer {
   std::vector<std::string> describe() const;
 
  private:
+  void check_bank(const Bank& bank);
   // One window at model size: [3, h, w] image and [h, w] mask in -> generated [3, h, w] in [0, 1].
   Tensor sample(const Tensor& image, const Tensor& mask, const Bank& bank, const Settings& s, uint64_t seed,
                 Result& result);

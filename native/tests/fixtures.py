@@ -55,6 +55,7 @@ BAD = {
     "unknown_device": ({"device": "NPU7"}, E + r"device: expected an OpenVINO device of this machine"),
     "steps_times_strength": ({"steps": "1", "strength": "0.5"}, E + r"steps: expected at least 2 at strength 0.5"),
     "bit_depth_above_storage": ({"bit-depth": "12"}, E + r"bit-depth: expected an integer in \[1, 8\]"),
+    "out_is_the_image": ({"out": "inputs/rgb64.png"}, E + r"out: expected a path other than --image"),
     "unknown_flag": ({"colour": "red"}, E + r"arguments: expected a flag"),
 }  # fmt: skip
 
@@ -234,19 +235,23 @@ def parity(root: Path, name: str, binary: str) -> int:
 
 
 def bad(root: Path, name: str, binary: str) -> int:
+    import hashlib
     import re
 
     changes, pattern = BAD[name]
-    resolve = {k: str(root / v) if k in ("engines", "bank", "image", "mask") else v for k, v in changes.items()}
-    args = {**{k: str(root / v) if k != "steps" else v for k, v in BAD_BASE.items()}, **resolve}
-    args["out"] = str(root / "native" / f"bad_{name}.png")
+    paths = ("engines", "bank", "image", "mask", "out")
+    args = {"out": f"native/bad_{name}.png", **BAD_BASE, **changes}
+    args = {k: str(root / v) if k in paths else v for k, v in args.items()}
     (root / "native").mkdir(exist_ok=True)
+    inputs = [Path(args[k]) for k in ("image", "mask") if Path(args[k]).is_file()]
+    before = [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs]
     run = subprocess.run([binary, "synth", *_flags(args)], capture_output=True, text=True)
     lines = run.stderr.strip().splitlines()
     print(f"{name}: exit {run.returncode}, stderr: {run.stderr.strip()!r}")
-    written = Path(args["out"]).exists()
-    ok = run.returncode != 0 and len(lines) == 1 and re.search(pattern, lines[0]) is not None and not written
-    return 0 if ok else 1
+    written = Path(args["out"]).exists() and Path(args["out"]) not in inputs
+    kept = before == [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs]
+    ok = run.returncode != 0 and len(lines) == 1 and re.search(pattern, lines[0]) is not None
+    return 0 if ok and not written and kept else 1
 
 
 def main(argv: list[str]) -> int:
