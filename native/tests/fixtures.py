@@ -157,7 +157,9 @@ def make(root: Path) -> None:
     engines = {name: root / "engines" / name for name in ("demo", "tiny", "tiny_fp16")}
     for name, fp16 in (("tiny", False), ("tiny_fp16", True)):
         if not (engines[name] / "manifest.json").is_file():  # kept across ctest runs in the build dir
-            ckpt = make_tiny_checkpoint(root / "tiny_ckpt")
+            ckpt = root / "tiny_ckpt"
+            if not (ckpt / "acsdk.json").is_file():
+                make_tiny_checkpoint(ckpt)
             build_engine_dir(ckpt, engines[name], fp16=fp16, backend="onnxruntime", force=True, progress=False)
     if not engines["demo"].exists():
         shutil.copytree(demo_engines(), engines["demo"], ignore=shutil.ignore_patterns("cache"))
