@@ -32,13 +32,17 @@ PARITY = {
                                                              "guidance": 4.0, "blur_sigma": 2.0}),
     "tiny_fp16_engines": ("tiny_fp16", "tiny_fp16_plain", "rgb64", {"seed": 9, "steps": 10, "strength": 0.8,
                                                                     "guidance": 7.0}),
+    "demo_int8_engines": ("demo_int8", "demo_int8_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7,
+                                                                     "guidance": 7.0}),
     "demo_reference": ("demo", "demo_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7, "guidance": 7.0}),
 }  # fmt: skip
 
 # Max and mean |diff| in grey levels: within 1 everywhere, except fp16 engines where this CPU runs them in bf16
 # (AMX): there the float32 inputs' last-bit differences (torch's SLEEF exp/log/sin/cos vs libm's in the noise
 # draw) flip bf16 roundings inside the UNet, which a random tiny model amplifies to a few values off by 2.
-TOLERANCE = {"tiny_fp16_engines": (3.0, 0.1)}
+# INT8 engines (the UNet as OpenVINO IR with quantized activations) likewise: a last-bit difference moves a value
+# across a quantization step.
+TOLERANCE = {"tiny_fp16_engines": (3.0, 0.1), "demo_int8_engines": (4.0, 0.1)}
 DEFAULT_TOLERANCE = (1.0, 1.0)
 
 # name -> (argument changes, expected regex of the one-line error)
@@ -63,7 +67,8 @@ BAD_BASE = {"engines": "engines/tiny", "bank": "banks/tiny_plain", "image": "inp
             "mask": "inputs/rgb64_mask.png", "steps": "2"}  # fmt: skip
 PROMPTS = {"tiny_plain": ("tiny", "a photo of a part with a scratch", None),
            "tiny_fp16_plain": ("tiny_fp16", "a photo of a part with a dent", None),
-           "demo_hole": ("demo", "a photo of a plate with a hole", "hole")}  # fmt: skip
+           "demo_hole": ("demo", "a photo of a plate with a hole", "hole"),
+           "demo_int8_hole": ("demo_int8", "a photo of a plate with a hole", "hole")}  # fmt: skip
 
 
 def _flags(settings: dict) -> list[str]:
@@ -147,20 +152,24 @@ def _golden(root: Path) -> None:
 
 def make(root: Path) -> None:
     from acsdk import Synthesizer
-    from acsdk.apps.demo import demo_engines
+    from acsdk.apps.demo import demo_checkpoint, demo_engines
     from acsdk.data.procedural import make_mvtec_like
     from acsdk.testing import make_tiny_checkpoint
+    from export import int8
     from export.build import build_engine_dir
 
     root.mkdir(parents=True, exist_ok=True)
     _golden(root)
-    engines = {name: root / "engines" / name for name in ("demo", "tiny", "tiny_fp16")}
+    engines = {name: root / "engines" / name for name in ("demo", "demo_int8", "tiny", "tiny_fp16")}
     for name, fp16 in (("tiny", False), ("tiny_fp16", True)):
         if not (engines[name] / "manifest.json").is_file():  # kept across ctest runs in the build dir
             ckpt = root / "tiny_ckpt"
             if not (ckpt / "acsdk.json").is_file():
                 make_tiny_checkpoint(ckpt)
             build_engine_dir(ckpt, engines[name], fp16=fp16, backend="onnxruntime", force=True, progress=False)
+    if not (engines["demo_int8"] / "manifest.json").is_file():  # the UNet as INT8 OpenVINO IR, gated on one scene
+        build_engine_dir(demo_checkpoint(), engines["demo_int8"], int8=True, int8_scenes=int8.Scenes(1, 6),
+                         force=True, progress=False)  # fmt: skip
     if not engines["demo"].exists():
         shutil.copytree(demo_engines(), engines["demo"], ignore=shutil.ignore_patterns("cache"))
     tampered = root / "engines" / "tampered"
