@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 #include "bank.hpp"
 #include "errors.hpp"
@@ -60,26 +61,22 @@ Args parse(int argc, char** argv, int first) {
   return a;
 }
 
-int64_t to_int(const Args& a, const std::string& name, int64_t fallback) {
+// The value of --name parsed as T (strtoll / strtod: the whole text, in range, finite), or `fallback` when absent.
+template <typename T>
+T number(const Args& a, const std::string& name, T fallback) {
   auto it = a.values.find(name);
   if (it == a.values.end()) return fallback;
+  const char* text = it->second.c_str();
   char* end = nullptr;
   errno = 0;
-  const long long v = std::strtoll(it->second.c_str(), &end, 10);
-  if (errno || end == it->second.c_str() || *end) throw acsdk::InputError(name, "an integer", "'" + it->second + "'");
+  const T v = std::is_integral_v<T> ? static_cast<T>(std::strtoll(text, &end, 10)) : static_cast<T>(std::strtod(text, &end));
+  if (errno || end == text || *end || !std::isfinite(static_cast<double>(v)))
+    throw acsdk::InputError(name, std::is_integral_v<T> ? "an integer" : "a finite number", "'" + it->second + "'");
   return v;
 }
 
-double to_real(const Args& a, const std::string& name, double fallback) {
-  auto it = a.values.find(name);
-  if (it == a.values.end()) return fallback;
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(it->second.c_str(), &end);
-  if (errno || end == it->second.c_str() || *end || !std::isfinite(v))
-    throw acsdk::InputError(name, "a finite number", "'" + it->second + "'");
-  return v;
-}
+int64_t to_int(const Args& a, const std::string& name, int64_t fallback) { return number<int64_t>(a, name, fallback); }
+double to_real(const Args& a, const std::string& name, double fallback) { return number<double>(a, name, fallback); }
 
 std::string default_mask_out(const std::string& out) {
   const std::filesystem::path p(out);

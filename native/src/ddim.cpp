@@ -33,15 +33,22 @@ DDIM::DDIM(const nlohmann::json& c) {
   train_steps_ = get<int64_t>(c, "num_train_timesteps", 1000);
   steps_offset_ = get<int64_t>(c, "steps_offset", 0);
   spacing_ = get<std::string>(c, "timestep_spacing", "leading");
-  prediction_ = get<std::string>(c, "prediction_type", "epsilon");
+  const std::string prediction = get<std::string>(c, "prediction_type", "epsilon");
   clip_sample_ = get<bool>(c, "clip_sample", true);
   clip_range_ = get<float>(c, "clip_sample_range", 1.0f);
   if (get<bool>(c, "thresholding", false)) throw refuse("thresholding");
   if (get<bool>(c, "rescale_betas_zero_snr", false)) throw refuse("rescale_betas_zero_snr");
   if (spacing_ != "leading" && spacing_ != "trailing" && spacing_ != "linspace")
     throw refuse("timestep_spacing '" + spacing_ + "'");
-  if (prediction_ != "epsilon" && prediction_ != "v_prediction" && prediction_ != "sample")
-    throw refuse("prediction_type '" + prediction_ + "'");
+  if (prediction == "epsilon") {
+    prediction_ = Prediction::kEpsilon;
+  } else if (prediction == "sample") {
+    prediction_ = Prediction::kSample;
+  } else if (prediction == "v_prediction") {
+    prediction_ = Prediction::kV;
+  } else {
+    throw refuse("prediction_type '" + prediction + "'");
+  }
 
   std::vector<float> betas;
   const std::string schedule = get<std::string>(c, "beta_schedule", "linear");
@@ -98,10 +105,10 @@ void DDIM::step(const Tensor& model_output, int64_t t, int64_t steps, Tensor& la
   for (size_t i = 0; i < latents.numel(); ++i) {
     const float x = latents.data[i], m = model_output.data[i];
     float x0, eps;
-    if (prediction_ == "epsilon") {
+    if (prediction_ == Prediction::kEpsilon) {
       x0 = (x - sb * m) / sa;
       eps = m;
-    } else if (prediction_ == "sample") {
+    } else if (prediction_ == Prediction::kSample) {
       x0 = m;
       eps = (x - sa * x0) / sb;
     } else {  // v_prediction

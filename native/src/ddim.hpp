@@ -32,7 +32,7 @@ class DDIM {
   int64_t train_steps_ = 1000;
   int64_t steps_offset_ = 0;
   std::string spacing_ = "leading";
-  std::string prediction_ = "epsilon";
+  enum class Prediction { kEpsilon, kSample, kV } prediction_ = Prediction::kEpsilon;
   bool clip_sample_ = false;
   float clip_range_ = 1.0f;
 };

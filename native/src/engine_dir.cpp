@@ -102,17 +102,25 @@ Artifact EngineDir::artifact(const std::string& component, const std::string& ba
   }
 }
 
+const nlohmann::json* EngineDir::find_in(const nlohmann::json& entry, const std::string& format,
+                                         const std::string& precision) {
+  for (const auto& a : entry.at("artifacts"))
+    if (a.at("format") == format && a.at("precision") == precision) return &a;
+  return nullptr;
+}
+
+bool EngineDir::has_artifact(const std::string& component, const std::string& format,
+                             const std::string& precision) const {
+  return has_component(component) && find_in(manifest_["components"][component], format, precision) != nullptr;
+}
+
 Artifact EngineDir::find_artifact(const std::string& component, const std::string& backend,
                                   const std::string& precision) {
   if (!has_component(component))
     throw EngineDirError(root_ + "/manifest.json has no component '" + component + "'");
   const auto& entry = manifest_["components"][component];
   const std::string want = precision.empty() ? entry.value("precision", "fp32") : precision;
-  auto find = [&](const std::string& format, const std::string& prec) -> const nlohmann::json* {
-    for (const auto& a : entry.at("artifacts"))
-      if (a.at("format") == format && a.at("precision") == prec) return &a;
-    return nullptr;
-  };
+  auto find = [&](const std::string& format, const std::string& prec) { return find_in(entry, format, prec); };
   const nlohmann::json* art = nullptr;
   if (backend == "tensorrt") {
     art = find("tensorrt", want);

@@ -46,9 +46,12 @@ class EngineDir {
   // precision, else its fp32 ONNX; "tensorrt": the plan), with every file it consists of checked.
   Artifact artifact(const std::string& component, const std::string& backend, const std::string& precision = "");
   bool has_component(const std::string& name) const { return manifest_["components"].contains(name); }
+  bool has_artifact(const std::string& component, const std::string& format, const std::string& precision) const;
 
  private:
   Artifact find_artifact(const std::string& component, const std::string& backend, const std::string& precision);
+  static const nlohmann::json* find_in(const nlohmann::json& entry, const std::string& format,
+                                       const std::string& precision);
 
   std::string root_;
   nlohmann::json manifest_;

@@ -90,13 +90,9 @@ Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& op
     engines_[name] = open_engine(name, art, opts);
     // fp16 SD VAEs overflow on some inputs: an fp32 variant, where the dir ships one, reruns them (as Python).
     const bool guarded = std::string(name) != "unet";
-    if (guarded && art.precision != "fp32") {
-      for (const auto& a : dir_.manifest()["components"][name]["artifacts"])
-        if (a["format"] == (opts.backend == "tensorrt" ? "tensorrt" : "onnx") && a["precision"] == "fp32") {
-          engines_[std::string(name) + "_fp32"] = open_engine(name, dir_.artifact(name, opts.backend, "fp32"), opts);
-          break;
-        }
-    }
+    const std::string variant_format = opts.backend == "tensorrt" ? "tensorrt" : "onnx";
+    if (guarded && art.precision != "fp32" && dir_.has_artifact(name, variant_format, "fp32"))
+      engines_[std::string(name) + "_fp32"] = open_engine(name, dir_.artifact(name, opts.backend, "fp32"), opts);
   }
 }
 
@@ -167,20 +163,19 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
                        {"text_embeds", &text},
                        {"semantic_tokens", &semantic},
                        {"semantic_scale", &lam}};
+  Tensor guided({1, C, h, w});  // CFG's combination of the two rows, written each step
+  const float gs = static_cast<float>(s.guidance);
   for (int64_t t : timesteps) {
     for (int64_t r = 0; r < rows; ++r) std::copy_n(latents.ptr(), C * hw, unet_in.ptr() + r * (2 * C + 1) * hw);
     std::fill(tstep.data.begin(), tstep.data.end(), static_cast<float>(t));
-    Tensor pred = engines_.at("unet")->run(feeds).at("noise_pred");
+    const Tensor pred = engines_.at("unet")->run(feeds).at("noise_pred");
     if (cfg) {
-      Tensor guided({1, C, h, w});
-      const float gs = static_cast<float>(s.guidance);
       for (int64_t i = 0; i < C * hw; ++i) {
         const float u = pred.data[i], c = pred.data[C * hw + i];
         guided.data[i] = u + gs * (c - u);
       }
-      pred = std::move(guided);
     }
-    ddim_.step(pred, t, s.steps, latents);
+    ddim_.step(cfg ? guided : pred, t, s.steps, latents);
   }
   result.timings["denoise"] += since(t0);
   result.timings["denoise_steps"] = static_cast<double>(timesteps.size());
