@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
 from runtime import Engine, TorchEngine
+from runtime.cpu import int8_gate_holds_here
 from runtime.errors import BackendUnavailableError, EngineDirError, IncompatibleEngineError
 from runtime.files import cache_dir
 from runtime.manifest import Manifest, manifest_sha256
@@ -181,6 +182,14 @@ def _open_engine(
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
 
 
+def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
+    """("int8", "") where the INT8 artifact's gate holds on this CPU; else ("fp32", why): what the gate measured
+    would not be what runs here (runtime/cpu.py). An explicit precision override still runs INT8."""
+    art = _artifact(entry, "openvino", "int8")
+    ok, why = int8_gate_holds_here(art or {})
+    return ("int8", "") if ok else ("fp32", f"{name}: fp32 instead of INT8, because {why}")
+
+
 def _openvino_cache(manifest: Manifest) -> Path:
     """OpenVINO's compiled-model cache: in the engine dir when it is writable, else in the user's acsdk cache."""
     inside = manifest.root / "cache" / "openvino"
@@ -236,6 +245,12 @@ def parts_from_engine_dir(
             engines[name] = torch_parts.engines[name]
             continue
         precision = precisions.get(name, entry["precision"])
+        on_cpu = overrides.get(name, backend) in ("auto", "openvino") and openvino_device.upper().startswith("CPU")
+        if precision == "int8" and name not in precisions and on_cpu:
+            precision, why = _int8_here(name, entry)
+            if why:
+                fallbacks.append(why)
+                log.warning("%s", why)
         tried = []
         for chosen, dev in _candidates(entry, overrides.get(name, backend), device):
             try:

@@ -155,7 +155,6 @@ def make(root: Path) -> None:
     from acsdk.apps.demo import demo_checkpoint, demo_engines
     from acsdk.data.procedural import make_mvtec_like
     from acsdk.testing import make_tiny_checkpoint
-    from export import int8
     from export.build import build_engine_dir
 
     root.mkdir(parents=True, exist_ok=True)
@@ -167,9 +166,8 @@ def make(root: Path) -> None:
             if not (ckpt / "acsdk.json").is_file():
                 make_tiny_checkpoint(ckpt)
             build_engine_dir(ckpt, engines[name], fp16=fp16, backend="onnxruntime", force=True, progress=False)
-    if not (engines["demo_int8"] / "manifest.json").is_file():  # the UNet as INT8 OpenVINO IR, gated on one scene
-        build_engine_dir(demo_checkpoint(), engines["demo_int8"], int8=True, int8_scenes=int8.Scenes(1, 6),
-                         force=True, progress=False)  # fmt: skip
+    if not (engines["demo_int8"] / "manifest.json").is_file():  # the UNet as INT8 OpenVINO IR, default gate
+        build_engine_dir(demo_checkpoint(), engines["demo_int8"], int8=True, force=True, progress=False)
     if not engines["demo"].exists():
         shutil.copytree(demo_engines(), engines["demo"], ignore=shutil.ignore_patterns("cache"))
     tampered = root / "engines" / "tampered"
