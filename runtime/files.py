@@ -2,7 +2,9 @@
 
 A file is written to a temporary name in its destination's directory, flushed and fsynced, renamed over the
 destination, and the directory is fsynced, so after a crash the destination holds either the old bytes or the
-new ones. A directory is built beside its destination and swapped in the same way (`atomic_dir`).
+new ones. A directory is built beside its destination and swapped in the same way (`atomic_dir`). Either ends with
+the mode a plain open()/mkdir() would give (umask applied; a replaced file keeps its mode), so what one account
+writes another can read where the umask allows.
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (changing it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _plain_mode(dest: Path, directory: bool) -> int:
+    """The mode a plain open()/mkdir() would leave at `dest`: an existing file's own mode, else 0666 (0777 for a
+    directory) less the umask. mkstemp/mkdtemp create 0600/0700 whatever the umask, and a rename keeps that."""
+    try:
+        return dest.stat().st_mode & 0o7777
+    except OSError:
+        return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
@@ -48,6 +72,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, _plain_mode(dest, directory=False))
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -125,6 +150,7 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]
         for file in tmp.rglob("*"):
             if file.is_file():
                 _fsync_file(file)
+        os.chmod(tmp, _plain_mode(dest, directory=True))
         replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""runtime.files: atomic writes leave the mode a plain open()/mkdir() would, so other accounts can read outputs."""
+
+import os
+import stat
+
+import pytest
+
+from runtime.files import atomic_dir, atomic_path, atomic_write, current_umask
+
+
+@pytest.fixture
+def umask():
+    def set_to(value: int) -> None:
+        os.umask(value)
+
+    old = os.umask(0o022)
+    yield set_to
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_files_and_dirs_get_the_umask_mode(tmp_path, umask, mask):
+    umask(mask)
+    assert current_umask() == mask
+    plain_file, plain_dir = tmp_path / "plain.txt", tmp_path / "plain_dir"
+    plain_file.write_text("x")
+    plain_dir.mkdir()
+    assert mode(atomic_write(tmp_path / "a.json", "{}")) == mode(plain_file) == 0o666 & ~mask
+    with atomic_path(tmp_path / "b.png") as tmp:
+        tmp.write_bytes(b"png")
+    assert mode(tmp_path / "b.png") == 0o666 & ~mask
+    with atomic_dir(tmp_path / "engines") as d:
+        (d / "manifest.json").write_text("{}")
+    assert mode(tmp_path / "engines") == mode(plain_dir) == 0o777 & ~mask
+
+
+def test_a_replaced_file_or_dir_keeps_its_own_mode(tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "shared.json"
+    target.write_text("old")
+    os.chmod(target, 0o664)
+    atomic_write(target, "new")
+    assert target.read_text() == "new" and mode(target) == 0o664
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.chmod(folder, 0o775)
+    with atomic_dir(folder, replace=True) as d:
+        (d / "f").write_text("1")
+    assert mode(folder) == 0o775 and (folder / "f").read_text() == "1"
