@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 from runtime.errors import (  # noqa: F401  (re-exported: one hierarchy for the whole SDK)
     ACSDKError,
     BackendUnavailableError,
+    CorruptFileError,
     EngineDirError,
     IncompatibleEngineError,
     IntegrityError,
@@ -13,6 +17,8 @@ from runtime.errors import (  # noqa: F401  (re-exported: one hierarchy for the 
 
 class InputError(ACSDKError, ValueError):
     """An argument a caller passed is not what the API accepts."""
+
+    exit_code = 2
 
     def __init__(self, argument: str, expected: str, got: str):
         self.argument = argument
@@ -23,6 +29,8 @@ class InputError(ACSDKError, ValueError):
 
 class CheckpointError(ACSDKError, FileNotFoundError):
     """A checkpoint directory is missing a part, or a part cannot be read."""
+
+    exit_code = 2
 
     def __init__(self, part: str, path: object, problem: str):
         self.part = part
@@ -41,3 +49,25 @@ class WriteError(ACSDKError, OSError):
 
 class TrainingError(ACSDKError):
     """Training stopped (e.g. a NaN loss); the last good state is kept."""
+
+
+def check_int(argument: str, value: object, minimum: int, *, optional: bool = False) -> int | None:
+    """`value` as an int when it is an integer >= `minimum` (None passes when `optional`), else InputError.
+    The one numeric check every layer and command uses, so the next argument cannot slip through."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise InputError(argument, f"an integer >= {minimum}" + (" or None" if optional else ""), repr(value))
+    return int(value)
+
+
+def check_real(argument: str, value: object, lo: float, hi: float, lo_open: bool = False) -> float:
+    """`value` as a float when it is a finite number in [lo, hi] ((lo, hi] when `lo_open`), else InputError."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise InputError(argument, f"a finite number in {interval}", repr(value))
+    return float(value)

@@ -597,10 +597,10 @@ def main(argv: list[str] | None = None) -> int:
                 int8_settings=int8_mod.Int8Settings(gate_images=args.gate_images) if args.gate_images else None,
                 progress=not args.quiet,
             )
-    except BuildError as exc:
-        print(f"export.build: build failed: {exc}", file=sys.stderr)
-        return 1
-    except (ACSDKError, FileExistsError) as exc:
+    except ACSDKError as exc:  # BuildError and other failures 1, bad arguments 2 (ACSDKError.exit_code)
+        print(f"export.build: {'error' if exc.exit_code == 2 else 'build failed'}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileExistsError as exc:
         print(f"export.build: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

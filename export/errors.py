@@ -8,6 +8,8 @@ from acsdk.errors import ACSDKError
 class BuildArgumentError(ACSDKError, ValueError):
     """Bad arguments or input: exit code 2."""
 
+    exit_code = 2
+
 
 class BuildError(ACSDKError):
     """The build or its verification failed: exit code 1."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class ACSDKError(Exception):
-    """Base of every error acsdk raises on purpose."""
+    """Base of every error acsdk raises on purpose.
+
+    `exit_code` is what a command exits with on it: 2 where the caller's arguments or input are wrong (fix the
+    call), 1 where the work failed on good arguments (a tampered file, a missing backend, a diverged training)."""
+
+    exit_code = 1
 
     def __reduce__(self):
         # Subclasses take their own constructor arguments; rebuild from args and attributes instead, so an error
@@ -22,6 +27,8 @@ def _rebuild(cls: type, args: tuple, state: dict) -> ACSDKError:
 class EngineDirError(ACSDKError, FileNotFoundError):
     """The engine dir or its manifest is missing, unreadable, or of an unknown schema."""
 
+    exit_code = 2
+
 
 class IntegrityError(ACSDKError):
     """A file of the engine dir differs from what the manifest recorded at build time."""
@@ -37,3 +44,7 @@ class EngineIOError(ACSDKError, ValueError):
 
 class BackendUnavailableError(ACSDKError):
     """The requested backend (TensorRT, a CUDA provider) is not usable on this machine."""
+
+
+class CorruptFileError(ACSDKError):
+    """A file acsdk wrote earlier (a training state) cannot be read back: cut short, edited, or another tool's."""

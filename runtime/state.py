@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import CorruptFileError
 from .files import atomic_path
 
 
@@ -40,9 +41,16 @@ def save_state(path: Path, tensors: dict[str, torch.Tensor], kind: str, meta: di
 
 
 def read_state(path: Path) -> tuple[str | None, dict, dict[str, torch.Tensor]]:
-    """(kind, meta, tensors) of a state `save_state` wrote; the caller refuses a kind it did not write."""
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        if "kind" not in header:
-            return None, {}, {}
-        return header["kind"], json.loads(header.get("meta", "{}")), {k: f.get_tensor(k) for k in f.keys()}
+    """(kind, meta, tensors) of a state `save_state` wrote; the caller refuses a kind it did not write. A file that
+    cannot be read as one (cut short, edited) is a CorruptFileError naming it, before any training step."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if "kind" not in header:
+                return None, {}, {}
+            meta = json.loads(header.get("meta", "{}"))
+            return header["kind"], meta, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError, ValueError...)
+        raise CorruptFileError(
+            f"training state '{path}' cannot be read ({type(exc).__name__}: {exc}); remove it to start over"
+        ) from exc

@@ -13,8 +13,11 @@ import torch
 from conftest import FAST
 
 import acsdk
+import acsdk.data.runs
 from acsdk import ACSDKError, CheckpointError, EngineDirError, InputError
 from acsdk.data import make_mvtec_like
+from acsdk.errors import CorruptFileError
+from runtime.state import read_state
 
 PROMPT = "a photo of a plate with a hole"
 
@@ -81,6 +84,49 @@ def _train_py(c: Ctx, out: Path, **kw) -> None:
     from acsdk.training.adapter import TrainConfig, train
 
     train(c.ckpt, c.data, "plate", out, TrainConfig(steps=1, batch_size=1, grad_accum=1), progress=False, **kw)
+
+
+def _synth_cli(c: Ctx, out: str = "out/y.png", rgba: bool = False, **flags: str) -> int:
+    """`acsdk synth` on input files the case prepares (input*.png, kept by the sweep); `out` and flag values name
+    them by file name. The inputs' bytes must be unchanged afterwards."""
+    from PIL import Image
+
+    image = c.scene["image"]
+    if rgba:
+        image = np.dstack([image, np.full(image.shape[:2], 200, np.uint8)])
+    files = {"input.png": image, "input_mask.png": c.scene["mask"], "input_ref.png": c.scene["reference_image"],
+             "input_ref_mask.png": c.scene["reference_mask"]}  # fmt: skip
+    for name, arr in files.items():
+        Image.fromarray(arr).save(c.tmp / name)
+    before = {n: (c.tmp / n).read_bytes() for n in files}
+    argv = ["synth", "--engines", str(c.engines), "--device", "cpu", "--prompt", PROMPT, "--steps", "4"]
+    argv += ["--image", str(c.tmp / "input.png"), "--mask", str(c.tmp / "input_mask.png")]
+    argv += ["--reference", str(c.tmp / "input_ref.png"), "--reference-mask", str(c.tmp / "input_ref_mask.png")]
+    argv += ["--out", str(c.tmp / out)]
+    for flag, value in flags.items():
+        argv += [f"--{flag.replace('_', '-')}", str(c.tmp / value)]
+    code = _cli(*argv)
+    assert {n: (c.tmp / n).read_bytes() for n in files} == before, "an input was overwritten"
+    return code
+
+
+def _corrupt_manifest(c: Ctx) -> Path:
+    (c.tmp / "engines_corrupt").mkdir()
+    (c.tmp / "engines_corrupt" / "manifest.json").write_text('{"settings": {"max_batch": ')
+    return c.tmp / "engines_corrupt"
+
+
+def _foreign_record(c: Ctx) -> Path:
+    ddir = c.tmp / "gen" / "plate" / "hole"
+    (ddir / "records").mkdir(parents=True)
+    (ddir / "records" / "000000.json").write_text('{"idx": 0}')  # hand-edited: no "index"
+    return ddir
+
+
+def _corrupt_state(c: Ctx) -> Path:
+    path = c.tmp / "state.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    return path
 
 
 def _corrupt_png(c: Ctx) -> Path:
@@ -167,6 +213,17 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
     ("generate-per-type-zero", lambda c: _generate(c, per_type=0), InputError, "per_type"),
     ("generate-out-holds-other-files", lambda c: _generate(c, out=_existing(c, "gen/plate").parent), InputError, "out"),
     ("generate-unknown-category", lambda c: _generate(c, category="bottle"), InputError, "category"),
+    ("generate-seed-negative", lambda c: _generate(c, seed=-1), InputError, "seed"),
+    ("generate-steps-times-strength", lambda c: _generate(c, num_inference_steps=1), InputError, "num_inference_steps"),
+    ("generate-guidance-nan", lambda c: _generate(c, guidance_scale=float("nan")), InputError, "guidance_scale"),
+    (
+        "generate-corrupt-manifest-batch",
+        lambda c: acsdk.data.runs.engine_max_batch(_corrupt_manifest(c)),
+        EngineDirError,
+        None,
+    ),
+    ("generate-foreign-record", lambda c: acsdk.data.runs.read_records(_foreign_record(c)), InputError, "out"),
+    ("training-state-corrupt", lambda c: read_state(_corrupt_state(c)), CorruptFileError, None),
     ("train-out-exists", lambda c: _train_py(c, _existing(c, "t")), InputError, "out"),
     ("train-resume-nothing", lambda c: _train_py(c, _existing(c, "t"), resume=True), InputError, "out"),
     ("procedural-category-exists", lambda c: make_mvtec_like(c.data, "plate"), InputError, "category"),
@@ -191,6 +248,12 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
         2,
         None,
     ),
+    ("cli-synth-out-is-the-image", lambda c: _synth_cli(c, out="input.png"), 2, None),
+    ("cli-synth-out-is-the-reference", lambda c: _synth_cli(c, out="input_ref.png"), 2, None),
+    ("cli-synth-mask-out-is-the-mask", lambda c: _synth_cli(c, mask_out="input_mask.png"), 2, None),
+    ("cli-synth-mask-out-is-out", lambda c: _synth_cli(c, out="y.png", mask_out="y.png"), 2, None),
+    ("cli-synth-rgba-into-jpeg", lambda c: _synth_cli(c, out="y.jpg", rgba=True), 2, None),
+    ("cli-synth-unknown-format", lambda c: _synth_cli(c, out="y.xyz"), 2, None),
     ("cli-info-missing", lambda c: _cli("info", str(c.tmp / "none")), 2, None),
     (
         "cli-generate-unknown-category",
@@ -279,4 +342,7 @@ def test_bad_input_is_typed_and_leaves_nothing(
     assert _tree(data) == data_before
 
 
-PREPARED = ("keep.txt", "corrupt.png", "other.safetensors")
+PREPARED = (
+    *("keep.txt", "corrupt.png", "other.safetensors", "input.png", "input_mask.png", "input_ref.png"),
+    *("input_ref_mask.png", "engines_corrupt/manifest.json", "records/000000.json", "state.safetensors"),
+)

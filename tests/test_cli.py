@@ -67,3 +67,36 @@ def test_import_ip_adapter_cli_errors_exit_2(tmp_path, tiny_ckpt, capsys):
     assert code == 2
     assert "ip_adapter" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_failures_exit_1_and_bad_arguments_exit_2(tmp_path, engine_dir, capsys):
+    """2 says "fix the call", 1 says "the work failed on good arguments": a tampered engine file is not a bad
+    argument (it used to exit 2 like every ACSDKError)."""
+    import shutil
+
+    from acsdk.errors import (
+        ACSDKError,
+        BackendUnavailableError,
+        CheckpointError,
+        EngineDirError,
+        IncompatibleEngineError,
+        InputError,
+        IntegrityError,
+        TrainingError,
+        WriteError,
+    )
+    from export.errors import BuildArgumentError, BuildError
+
+    for cls in (InputError, CheckpointError, EngineDirError, BuildArgumentError):
+        assert cls.exit_code == 2, cls
+    for cls in (ACSDKError, IntegrityError, TrainingError, BackendUnavailableError, IncompatibleEngineError,
+                WriteError, BuildError):  # fmt: skip
+        assert cls.exit_code == 1, cls
+    tampered = tmp_path / "e"
+    shutil.copytree(engine_dir, tampered, ignore=shutil.ignore_patterns("cache"))
+    vae = tampered / "onnx" / "vae_decoder.onnx"
+    vae.write_bytes(vae.read_bytes()[:-1] + b"\0")
+    assert main(["info", str(tampered), "--backend", "onnxruntime"]) == 1
+    assert "acsdk info: failed:" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "acsdk info: error:" in capsys.readouterr().err

@@ -277,3 +277,26 @@ def test_the_acsdk_error_is_found_inside_ray_wrappers():
     except RuntimeError as e:
         assert _acsdk_cause(e) is inner
     assert _acsdk_cause(RuntimeError("plain")) is None
+
+
+def test_a_failed_start_removes_only_what_it_created_and_still_owns(tmp_path):
+    """Two categories started together into a new --out: the one that fails removes its own category and no other's
+    (the parent stays while another run's files are in it; it goes once it is empty)."""
+    from types import SimpleNamespace
+
+    from acsdk.data.generate_ray import _undo_start
+
+    out = tmp_path / "new_out"
+    mine, theirs = out / "plate", out / "tile"
+    (mine / "hole" / "image").mkdir(parents=True)
+    (mine / "generate.json").write_text("{}")
+    (theirs / "hole" / "records").mkdir(parents=True)
+    (theirs / "hole" / "records" / "000000.json").write_text("{}")
+    _undo_start(SimpleNamespace(root=mine), created=out)  # both runs saw `out` missing: both "created" it
+    assert not mine.exists() and (theirs / "hole" / "records" / "000000.json").is_file()
+    _undo_start(SimpleNamespace(root=theirs), created=out)
+    assert (theirs / "hole" / "records" / "000000.json").is_file(), "a run with finished items keeps them"
+    (theirs / "hole" / "records" / "000000.json").unlink()
+    _undo_start(SimpleNamespace(root=theirs), created=out)
+    assert not out.exists(), "the last run out removes the parent it created, now empty"
+    assert tmp_path.is_dir(), "never above what the run created"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
+from pathlib import Path
 
-from ..errors import ACSDKError, WriteError
+from ..errors import ACSDKError, InputError
 from .evaluate import add_evaluate_parser
 
 RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
@@ -111,7 +113,6 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from PIL import Image
 
@@ -119,6 +120,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     from ..inference.synthesizer import Synthesizer
 
+    out, mask_out = _synth_outputs(args)
     synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
     res = synth.run(
         args.image,
@@ -138,16 +140,57 @@ def _synth(args: argparse.Namespace) -> int:
         bit_depth=args.bit_depth,
         progress=not args.quiet,
     )
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mask_out = Path(args.mask_out) if args.mask_out else out.with_name(out.stem + "_mask.png")
     for im, path in ((res.image, out), (res.mask, mask_out)):
         with atomic_path(path) as tmp:
-            im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+            im.save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
     print(f"wrote {out} and {mask_out}")
     timings = {k: round(v, 4) for k, v in res.timings.items()}
     print(json.dumps({"timings_s": timings, "windows": res.windows, "asea": res.asea, "notes": res.notes}, indent=2))
     return 0
+
+
+def _synth_outputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--out and --mask-out, refused before any work when they would overwrite an input or each other, or name a
+    format that cannot hold the result (the input's mode: RGBA or 16-bit in a .jpg, float in a .png)."""
+    from PIL import Image
+
+    from ..inference.imaging import load_picture
+
+    out = Path(args.out)
+    mask_out = Path(args.mask_out) if args.mask_out else out.with_name(out.stem + "_mask.png")
+    inputs = {flag: getattr(args, dest) for flag, dest in _SYNTH_INPUTS if getattr(args, dest)}
+    for flag, path in (("--out", out), ("--mask-out", mask_out)):
+        for name, given in inputs.items():
+            if _same_file(path, Path(given)):
+                raise InputError(flag, f"a path other than the input {name}", f"'{path}' (it would overwrite it)")
+    if _same_file(out, mask_out):
+        raise InputError("--mask-out", "a path other than --out", f"'{mask_out}'")
+    mode = load_picture(args.image, "--image", args.bit_depth).mode
+    for flag, path, held in (("--out", out, mode), ("--mask-out", mask_out, "L")):
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None or fmt not in Image.SAVE:
+            raise InputError(flag, "an image file name PIL can write (.png, .tif, .jpg, ...)", f"'{path}'")
+        try:
+            Image.new(held or "RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+            if held is None:
+                raise OSError("no PIL mode holds this input's depth and channels")
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(flag, f"a format that holds a {held or 'non-PIL'} image like --image (try .png or .tif)",
+                             f"'{path}' ({fmt}: {exc})") from exc  # fmt: skip
+    return out, mask_out
+
+
+_SYNTH_INPUTS = (("--image", "image"), ("--mask", "mask"), ("--reference", "reference"),
+                 ("--reference-mask", "reference_mask"))  # fmt: skip
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, `..` or case-folding filesystems, when both exist)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -344,12 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except WriteError as exc:
-        print(f"acsdk {args.command}: failed: {exc}", file=sys.stderr)
-        return 1
-    except ACSDKError as exc:
-        print(f"acsdk {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except ACSDKError as exc:  # 2: fix the arguments; 1: the work failed on good ones (see ACSDKError.exit_code)
+        kind = "error" if exc.exit_code == 2 else "failed"
+        print(f"acsdk {args.command}: {kind}: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import ACSDKError, InputError
+from ..errors import ACSDKError, InputError, check_int, check_real
 from .mvtec import MVTecCategory
 from .runs import (
     Chunk,
@@ -86,14 +86,9 @@ class Pool:
 
 def size_pool(ray, workers: int | None, gpus_per_worker: float, cpus_per_worker: int | None) -> Pool:
     """Workers and their resources; refused when the cluster cannot hold them (Ray would wait forever)."""
-    if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or gpus_per_worker < 0:
-        raise InputError("gpus_per_worker", "a number >= 0", repr(gpus_per_worker))
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError("workers", "an integer >= 1", repr(workers))
-    if cpus_per_worker is not None and (
-        isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1
-    ):
-        raise InputError("cpus_per_worker", "an integer >= 1", repr(cpus_per_worker))
+    gpus_per_worker = check_real("gpus_per_worker", gpus_per_worker, 0.0, 1e3)
+    workers = check_int("workers", workers, 1, optional=True)
+    cpus_per_worker = check_int("cpus_per_worker", cpus_per_worker, 1, optional=True)
     total = ray.cluster_resources()
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")] or [total.get("CPU", 1)]
     if gpus_per_worker > 0:
@@ -204,8 +199,7 @@ def generate_on_ray(
     """Run `plan` on Ray (see the module docstring); nothing is written until the cluster is reachable and sized."""
     if engines is None:
         raise InputError("engines", "an engine dir built by `python -m export.build` (each worker loads it)", "None")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise InputError("max_retries", "an integer >= 0", repr(max_retries))
+    max_retries = check_int("max_retries", max_retries, 0)
     ray = import_ray()
     started_ray = connect(ray, address)
     try:
@@ -299,8 +293,19 @@ def _scalar(v: Any) -> Any:
 
 
 def _undo_start(plan: RunPlan, created: Path | None) -> None:
-    """A run that failed before finishing any item removes the directories it created (only those)."""
-    if created is None or not created.is_dir() or any(plan.root.glob("*/records/*.json")):
+    """A run that failed before finishing any item removes what it created and still owns: its own category dir,
+    then each parent it created, only while empty. Another run may have started in the same new `--out` (another
+    category, at the same moment): its files are never touched."""
+    if created is None or not plan.root.is_dir() or any(plan.root.glob("*/records/*.json")):
         return
-    shutil.rmtree(created, ignore_errors=True)
-    log.info("removed %s: the run failed before any item was finished", created)
+    shutil.rmtree(plan.root, ignore_errors=True)
+    removed = [plan.root]
+    for parent in plan.root.parents:
+        if parent == created.parent:
+            break
+        try:
+            parent.rmdir()  # only an empty directory: one another run wrote into stays
+        except OSError:
+            break
+        removed.append(parent)
+    log.info("removed %s: the run failed before any item was finished", ", ".join(map(str, removed)))

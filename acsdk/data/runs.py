@@ -20,7 +20,7 @@ from PIL import Image
 from runtime.files import atomic_path, atomic_write, is_temporary
 from runtime.manifest import MANIFEST_NAME, manifest_sha256
 
-from ..errors import InputError
+from ..errors import EngineDirError, InputError, check_int, check_real
 from .contact_sheet import contact_sheet
 from .masks import estimate_foreground, sample_target_mask
 from .mvtec import MVTecCategory, Sample, load_category
@@ -116,8 +116,14 @@ def manifest_digest(engines: str | os.PathLike) -> str:
 
 def engine_max_batch(engines: str | os.PathLike) -> int:
     """The engine dir's batch profile (`export.build --max-batch`), read without loading an engine."""
-    settings = json.loads((Path(engines) / MANIFEST_NAME).read_text()).get("settings", {})
-    return int(settings.get("max_batch", 1))
+    path = Path(engines) / MANIFEST_NAME
+    try:
+        value = json.loads(path.read_text()).get("settings", {}).get("max_batch", 1)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise EngineDirError(f"engine dir '{engines}': its {MANIFEST_NAME} cannot be read ({exc}); rebuild it") from exc
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # a file's field, not an argument
+        raise EngineDirError(f"engine dir '{engines}': settings.max_batch in {MANIFEST_NAME} is {value!r}, not >= 1")
+    return value
 
 
 def new_run_info(mode: str, **extra) -> dict:
@@ -166,29 +172,27 @@ def _is_recorded(ddir: Path, index: int) -> bool:
     )
 
 
-def read_records(ddir: Path) -> dict[int, dict]:
+def read_records(ddir: Path, adopt: bool = True) -> dict[int, dict]:
     """Index -> record of the finished items of one defect type (a record whose pair is missing does not count).
 
-    A metadata.jsonl line without a record file (a set written before records existed) is adopted as one.
+    A metadata.jsonl line without a record file (a set written before records existed) is adopted as one (written
+    as a record file) when `adopt`. A record acsdk did not write is an InputError naming the file.
     """
     records: dict[int, dict] = {}
     rdir = ddir / RECORDS
     for f in sorted(rdir.glob("[0-9]*.json")) if rdir.is_dir() else []:
-        try:
-            rec = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
+        rec = _record(f.read_bytes(), f)
         if _is_recorded(ddir, rec["index"]):
             records[rec["index"]] = rec
     meta = ddir / "metadata.jsonl"
-    for line in meta.read_text().splitlines() if meta.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+    for i, line in enumerate(meta.read_bytes().splitlines() if meta.is_file() else [], 1):
+        if not line.strip():
             continue
+        rec = _record(line, meta, i)
         n = _name(rec["index"])
         if (
-            rec["index"] not in records
+            adopt
+            and rec["index"] not in records
             and (ddir / "image" / f"{n}.png").is_file()
             and (ddir / "mask" / f"{n}.png").is_file()
         ):
@@ -198,10 +202,34 @@ def read_records(ddir: Path) -> dict[int, dict]:
     return records
 
 
+RECORD_KEYS = ("index", "image", "mask", "normal")
+
+
+def _record(raw: bytes, source: Path, line: int | None = None) -> dict:
+    """One item's record as `acsdk generate` writes it; anything else (hand-edited, another tool's, cut short) is a
+    typed error naming the file, raised before the run writes anything."""
+    where = f"'{source}'" + (f" line {line}" if line else "")
+    try:
+        rec = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError("out", "records written by acsdk generate (JSON)", f"{where}: {exc}") from exc
+    missing = [k for k in RECORD_KEYS if not isinstance(rec, dict) or k not in rec]
+    index = rec.get("index") if isinstance(rec, dict) else None
+    if missing or isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        got = f"missing {missing}" if missing else f"index {index!r}"
+        raise InputError("out", f"records written by acsdk generate (keys {', '.join(RECORD_KEYS)})", f"{where}: {got}")
+    return rec
+
+
 def _check_out(root: Path, settings: GenerateSettings, resume: bool) -> None:
     file = root / SETTINGS_FILE
     if file.is_file():
-        stored = json.loads(file.read_text())
+        try:
+            stored = json.loads(file.read_bytes())
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError("out", f"a {SETTINGS_FILE} written by acsdk generate", f"'{file}': {exc}") from exc
         if not resume:
             raise InputError(
                 "out", f"a new directory, or --resume to continue the run in {root}", "a directory holding results"
@@ -210,6 +238,8 @@ def _check_out(root: Path, settings: GenerateSettings, resume: bool) -> None:
         if diff:
             detail = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
             raise InputError("out", "results made with the same settings to resume", f"other settings ({detail})")
+        for ddir in sorted(p for p in root.iterdir() if p.is_dir()):
+            read_records(ddir, adopt=False)  # a foreign or hand-edited record is refused now, not mid-run
     elif root.is_dir() and any(root.iterdir()):
         raise InputError("out", "a new or empty directory", f"'{root}', which holds other files")
 
@@ -239,18 +269,19 @@ def plan_run(
     max_batch: int | None,
 ) -> tuple[RunPlan, MVTecCategory]:
     """Validate the arguments and the output dir and fix the settings; writes nothing."""
-    from ..inference.synthesizer import ROI_MODES
+    from ..inference.synthesizer import ROI_MODES, check_sampling
 
-    if isinstance(per_type, bool) or not isinstance(per_type, int) or per_type < 1:
-        raise InputError("per_type", "an integer >= 1", repr(per_type))
+    per_type = check_int("per_type", per_type, 1)
     if roi not in ROI_MODES:
         raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
-    if isinstance(roi_padding, bool) or not isinstance(roi_padding, int) or roi_padding < 0:
-        raise InputError("roi_padding", "an integer >= 0", repr(roi_padding))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError("batch_size", "an integer >= 1", repr(batch_size))
-    if not 0.0 < max_mask_fraction <= 1.0:
-        raise InputError("max_mask_fraction", "a fraction in (0, 1]", repr(max_mask_fraction))
+    roi_padding = check_int("roi_padding", roi_padding, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_mask_fraction = check_real("max_mask_fraction", max_mask_fraction, 0.0, 1.0, lo_open=True)
+    # What every item's run would refuse, refused here, before generate.json or any item is written.
+    seed = check_int("seed", seed, 0)
+    num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps = check_sampling(
+        num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps
+    )
     cat: MVTecCategory = load_category(data, category, defects)
     for defect in cat.anomalies:
         if not cat.references(defect):

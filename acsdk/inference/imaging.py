@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, check_int
 from .windows import Window, crop, reference_window
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
@@ -164,8 +164,7 @@ def load_picture(value: ImageLike, argument: str = "image", bit_depth: int | Non
 
 
 def _scaled(arr: np.ndarray, argument: str, bit_depth: int | None) -> tuple[np.ndarray, float]:
-    if bit_depth is not None and (isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or bit_depth < 1):
-        raise InputError("bit_depth", "an integer >= 1 or None", repr(bit_depth))
+    check_int("bit_depth", bit_depth, 1, optional=True)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255, 255.0
     if arr.dtype.byteorder == ">":  # big-endian 16-bit PIL data

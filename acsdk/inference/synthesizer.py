@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from PIL import Image
 from runtime.files import sha256_file
 from runtime.manifest import manifest_sha256
 
-from ..errors import InputError
+from ..errors import InputError, check_int, check_real
 from ..models.asea import run_asea
 from ..models.checkpoint import AnomalyControlModel
 from . import imaging
@@ -48,21 +47,20 @@ class SynthesisResult:
     notes: list[str] = field(default_factory=list)  # e.g. "vae_decoder_fp32_fallback"
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise InputError(name, f"an integer >= {minimum}", repr(value))
-    return int(value)
-
-
-def _check_real(name: str, value: object, lo: float, hi: float, lo_open: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (v > lo if lo_open else v >= lo) and v <= hi
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-        raise InputError(name, f"a finite number in {interval}", repr(value))
-    return float(value)
+def check_sampling(
+    num_inference_steps: object, strength: object, guidance_scale: object, semantic_scale: object, asea_steps: object
+) -> tuple[int, float, float, float, int]:
+    """The sampling arguments checked as `run` checks them; `generate` calls this before it writes anything."""
+    steps = check_int("num_inference_steps", num_inference_steps, 1)
+    strength = check_real("strength", strength, 0.0, 1.0, lo_open=True)
+    if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
+        need = math.ceil(1.0 / strength)
+        raise InputError(
+            "num_inference_steps", f"at least {need} at strength {strength:g} (steps x strength >= 1)", str(steps)
+        )
+    guidance = check_real("guidance_scale", guidance_scale, 0.0, 1e3)
+    semantic = check_real("semantic_scale", semantic_scale, -1e3, 1e3)
+    return steps, strength, guidance, semantic, check_int("asea_steps", asea_steps, 0)
 
 
 class Synthesizer:
@@ -183,9 +181,9 @@ class Synthesizer:
         timings: dict[str, float],
     ) -> tuple[SemanticFeatures, bool]:
         """Features for a reference, from the cache when the same pixels, mask, prompt and settings came before."""
-        asea_steps = _check_int("asea_steps", asea_steps, 0)
-        asea_lr = _check_real("asea_lr", asea_lr, 0.0, 1e3, lo_open=True)
-        asea_alpha = _check_real("asea_alpha", asea_alpha, 0.0, 1e6)
+        asea_steps = check_int("asea_steps", asea_steps, 0)
+        asea_lr = check_real("asea_lr", asea_lr, 0.0, 1e3, lo_open=True)
+        asea_alpha = check_real("asea_alpha", asea_alpha, 0.0, 1e6)
         if not isinstance(reference_prompt, str):
             raise InputError("reference_prompt", "a string", type(reference_prompt).__name__)
         ref = imaging.load_image(reference_image, "reference_image")
@@ -361,24 +359,17 @@ class Synthesizer:
         the defect was painted at full strength.
         """
         p = self.parts
-        steps = _check_int("num_inference_steps", num_inference_steps, 1)
-        strength = _check_real("strength", strength, 0.0, 1.0, lo_open=True)
-        if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
-            need = math.ceil(1.0 / strength)
-            raise InputError(
-                "num_inference_steps", f"at least {need} at strength {strength:g} (steps x strength >= 1)", str(steps)
-            )
-        guidance_scale = _check_real("guidance_scale", guidance_scale, 0.0, 1e3)
-        semantic_scale = _check_real("semantic_scale", semantic_scale, -1e3, 1e3)
-        asea_steps = _check_int("asea_steps", asea_steps, 0)
+        steps, strength, guidance_scale, semantic_scale, asea_steps = check_sampling(
+            num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps
+        )
         if roi not in ROI_MODES:
             raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
-        roi_padding = _check_int("roi_padding", roi_padding, 0)
+        roi_padding = check_int("roi_padding", roi_padding, 0)
         model_size = (p.config.height, p.config.width)
-        min_size = max(model_size) // 2 if roi_min_size is None else _check_int("roi_min_size", roi_min_size, 1)
+        min_size = max(model_size) // 2 if roi_min_size is None else check_int("roi_min_size", roi_min_size, 1)
         if blur_sigma is not None:
-            blur_sigma = _check_real("blur_sigma", blur_sigma, 0.0, 1e4)
-        batch = self.max_batch if batch_size is None else _check_int("batch_size", batch_size, 1)
+            blur_sigma = check_real("blur_sigma", blur_sigma, 0.0, 1e4)
+        batch = self.max_batch if batch_size is None else check_int("batch_size", batch_size, 1)
         if batch > self.max_batch:
             raise InputError(
                 "batch_size",
@@ -449,7 +440,7 @@ class Synthesizer:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         cache_hits = {"text": False, "reference": False}
-        seed = _check_int("seed", job.get("seed", 0), 0)
+        seed = check_int("seed", job.get("seed", 0), 0)
         prompt, negative = job["prompt"], job.get("negative_prompt")
         reference, ref_image, ref_mask = job.get("reference"), job.get("reference_image"), job.get("reference_mask")
         if not isinstance(prompt, str):

@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import BertTokenizer, Blip2ForImageTextRetrieval, CLIPTextModel, CLIPTokenizer
 
-from ..errors import CheckpointError, InputError, WriteError
+from ..errors import CheckpointError, InputError, WriteError, check_int
 from .checkpoint import AnomalyControlModel
 from .config import CLIP_MEAN, CLIP_STD, REFERENCE_WINDOWS, ModelConfig
 from .ip_adapter import import_ip_adapter, init_adapter, read_ip_adapter
@@ -221,8 +221,7 @@ def init_checkpoint(
     dest = Path(out)
     if dest.exists() and not force:
         raise InputError("out", "a new directory, or --force to replace it", f"'{dest}', which exists")
-    if isinstance(num_semantic_tokens, bool) or not isinstance(num_semantic_tokens, int) or num_semantic_tokens < 1:
-        raise InputError("num_semantic_tokens", "an integer >= 1", repr(num_semantic_tokens))
+    check_int("num_semantic_tokens", num_semantic_tokens, 1)
     if reference_window not in REFERENCE_WINDOWS:
         raise InputError("reference_window", f"one of {REFERENCE_WINDOWS}", repr(reference_window))
     if ip_adapter is not None and not Path(ip_adapter).is_file():

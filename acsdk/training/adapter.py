@@ -34,7 +34,7 @@ from runtime.state import save_state as save_state_file
 
 from ..data.mvtec import load_category
 from ..data.prompts import PromptSource
-from ..errors import ACSDKError, CheckpointError, InputError, TrainingError
+from ..errors import ACSDKError, InputError, TrainingError
 from ..inference import imaging
 from ..inference.sampler import sample_latent
 from ..models.asea import run_asea
@@ -421,12 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             captions=args.captions,
             device=args.device,
         )
-    except TrainingError as exc:
-        print(f"acsdk.train: {exc}", file=sys.stderr)
-        return 1
-    except (ACSDKError, CheckpointError) as exc:
-        print(f"acsdk.train: error: {exc}", file=sys.stderr)
-        return 2
+    except ACSDKError as exc:  # TrainingError and other failures 1, bad arguments 2 (ACSDKError.exit_code)
+        print(f"acsdk.train: {'error: ' if exc.exit_code == 2 else ''}{exc}", file=sys.stderr)
+        return exc.exit_code
     print(f"trained adapter: {out} (loss log: {out / STATE_DIR / 'loss.jsonl'})")
     return 0
 
