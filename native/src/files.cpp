@@ -1,6 +1,7 @@
 #include "files.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -25,15 +27,38 @@ std::string read_file(const std::string& path, const std::string& argument) {
   return buf.str();
 }
 
+namespace {
+
+// A fresh name beside `path` that no other process can guess, created with O_EXCL (never an existing file).
+int create_temporary(const std::string& path, std::string& tmp) {
+  std::random_device entropy;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    char suffix[17];
+    std::snprintf(suffix, sizeof suffix, "%08x%08x", entropy(), entropy());
+    tmp = path + ".tmp-" + suffix;
+    // 0666 less the umask: the mode a plain open() would give (mkstemp's 0600 would hide outputs from other accounts)
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  return -1;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& argument) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::string tmp;
+  const int fd = create_temporary(path, tmp);
   auto fail = [&](const std::string& what) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
     return InputError(argument, "a writable path", "'" + path + "' (" + what + ": " + why + ")");
   };
   if (fd < 0) throw fail("cannot create a file beside it");
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0 && ::fchmod(fd, existing.st_mode & 07777) != 0) {  // a replaced file
+    ::close(fd);                                                                                  // keeps its mode
+    throw fail("chmod failed");
+  }
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);

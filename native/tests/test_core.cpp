@@ -1,4 +1,8 @@
 // test_core GOLDEN_DIR: the DDIM port and torch's generator against vectors Python wrote (fixtures.py make).
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -76,5 +80,37 @@ int main(int argc, char** argv) {
   const bool sha_ok = acsdk::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
   failures += !sha_ok;
   std::printf("%-40s %s\n", "sha256(\"abc\")", sha_ok ? "ok" : "FAIL");
+
+  // Atomic writes leave the mode a plain open() would (umask applied; a replaced file keeps its own), no temporary.
+  const std::string modes = dir + "/modes";
+  ::mkdir(modes.c_str(), 0777);
+  auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
+  };
+  for (mode_t mask : {022, 002, 077}) {
+    const mode_t old = ::umask(mask);
+    const std::string file = modes + "/new_" + std::to_string(mask) + ".png";
+    ::unlink(file.c_str());
+    acsdk::write_file_atomic(file, "x", "--out");
+    ::umask(old);
+    const bool ok = mode_of(file) == static_cast<int>(0666 & ~mask);
+    failures += !ok;
+    std::printf("%-40s %o (umask %03o): %s\n", "atomic write mode", mode_of(file), mask, ok ? "ok" : "FAIL");
+  }
+  const std::string kept = modes + "/kept.png";
+  acsdk::write_file_atomic(kept, "old", "--out");
+  ::chmod(kept.c_str(), 0640);
+  acsdk::write_file_atomic(kept, "new", "--out");
+  const bool kept_ok = mode_of(kept) == 0640 && acsdk::read_file(kept, "x") == "new";
+  failures += !kept_ok;
+  std::printf("%-40s %s\n", "replaced file keeps its mode", kept_ok ? "ok" : "FAIL");
+  int leftovers = 0;
+  if (DIR* d = ::opendir(modes.c_str())) {
+    while (const dirent* e = ::readdir(d)) leftovers += std::string(e->d_name).find(".tmp-") != std::string::npos;
+    ::closedir(d);
+  }
+  failures += leftovers != 0;
+  std::printf("%-40s %d: %s\n", "temporaries left", leftovers, leftovers == 0 ? "ok" : "FAIL");
   return failures == 0 ? 0 : 1;
 }
