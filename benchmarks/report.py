@@ -65,10 +65,10 @@ def _openvino() -> bool:
 
 def component_engines(manifest, name: str) -> dict:
     """Every engine backend usable here for one component of an engine dir, by report label."""
-    from acsdk.inference.parts import EngineOptions, load_engine
+    from acsdk.inference.parts import EngineOptions, load_engine, openvino_cache_dir
 
     cpu = torch.device("cpu")
-    opts = EngineOptions(cache_dir=manifest.root / "cache" / "openvino")
+    opts = EngineOptions(cache_dir=openvino_cache_dir(manifest))
     out = {"onnxruntime-cpu": load_engine(name, manifest, "onnxruntime", "fp32", cpu, True)}
     if _openvino():
         out["openvino-cpu"] = load_engine(name, manifest, "openvino", "fp32", cpu, True, opts)

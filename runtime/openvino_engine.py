@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def openvino_usable() -> tuple[bool, str]:
         why = f"openvino is not importable ({type(exc).__name__}: {exc})"
         return False, f"{why}; install it: pip install 'acsdk[openvino]'"
     return True, ""
+
+
+MAX_COMPILED_SHAPES = 4  # compiled static-shape copies kept per engine (a UNet at real size holds ~1 GB each)
+
+
+def _brief(exc: BaseException) -> str:
+    """OpenVINO's multi-line message on one line (its last lines say what went wrong), bounded."""
+    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    return text if len(text) <= 600 else "... " + text[-600:]
 
 
 def _core():
@@ -79,12 +89,19 @@ class OpenVINOEngine(Engine):
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
-        self.model = self.core.read_model(os.fspath(path))
+        try:
+            self.model = self.core.read_model(os.fspath(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with its own text: typed, so `auto` falls back
+            raise BackendUnavailableError(f"{name}: OpenVINO cannot read '{path}': {_brief(exc)}") from exc
+        ports = {n for o in self.model.outputs for n in o.get_names()}
+        missing = [n for n in self.output_names if n not in ports]
+        if missing:
+            raise BackendUnavailableError(f"{name}: '{path}' has no outputs named {missing} (it has {sorted(ports)})")
         self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if device.startswith("CPU"):
             self.config["INFERENCE_NUM_THREADS"] = str(threads or torch.get_num_threads())
             self.config["INFERENCE_PRECISION_HINT"] = self._cpu_precision(precision)
-        self._compiled: dict[tuple, tuple[object, queue.SimpleQueue]] = {}
+        self._compiled: OrderedDict[tuple, tuple[object, queue.SimpleQueue]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _cpu_precision(self, precision: str) -> str:
@@ -95,13 +112,23 @@ class OpenVINOEngine(Engine):
     def _compiled_for(self, shapes: tuple[tuple[int, ...], ...]):
         with self._lock:
             entry = self._compiled.get(shapes)
-            if entry is None:
-                model = self.model.clone()
-                model.reshape({n: list(s) for n, s in zip(self.input_names, shapes, strict=True)})
+            if entry is not None:
+                self._compiled.move_to_end(shapes)
+                return entry
+            model = self.model.clone()
+            model.reshape({n: list(s) for n, s in zip(self.input_names, shapes, strict=True)})
+            try:
                 compiled = self.core.compile_model(model, self.device, self.config)
-                entry = (compiled, queue.SimpleQueue())
-                self._compiled[shapes] = entry
-                log.info("%s: compiled for %s on %s", self.name, shapes, self.device)
+            except Exception as exc:
+                raise BackendUnavailableError(
+                    f"{self.name}: OpenVINO cannot compile it for input shapes {list(shapes)} on {self.device}: "
+                    f"{_brief(exc)}"
+                ) from exc
+            entry = (compiled, queue.SimpleQueue())
+            self._compiled[shapes] = entry
+            while len(self._compiled) > MAX_COMPILED_SHAPES:  # the least recently used shape goes (it recompiles
+                self._compiled.popitem(last=False)  # from OpenVINO's model cache if it comes back)
+            log.info("%s: compiled for %s on %s", self.name, shapes, self.device)
             return entry
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,12 +146,14 @@ class OpenVINOEngine(Engine):
             for name, t in feeds.items():
                 request.set_tensor(name, ov.Tensor(t.numpy(), shared_memory=True))
             outs = {}
-            for i, spec in enumerate(self.outputs):
-                port = compiled.output(i)
+            for spec in self.outputs:  # by name, as every backend binds them, never by position
+                port = compiled.output(spec["name"])
                 out = torch.empty(tuple(port.get_shape()), dtype=TORCH_DTYPES[spec["dtype"]])
-                request.set_output_tensor(i, ov.Tensor(out.numpy(), shared_memory=True))
+                request.set_tensor(port, ov.Tensor(out.numpy(), shared_memory=True))
                 outs[spec["name"]] = out
             request.infer()
+        except Exception as exc:
+            raise BackendUnavailableError(f"{self.name}: OpenVINO inference failed: {_brief(exc)}") from exc
         finally:
             pool.put(request)
         return outs

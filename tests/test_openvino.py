@@ -42,12 +42,63 @@ def test_info_reports_device_and_precision_openvino_used(ov_synth, scene):
     assert info["unet"]["actual"]["compiled_shapes"] == 1, "one static shape, compiled once and reused"
 
 
-def test_model_cache_lands_in_the_engine_dir_and_is_not_in_the_manifest(ov_synth, engine_dir, scene):
-    from runtime.manifest import Manifest
+def test_model_cache_is_per_host_in_the_user_cache_and_never_in_the_engine_dir(
+    engine_dir, scene, tmp_path, monkeypatch
+):
+    import socket
 
-    _run(ov_synth, scene)
-    assert any((engine_dir / "cache" / "openvino").iterdir())
-    assert not any(rel.startswith("cache/") for rel in Manifest.load(engine_dir).data["files"])
+    from runtime.manifest import manifest_sha256
+
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
+    before = sorted(p.relative_to(engine_dir) for p in engine_dir.rglob("*"))
+    _run(acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu"), scene)
+    host = tmp_path / "cache" / "openvino" / f"{manifest_sha256(engine_dir)[:16]}-{socket.gethostname()}"
+    assert any(host.iterdir()), "compiled blobs cached for this host"
+    assert sorted(p.relative_to(engine_dir) for p in engine_dir.rglob("*")) == before, "the engine dir is not written"
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory):
+    """A two-output ONNX model whose outputs differ (sum, difference), for binding by name."""
+    import torch
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x + 1.0, x - 1.0
+
+    path = tmp_path_factory.mktemp("pair") / "pair.onnx"
+    torch.onnx.export(Pair(), (torch.zeros(1, 3),), str(path), input_names=["x"], output_names=["plus", "minus"],
+                      dynamic_axes={"x": {0: "b", 1: "n"}}, dynamo=False)  # fmt: skip
+    return path
+
+
+def test_outputs_are_bound_by_name_and_compiled_shapes_are_bounded(two_outputs):
+    import torch
+
+    from runtime.openvino_engine import MAX_COMPILED_SHAPES, OpenVINOEngine
+
+    io = (
+        [{"name": "x", "dtype": "float32"}],
+        [{"name": "minus", "dtype": "float32"}, {"name": "plus", "dtype": "float32"}],
+    )
+    engine = OpenVINOEngine("pair", two_outputs, *io)  # outputs listed in another order than the model's
+    x = torch.arange(6.0).reshape(2, 3)
+    out = engine.run({"x": x})
+    assert torch.equal(out["plus"], x + 1) and torch.equal(out["minus"], x - 1)
+    for n in range(1, MAX_COMPILED_SHAPES + 3):
+        assert torch.equal(engine.run({"x": torch.ones(1, n)})["plus"], torch.full((1, n), 2.0))
+    assert engine.describe()["compiled_shapes"] == MAX_COMPILED_SHAPES, "the least recently used shapes go"
+    with pytest.raises(BackendUnavailableError, match="no outputs named"):
+        OpenVINOEngine("pair", two_outputs, io[0], [{"name": "noise_pred", "dtype": "float32"}])
+
+
+def test_openvino_read_errors_are_typed_so_auto_can_fall_back(tmp_path):
+    from runtime.openvino_engine import OpenVINOEngine
+
+    junk = tmp_path / "unet.onnx"
+    junk.write_bytes(b"not an onnx model")
+    with pytest.raises(BackendUnavailableError, match="unet: OpenVINO cannot read"):
+        OpenVINOEngine("unet", junk, [{"name": "x", "dtype": "float32"}], [{"name": "y", "dtype": "float32"}])
 
 
 def test_missing_openvino_and_unknown_device_are_refused_with_what_to_do(engine_dir, monkeypatch):

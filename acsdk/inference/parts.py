@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,16 +191,11 @@ def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
     return ("int8", "") if ok else ("fp32", f"{name}: fp32 instead of INT8, because {why}")
 
 
-def _openvino_cache(manifest: Manifest) -> Path:
-    """OpenVINO's compiled-model cache: in the engine dir when it is writable, else in the user's acsdk cache."""
-    inside = manifest.root / "cache" / "openvino"
-    try:
-        inside.mkdir(parents=True, exist_ok=True)
-        if os.access(inside, os.W_OK):
-            return inside
-    except OSError:
-        pass
-    return cache_dir() / "openvino" / manifest_sha256(manifest.root)[:16]
+def openvino_cache_dir(manifest: Manifest) -> Path:
+    """OpenVINO's compiled-model cache: in this user's acsdk cache on this host, per engine dir, never in the engine
+    dir. OpenVINO writes its blobs in place, so a cache on a shared engine dir could be read half-written by another
+    node (every Ray worker loads the same dir); and an engine dir stays read-only once built."""
+    return cache_dir() / "openvino" / f"{manifest_sha256(manifest.root)[:16]}-{socket.gethostname()}"
 
 
 def parts_from_engine_dir(
@@ -237,7 +233,7 @@ def parts_from_engine_dir(
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
-    options = EngineOptions(openvino_device, _openvino_cache(manifest), allow_unverified_plans)
+    options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans)
     engines: dict[str, Engine] = {}
     fallbacks: list[str] = []
     for name, entry in manifest.components.items():

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -145,11 +146,9 @@ Artifact EngineDir::find_artifact(const std::string& component, const std::strin
   return out;
 }
 
+// Per host in the user's acsdk cache, as the Python runtime keeps it: never in the (shared, read-only) engine dir,
+// where OpenVINO's in-place blob writes could be read half-written by another node.
 std::string openvino_cache_dir(const EngineDir& dir) {
-  const fs::path inside = fs::path(dir.root()) / "cache" / "openvino";
-  std::error_code ec;
-  fs::create_directories(inside, ec);
-  if (!ec && ::access(inside.c_str(), W_OK) == 0) return inside.string();
   fs::path base;
   if (const char* env = std::getenv("ACSDK_CACHE"); env && *env) {
     base = env;
@@ -158,7 +157,9 @@ std::string openvino_cache_dir(const EngineDir& dir) {
     const char* home = std::getenv("HOME");
     base = fs::path(xdg && *xdg ? xdg : std::string(home ? home : ".") + "/.cache") / "acsdk";
   }
-  return (base / "openvino" / dir.digest().substr(0, 16)).string();
+  char host[256] = {0};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown-host");
+  return (base / "openvino" / (dir.digest().substr(0, 16) + "-" + host)).string();
 }
 
 }  // namespace acsdk
