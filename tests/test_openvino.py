@@ -137,3 +137,41 @@ def test_openvino_matches_torch_on_the_demo_model(demo_engine_dir):
     base = acsdk.Synthesizer.from_checkpoint(demo_checkpoint()).run(*args, seed=3)
     diff = np.abs(pixels(ours.image).astype(int) - pixels(base.image).astype(int))
     assert diff.max() <= 1, diff.max()
+
+
+def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engine_dir, tmp_path, monkeypatch):
+    """Not a fixed order: each component runs on whichever CPU backend measured faster on this host (an AVX2 EPYC
+    runs the UNet faster on OpenVINO but the VAE on ONNX Runtime); the measurement is cached per host."""
+    from acsdk.inference import backend_choice
+
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
+    real = acsdk.Synthesizer(engine_dir, device="cpu").info()  # a real measurement on this machine
+    for name, record in real["backend_choice"].items():
+        assert set(record["ms"]) == {"openvino", "onnxruntime"} and min(record["ms"].values()) > 0, name
+        ov, ort = record["ms"]["openvino"], record["ms"]["onnxruntime"]
+        assert record["order"][0] == ("onnxruntime" if ort * backend_choice.MARGIN < ov else "openvino"), record
+        assert real["components"][name.split("@")[0]]["backend"] == record["order"][0]
+    assert len(real["backend_choice"]) == 6
+
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "other"))
+    slow_vae = {"vae_encoder": 3.0, "vae_decoder": 2.0}  # OpenVINO's seconds per call here; ORT always 1.5
+
+    def fake(engine, feed):
+        return slow_vae.get(engine.name, 1.0) if engine.backend == "openvino" else 1.5
+
+    monkeypatch.setattr(backend_choice, "time_engine", fake)
+    info = acsdk.Synthesizer(engine_dir, device="cpu").info()
+    chosen = {n: c["backend"] for n, c in info["components"].items()}
+    assert chosen["vae_encoder"] == chosen["vae_decoder"] == "onnxruntime"
+    assert chosen["unet"] == chosen["text_encoder"] == "openvino"
+    assert info["backend_choice"]["vae_decoder@fp32"]["ms"] == {"openvino": 2000.0, "onnxruntime": 1500.0}
+
+    def never(engine, feed):
+        raise AssertionError("measured again although the choice is cached")
+
+    monkeypatch.setattr(backend_choice, "time_engine", never)
+    again = acsdk.Synthesizer(engine_dir, device="cpu").info()
+    assert {n: c["backend"] for n, c in again["components"].items()} == chosen
+    assert all(r["cached"] for r in again["backend_choice"].values())
+    explicit = acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").info()
+    assert explicit["components"]["vae_decoder"]["backend"] == "openvino", "an explicit backend is never reordered"

@@ -26,6 +26,7 @@ from ..models.checkpoint import AnomalyControlModel
 from ..models.components import COMPONENT_NAMES, CSMQFormer, CSMVision, SGAUNet, TextEncoder, VAEDecoder, VAEEncoder
 from ..models.config import ModelConfig
 from ..models.csm import QFormer
+from .backend_choice import BackendChoice
 from .sampler import GUARDED, LatentGeometry
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ModelParts:
     attention_grid: tuple[int, int]
     unconditional_tokens: torch.Tensor  # [1, T, D]
     fallbacks: list[str] = field(default_factory=list)  # backend="auto" choices below the first, and why
+    backend_choice: dict[str, dict] = field(default_factory=dict)  # auto on a CPU: ms per backend, per component
 
 
 def parts_from_model(model: AnomalyControlModel) -> ModelParts:
@@ -85,8 +87,9 @@ def _artifact(entry: Mapping, fmt: str, precision: str) -> Mapping | None:
 
 def _candidates(entry: Mapping, requested: str, device: torch.device) -> list[tuple[str, torch.device]]:
     """The backends to try for a component, in order. An explicit backend is the only one; `auto` is TensorRT
-    (when the dir has a plan and TensorRT is usable) > ONNX Runtime CUDA on a GPU, then the CPU backends: OpenVINO
-    (measured faster than ONNX Runtime on a CPU, docs/benchmarks.md) > ONNX Runtime CPU."""
+    (when the dir has a plan and TensorRT is usable) > ONNX Runtime CUDA on a GPU, then the CPU backends: OpenVINO >
+    ONNX Runtime CPU, which `parts_from_engine_dir` reorders per component by a measurement on this host
+    (backend_choice.py)."""
     if requested != "auto":
         return [(requested, device)]
     out = []
@@ -234,6 +237,7 @@ def parts_from_engine_dir(
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
     options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans)
+    choice = BackendChoice(options.cache_dir)  # `auto` on a CPU: the faster backend per component, measured here
     engines: dict[str, Engine] = {}
     fallbacks: list[str] = []
     for name, entry in manifest.components.items():
@@ -248,7 +252,17 @@ def parts_from_engine_dir(
                 fallbacks.append(why)
                 log.warning("%s", why)
         tried = []
-        for chosen, dev in _candidates(entry, overrides.get(name, backend), device):
+        candidates = _candidates(entry, overrides.get(name, backend), device)
+        cpu_backends = [b for b, d in candidates if d.type == "cpu"]
+        if overrides.get(name, backend) == "auto" and device.type == "cpu" and len(cpu_backends) > 1:
+
+            def open_on(b: str, name: str = name, precision: str = precision) -> Engine:
+                return load_engine(name, manifest, b, precision, torch.device("cpu"), verify, options)
+
+            order, failed = choice.order(name, precision, open_on, entry)
+            candidates.sort(key=lambda c: order.index(c[0]) if c[0] in order else len(order))
+            tried += [f"{b} on cpu: {why}" for b, why in failed.items()]
+        for chosen, dev in candidates:
             try:
                 engines[name] = load_engine(name, manifest, chosen, precision, dev, verify, options)
                 break
@@ -301,5 +315,6 @@ def parts_from_engine_dir(
         attention_grid=tuple(model["attention_grid"]),
         unconditional_tokens=uncond,
         fallbacks=fallbacks,
+        backend_choice=choice.summary(),
     )
     return parts, manifest

@@ -152,6 +152,7 @@ class Synthesizer:
             "manifest": summary,
             "cache": {"text": len(self._text_cache), "references": len(self._reference_cache)},
             "fallbacks": list(self.parts.fallbacks),
+            "backend_choice": self.parts.backend_choice,
         }
 
     # -- reference encoding ------------------------------------------------------------------
