@@ -6,13 +6,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from acsdk.inference.settings import SamplingSettings
 from acsdk.models.presets import build_model, preset_configs
 from runtime.files import cache_dir
 
 log = logging.getLogger(__name__)
 
-# Paper settings: 50 DDIM steps at strength 0.7 (35 UNet calls), CFG 7, ASEA 5 steps.
-PAPER = {"num_inference_steps": 50, "strength": 0.7, "guidance_scale": 7.0, "asea_steps": 5}
+# Paper settings (SamplingSettings' defaults): 50 DDIM steps at strength 0.7 (35 UNet calls), CFG 7, ASEA 5 steps.
+PAPER = {k: v for k, v in SamplingSettings().as_dict().items() if k != "semantic_scale"}
 
 
 @dataclass(frozen=True)

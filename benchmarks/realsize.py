@@ -100,10 +100,7 @@ def _stage(name: str, work: Path, steps: int, preset: str) -> dict:
             ref,
             ref_mask,
             seed=7,
-            num_inference_steps=steps,
-            strength=0.7,
-            guidance_scale=7.0,
-            asea_steps=5,
+            num_inference_steps=steps,  # the paper's strength, CFG and ASEA (SamplingSettings' defaults)
         )
         res.image.save(work / f"{name}.png")
         t = res.timings

@@ -225,7 +225,7 @@ def diffusers_baseline(ckpt: Path, repeat: int, steps: int) -> dict:
     pipe.set_progress_bar_config(disable=True)
     size = model.config.height
     image, mask, ref, ref_mask = _scene(size)
-    features = synth.encode_reference(ref, ref_mask, PROMPT, asea_steps=5)
+    features = synth.encode_reference(ref, ref_mask, PROMPT, asea_steps=PAPER["asea_steps"])
     text = synth._encode_text([model.config.negative_prompt, PROMPT])
     uncond_sem = model_parts.unconditional_tokens
     cond = torch.cat([text[1:], features.tokens], dim=1)

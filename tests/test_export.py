@@ -98,13 +98,23 @@ def test_existing_out_is_refused(engine_dir, tiny_ckpt, capsys):
         (["--width", "68"], "--width"),
         (["--max-batch", "0"], "--max-batch"),
         (["--opset", "11"], "--opset"),
-        (["--backend", "tensorrt"], "--backend onnx"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(tiny_ckpt, tmp_path, capsys, extra, fragment):
     code = main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "-q", *extra])
     assert code == 2
     assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and _leftovers(tmp_path) == []
+
+
+def test_a_backend_this_machine_lacks_exits_1_with_what_works(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    """A good argument the machine cannot serve is a failure (1), not a bad argument (2): ACSDKError.exit_code."""
+    import export.build as build_mod
+
+    monkeypatch.setattr(build_mod, "tensorrt_usable", lambda: (False, "simulated: no TensorRT"))
+    code = main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "-q", "--backend", "tensorrt"])
+    assert code == 1
+    assert "--backend onnx" in capsys.readouterr().err
     assert not (tmp_path / "e").exists() and _leftovers(tmp_path) == []
 
 

@@ -176,7 +176,7 @@ def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_pa
     with pytest.raises(IntegrityError, match="vae_decoder.onnx"):
         plans_from_onnx(work, tmp_path / "orin", progress=False)
     assert log["parsed"] == [] and not (tmp_path / "orin").exists()
-    assert main(["--from-onnx", str(work), "--out", str(tmp_path / "orin"), "-q"]) == 2
+    assert main(["--from-onnx", str(work), "--out", str(tmp_path / "orin"), "-q"]) == 1, "a failure, not bad usage"
     assert "vae_decoder.onnx" in capsys.readouterr().err
     with pytest.raises(BuildArgumentError, match="--timing-cache"):
         plans_from_onnx(engine_dir, tmp_path / "o2", timing_cache=tmp_path / "no" / "such" / "cache", progress=False)

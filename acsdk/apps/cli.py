@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 from ..errors import ACSDKError, InputError
+from ..inference.settings import SamplingSettings
 from .evaluate import add_evaluate_parser
 
 RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+PAPER = SamplingSettings()  # the flags' defaults
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,10 +48,7 @@ def _generate(args: argparse.Namespace) -> int:
         args.out,
         defects=defects,
         seed=args.seed,
-        num_inference_steps=args.steps,
-        strength=args.strength,
-        guidance_scale=args.guidance,
-        asea_steps=args.asea_steps,
+        sampling=_sampling(args),
         max_mask_fraction=args.max_mask_fraction,
         foreground=not args.no_foreground,
         captions=args.captions,
@@ -121,6 +120,7 @@ def _synth(args: argparse.Namespace) -> int:
     from ..inference.synthesizer import Synthesizer
 
     out, mask_out = _synth_outputs(args)
+    sampling = _sampling(args)
     synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
     res = synth.run(
         args.image,
@@ -130,11 +130,7 @@ def _synth(args: argparse.Namespace) -> int:
         args.reference_mask,
         reference_prompt=args.reference_prompt,
         seed=args.seed,
-        num_inference_steps=args.steps,
-        strength=args.strength,
-        guidance_scale=args.guidance,
-        asea_steps=args.asea_steps,
-        semantic_scale=args.semantic_scale,
+        sampling=sampling,
         roi=args.roi,
         roi_padding=args.roi_padding,
         bit_depth=args.bit_depth,
@@ -148,6 +144,17 @@ def _synth(args: argparse.Namespace) -> int:
     timings = {k: round(v, 4) for k, v in res.timings.items()}
     print(json.dumps({"timings_s": timings, "windows": res.windows, "asea": res.asea, "notes": res.notes}, indent=2))
     return 0
+
+
+def _sampling(args: argparse.Namespace) -> SamplingSettings:
+    """The SamplingSettings the sampling flags name (checked: a bad value is an InputError naming it)."""
+    return PAPER.of(
+        num_inference_steps=args.steps,
+        strength=args.strength,
+        guidance_scale=args.guidance,
+        semantic_scale=args.semantic_scale,
+        asea_steps=args.asea_steps,
+    )
 
 
 def _synth_outputs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -237,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-type", type=int, default=2, help="synthetic images per defect type (3 types)")
     demo.add_argument("--engines", help="use this engine dir instead of compiling the demo model")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
+    demo.add_argument("--steps", type=int, default=PAPER.num_inference_steps, help="DDIM steps before strength")
     demo.set_defaults(func=_demo)
 
     def engine_args(p: argparse.ArgumentParser) -> None:
@@ -256,7 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reference", help="a reference image showing the defect")
         p.add_argument("--reference-mask", help="the reference's defect mask")
         p.add_argument("--reference-prompt", help="sentence for the reference (default: --prompt)")
-        p.add_argument("--asea-steps", type=int, default=5, help="ASEA optimisation steps (paper: 5)")
+        asea_arg(p)
+
+    def asea_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--asea-steps", type=int, default=PAPER.asea_steps, help="ASEA optimisation steps (paper: 5)")
+
+    def sampling_args(p: argparse.ArgumentParser) -> None:
+        """The SamplingSettings flags, defaults from the object (written once, there)."""
+        p.add_argument(
+            "--steps", type=int, default=PAPER.num_inference_steps, help="DDIM steps before strength (paper: 50)"
+        )
+        p.add_argument(
+            "--strength", type=float, default=PAPER.strength, help="how far to noise the input, (0, 1] (paper: 0.7)"
+        )
+        p.add_argument(
+            "--guidance", type=float, default=PAPER.guidance_scale, help="classifier-free guidance scale (paper: 7)"
+        )
+        p.add_argument("--semantic-scale", type=float, default=PAPER.semantic_scale, help="SGA lambda (paper: 1.0)")
 
     def roi_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -277,10 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--out", required=True, help="output image path (.png)")
     syn.add_argument("--mask-out", help="label mask path (default: <out>_mask.png)")
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--steps", type=int, default=50, help="DDIM steps before strength (paper: 50)")
-    syn.add_argument("--strength", type=float, default=0.7, help="how far to noise the input, (0, 1] (paper: 0.7)")
-    syn.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (paper: 7)")
-    syn.add_argument("--semantic-scale", type=float, default=1.0, help="SGA lambda (paper: 1.0)")
+    sampling_args(syn)
     roi_args(syn)
     syn.add_argument("--bit-depth", type=int, help="bit depth of integer images (e.g. 12 for 12-bit data in 16-bit)")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -295,10 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output root; writes OUT/<category>/<defect>/{image,mask}/")
     gen.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
     gen.add_argument("--seed", type=int, default=0, help="index i of a defect depends only on (seed, defect, i)")
-    gen.add_argument("--steps", type=int, default=50)
-    gen.add_argument("--strength", type=float, default=0.7)
-    gen.add_argument("--guidance", type=float, default=7.0)
-    gen.add_argument("--asea-steps", type=int, default=5)
+    sampling_args(gen)
+    asea_arg(gen)
     gen.add_argument("--max-mask-fraction", type=float, default=0.25, help="largest target mask, as image fraction")
     gen.add_argument("--no-foreground", action="store_true", help="do not keep target masks on the object")
     gen.add_argument("--captions", help="JSON mapping image file -> sentence (overrides the prompt template)")

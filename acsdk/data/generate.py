@@ -22,6 +22,7 @@ import time
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..inference.settings import SamplingSettings
 from .prompts import DEFAULT_TEMPLATE
 from .runs import ChunkRunner, GenerateSummary, finish_run, new_run_info, plan_run, start_run
 
@@ -35,11 +36,7 @@ def generate(
     *,
     defects: list[str] | None = None,
     seed: int = 0,
-    num_inference_steps: int = 50,
-    strength: float = 0.7,
-    guidance_scale: float = 7.0,
-    asea_steps: int = 5,
-    semantic_scale: float = 1.0,
+    sampling: SamplingSettings | None = None,
     max_mask_fraction: float = 0.25,
     foreground: bool = True,
     template: str = DEFAULT_TEMPLATE,
@@ -58,12 +55,14 @@ def generate(
     gpus_per_worker: float = 0,
     cpus_per_worker: int | None = None,
     max_retries: int = 3,
+    **overrides,
 ) -> GenerateSummary:
     """Write `per_type` synthetic pairs for each defect type of `category`; see the module docstring.
 
     ray=None runs here, in this process (no Ray import). ray="auto" starts a Ray instance on this machine,
     ray="HOST:PORT" attaches to a running cluster; `workers` actors, each with its own Synthesizer on
     `gpus_per_worker` GPUs (or `cpus_per_worker` CPUs), share the chunks (`acsdk.data.generate_ray`).
+    `sampling` (default: the paper's settings) with keyword `overrides` of its fields, as `Synthesizer.run` takes.
     """
     started = time.perf_counter()
     if ray is not None and synthesizer is not None:
@@ -76,11 +75,7 @@ def generate(
         out,
         defects=defects,
         seed=seed,
-        num_inference_steps=num_inference_steps,
-        strength=strength,
-        guidance_scale=guidance_scale,
-        asea_steps=asea_steps,
-        semantic_scale=semantic_scale,
+        sampling=SamplingSettings.of(sampling, **overrides),
         max_mask_fraction=max_mask_fraction,
         foreground=foreground,
         template=template,

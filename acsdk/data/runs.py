@@ -21,6 +21,8 @@ from runtime.files import atomic_path, atomic_write, is_temporary
 from runtime.manifest import MANIFEST_NAME, manifest_sha256
 
 from ..errors import EngineDirError, InputError, check_int, check_real
+from ..inference.settings import FIELDS as SAMPLING_FIELDS
+from ..inference.settings import SamplingSettings
 from .contact_sheet import contact_sheet
 from .masks import estimate_foreground, sample_target_mask
 from .mvtec import MVTecCategory, Sample, load_category
@@ -50,17 +52,13 @@ class GenerateSettings:
     roi_padding: int = 32
     batch_size: int = 1  # batched arithmetic may round differently: part of what decides the bytes
 
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(**{f: getattr(self, f) for f in SAMPLING_FIELDS})
+
     def run_kwargs(self) -> dict:
         """The Synthesizer settings these generate settings imply."""
-        return {
-            "num_inference_steps": self.num_inference_steps,
-            "strength": self.strength,
-            "guidance_scale": self.guidance_scale,
-            "asea_steps": self.asea_steps,
-            "semantic_scale": self.semantic_scale,
-            "roi": self.roi,
-            "roi_padding": self.roi_padding,
-        }
+        return {"sampling": self.sampling, "roi": self.roi, "roi_padding": self.roi_padding}
 
 
 @dataclass(frozen=True)
@@ -253,11 +251,7 @@ def plan_run(
     *,
     defects: list[str] | None,
     seed: int,
-    num_inference_steps: int,
-    strength: float,
-    guidance_scale: float,
-    asea_steps: int,
-    semantic_scale: float,
+    sampling: SamplingSettings,
     max_mask_fraction: float,
     foreground: bool,
     template: str,
@@ -269,7 +263,7 @@ def plan_run(
     max_batch: int | None,
 ) -> tuple[RunPlan, MVTecCategory]:
     """Validate the arguments and the output dir and fix the settings; writes nothing."""
-    from ..inference.synthesizer import ROI_MODES, check_sampling
+    from ..inference.synthesizer import ROI_MODES
 
     per_type = check_int("per_type", per_type, 1)
     if roi not in ROI_MODES:
@@ -279,9 +273,7 @@ def plan_run(
     max_mask_fraction = check_real("max_mask_fraction", max_mask_fraction, 0.0, 1.0, lo_open=True)
     # What every item's run would refuse, refused here, before generate.json or any item is written.
     seed = check_int("seed", seed, 0)
-    num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps = check_sampling(
-        num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps
-    )
+    sampling = SamplingSettings.of(sampling)
     cat: MVTecCategory = load_category(data, category, defects)
     for defect in cat.anomalies:
         if not cat.references(defect):
@@ -302,12 +294,8 @@ def plan_run(
             str(batch_size),
         )
     settings = GenerateSettings(
-        seed=int(seed),
-        num_inference_steps=int(num_inference_steps),
-        strength=float(strength),
-        guidance_scale=float(guidance_scale),
-        asea_steps=int(asea_steps),
-        semantic_scale=float(semantic_scale),
+        seed=seed,
+        **sampling.as_dict(),
         max_mask_fraction=float(max_mask_fraction),
         foreground=bool(foreground),
         template=template,

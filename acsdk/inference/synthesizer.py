@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from .features import SemanticFeatures
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
+from .settings import SamplingSettings
 from .windows import Window, crop, feather_sigma, plan_windows
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,6 @@ class SynthesisResult:
     seed: int = 0
     cache_hits: dict[str, bool] = field(default_factory=dict)  # text embeddings / reference features reused
     notes: list[str] = field(default_factory=list)  # e.g. "vae_decoder_fp32_fallback"
-
-
-def check_sampling(
-    num_inference_steps: object, strength: object, guidance_scale: object, semantic_scale: object, asea_steps: object
-) -> tuple[int, float, float, float, int]:
-    """The sampling arguments checked as `run` checks them; `generate` calls this before it writes anything."""
-    steps = check_int("num_inference_steps", num_inference_steps, 1)
-    strength = check_real("strength", strength, 0.0, 1.0, lo_open=True)
-    if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
-        need = math.ceil(1.0 / strength)
-        raise InputError(
-            "num_inference_steps", f"at least {need} at strength {strength:g} (steps x strength >= 1)", str(steps)
-        )
-    guidance = check_real("guidance_scale", guidance_scale, 0.0, 1e3)
-    semantic = check_real("semantic_scale", semantic_scale, -1e3, 1e3)
-    return steps, strength, guidance, semantic, check_int("asea_steps", asea_steps, 0)
 
 
 class Synthesizer:
@@ -161,7 +145,7 @@ class Synthesizer:
         reference_image: imaging.ImageLike,
         reference_mask: imaging.ImageLike,
         reference_prompt: str,
-        asea_steps: int = 5,
+        asea_steps: int = SamplingSettings.asea_steps,
         *,
         asea_lr: float = 0.1,
         asea_alpha: float = 1.0,
@@ -249,7 +233,7 @@ class Synthesizer:
         *,
         reference_prompt: str | None = None,
         negative_prompt: str | None = None,
-        asea_steps: int = 5,
+        asea_steps: int = SamplingSettings.asea_steps,
     ) -> Bank:
         """The reference side of one defect type, once: CFG's text embeddings and semantic tokens as a `Bank`,
         for runtimes that run only the target side (the native runtime). `run` with the same prompts and
@@ -310,7 +294,7 @@ class Synthesizer:
         **settings,
     ) -> SynthesisResult:
         """Synthesize a defect inside `mask` on `image` (any size). Without a reference the semantic branch gets
-        the unconditional tokens. `settings` are `run_batch`'s (steps, strength, guidance, ASEA, lambda, windows);
+        the unconditional tokens. `settings` are `run_batch`'s (`sampling` or its fields as keywords, windows);
         this is `run_batch` of one target.
 
         `bit_depth` declares the depth of integer images (12-bit data in 16-bit files); results keep the input's
@@ -333,24 +317,24 @@ class Synthesizer:
     def run_batch(
         self,
         jobs: Sequence[Mapping[str, Any]],
+        sampling: SamplingSettings | None = None,
         *,
-        num_inference_steps: int = 50,
-        strength: float = 0.7,
-        guidance_scale: float = 7.0,
-        asea_steps: int = 5,
-        semantic_scale: float = 1.0,
         roi: str = "auto",
         roi_padding: int = 32,
         roi_min_size: int | None = None,
         blur_sigma: float | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        **overrides: Any,
     ) -> list[SynthesisResult]:
         """Synthesize several targets, their windows going through the UNet `batch_size` at a time (2 rows each
         with CFG; default: the engine dir's `--max-batch`). Each job is a dict of `run`'s per-target arguments
         (image, mask, prompt, reference_image / reference_mask or reference, reference_prompt, seed,
         negative_prompt, bit_depth); images of any sizes mix. A job's result equals its `run` within one grey
         level (batched arithmetic may round differently), since each window draws from its own generator.
+
+        `sampling` (default: the paper's settings) says how: steps, strength, guidance, lambda, ASEA steps; keyword
+        `overrides` replace its fields (`num_inference_steps=20`), anything else is refused by name.
 
         roi="auto" generates in context windows around the mask (`acsdk.inference.windows`): `roi_padding` image
         pixels around each mask, at least `roi_min_size` (default: half the model's size) on a side, masks whose
@@ -360,9 +344,7 @@ class Synthesizer:
         the defect was painted at full strength.
         """
         p = self.parts
-        steps, strength, guidance_scale, semantic_scale, asea_steps = check_sampling(
-            num_inference_steps, strength, guidance_scale, semantic_scale, asea_steps
-        )
+        sampling = SamplingSettings.of(sampling, **overrides)
         if roi not in ROI_MODES:
             raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
         roi_padding = check_int("roi_padding", roi_padding, 0)
@@ -381,7 +363,7 @@ class Synthesizer:
         if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Sequence) or not jobs:
             raise InputError("jobs", "a non-empty list of dicts of run()'s per-target arguments", repr(jobs)[:80])
         prepared = [
-            self._prepare(job, i, asea_steps, roi, roi_padding, min_size, guidance_scale > 1.0)
+            self._prepare(job, i, sampling.asea_steps, roi, roi_padding, min_size, sampling.cfg)
             for i, job in enumerate(jobs)
         ]
         tasks = [(j, k, window) for j, job in enumerate(prepared) for k, window in enumerate(job.windows)]
@@ -403,10 +385,10 @@ class Synthesizer:
                 text,
                 semantic,
                 seeds=[window_seed(prepared[j].seed, k) for j, k, _ in chunk],
-                num_inference_steps=steps,
-                strength=strength,
-                guidance_scale=guidance_scale,
-                semantic_scale=semantic_scale,
+                num_inference_steps=sampling.num_inference_steps,
+                strength=sampling.strength,
+                guidance_scale=sampling.guidance_scale,
+                semantic_scale=sampling.semantic_scale,
                 timings=shared,
                 notes=notes,
                 progress=progress,

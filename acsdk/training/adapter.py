@@ -37,6 +37,7 @@ from ..data.prompts import PromptSource
 from ..errors import ACSDKError, InputError, TrainingError
 from ..inference import imaging
 from ..inference.sampler import sample_latent
+from ..inference.settings import SamplingSettings
 from ..models.asea import run_asea
 from ..models.checkpoint import ADAPTER_FILE, AnomalyControlModel, checkpoint_digest
 from ..models.components import VAEEncoder
@@ -59,7 +60,7 @@ class TrainConfig:
     drop_features: float = 0.05
     drop_caption: float = 0.05
     drop_both: float = 0.05
-    asea_steps: int = 5
+    asea_steps: int = SamplingSettings.asea_steps  # the features are made as inference makes them
     precision: str = "fp32"  # "bf16" (CPU or CUDA) or "fp16" (CUDA, with loss scaling): autocast, fp32 weights
     augment: bool = False  # random horizontal / vertical flips of each (image, mask) pair
 

@@ -1,0 +1,62 @@
+"""How an image is sampled, in one object: the paper's settings by default, written here and nowhere else.
+
+The Synthesizer, `generate`, the CLI, the benchmarks and training take a `SamplingSettings` (as OpenVINO GenAI's
+pipelines take one generation config) instead of repeating five keyword arguments and their defaults. It is checked
+when made, so a bad value is refused before anything runs or is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..errors import InputError, check_int, check_real
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    num_inference_steps: int = 50  # DDIM steps before strength (paper: 50)
+    strength: float = 0.7  # how far the input is noised, (0, 1]: steps x strength UNet calls (paper: 35)
+    guidance_scale: float = 7.0  # classifier-free guidance; <= 1 runs without the unconditional row (paper: 7)
+    semantic_scale: float = 1.0  # lambda, the SGA branch's weight (paper: 1)
+    asea_steps: int = 5  # ASEA's gradient steps per reference (paper: 5)
+
+    def __post_init__(self) -> None:
+        steps = check_int("num_inference_steps", self.num_inference_steps, 1)
+        strength = check_real("strength", self.strength, 0.0, 1.0, lo_open=True)
+        if int(steps * strength) < 1:  # the sampler runs int(steps * strength) of the steps
+            need = math.ceil(1.0 / strength)
+            raise InputError(
+                "num_inference_steps", f"at least {need} at strength {strength:g} (steps x strength >= 1)", str(steps)
+            )
+        values = {
+            "num_inference_steps": steps,
+            "strength": strength,
+            "guidance_scale": check_real("guidance_scale", self.guidance_scale, 0.0, 1e3),
+            "semantic_scale": check_real("semantic_scale", self.semantic_scale, -1e3, 1e3),
+            "asea_steps": check_int("asea_steps", self.asea_steps, 0),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def of(cls, sampling: SamplingSettings | None = None, **overrides: object) -> SamplingSettings:
+        """`sampling` (default: the paper's) with some fields replaced, e.g. `of(num_inference_steps=20)`."""
+        if sampling is not None and not isinstance(sampling, cls):
+            raise InputError("sampling", "a SamplingSettings", repr(sampling)[:80])
+        unknown = sorted(set(overrides) - set(FIELDS))
+        if unknown:
+            raise InputError("settings", f"keywords among {', '.join(FIELDS)} (and the call's own)", str(unknown))
+        return dataclasses.replace(sampling or cls(), **overrides)
+
+    @property
+    def cfg(self) -> bool:
+        """Whether classifier-free guidance runs (the UNet then sees 2 rows per image)."""
+        return self.guidance_scale > 1.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings))
