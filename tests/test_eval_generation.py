@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,7 +267,7 @@ def test_inception_loads_standard_layout_and_gives_1008_logits(weights, tmp_path
         net.Mixed_6e.branch7x7dbl_5.bn.running_var, state["Mixed_6e.branch7x7dbl_5.bn.running_var"]
     )
     x8 = torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    x = ((x8.float() - 128) / 128 + 1) / 2  # torch-fidelity maps uint8 by (x-128)/128; our 2x-1 then gives the same
+    x = x8.float()  # 0..255, as torch-fidelity takes it (it maps by (x-128)/128 after the resize, as we do)
     with torch.inference_mode():
         logits, biased = net(x), net(x, with_bias=True)
     assert logits.shape == (2, 1008) and torch.isfinite(logits).all()
@@ -280,6 +281,22 @@ def test_inception_loads_standard_layout_and_gives_1008_logits(weights, tmp_path
     with pytest.raises(InputError, match=r"fc\.weight.*\[1000, 2048\]") as e:
         inception.load_inception(tmp_path / "inc.pth")
     assert e.value.argument == "inception_weights"
+
+
+def test_inception_input_resize_is_tensorflow_1x_bilinear_as_torch_fidelity():
+    """The resize before Inception equals torch-fidelity 0.4.0's `interpolate_bilinear_2d_like_tensorflow1x` on the
+    vectors it produced (tests/data; up, down, and to 299 px, sampled every 13th pixel there); torch's own bilinear
+    resize, which IS used before, does not."""
+    ref = np.load(Path(__file__).parent / "data" / "tf1_bilinear_torch_fidelity_0.4.0.npz", allow_pickle=False)
+    for case, (h, w) in {"up": (41, 37), "down": (29, 31), "is299": (299, 299)}.items():
+        x = torch.from_numpy(ref[f"{case}_input"]).float()
+        want = torch.from_numpy(ref[f"{case}_output"])
+        ours = inception.resize_like_tf1(x, h, w)
+        torchs = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        if case == "is299":
+            ours, torchs = ours[:, :, ::13, ::13], torchs[:, :, ::13, ::13]
+        assert ours.shape == want.shape and torch.allclose(ours, want, atol=1e-3), case
+        assert (torchs - want).abs().max() > 1.0, f"{case}: torch's resize should differ (the old, wrong path)"
 
 
 # ------------------------------------------------------------------------------------------- evaluate_generation

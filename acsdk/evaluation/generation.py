@@ -85,11 +85,12 @@ def _inception_probs(net: _inception.InceptionV3, paths: list[Path], device: str
             for p in paths[start : start + batch]:
                 try:
                     with Image.open(p) as im:
-                        a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+                        a = np.asarray(im.convert("RGB"), dtype=np.float32)  # 0..255, as torch-fidelity feeds it
                 except Exception as exc:  # PIL raises many types on corrupt files
                     raise InputError("synthetic", "readable generated images", f"'{p}': {exc}") from exc
                 x = torch.from_numpy(a).permute(2, 0, 1)[None]
-                xs.append(torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
+                size = _inception.INPUT_SIZE
+                xs.append(_inception.resize_like_tf1(x, size, size))  # images of any sizes batch together
             logits = net(torch.cat(xs).to(device))
             probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
     return np.concatenate(probs)

@@ -4,7 +4,10 @@ This is the network pytorch-fid and torch-fidelity use (weights `pt_inception-20
 tensors torch-fidelity ships as `weights-inception-2015-12-05-6726825d.pth`): 1008-way logits, and the TF-port
 blocks -- the 3x3 average pools of the A, C and first E blocks leave the zero padding out of the mean
 (`count_include_pad=False`), and the last E block max-pools there. torchvision is not used (it does not import here).
-Input: images in [0, 1], resized to 299x299 (bilinear), then mapped to [-1, 1] as the TF graph expects.
+Input path as torch-fidelity's (and the original TF graph's): 8-bit pixel values 0..255, resized to 299x299 with
+TensorFlow 1.x's bilinear rule (`resize_like_tf1`: source coordinate = output index x in/out, no half-pixel offset,
+which torch's `interpolate` does not reproduce), then mapped by (x - 128) / 128. Checked against a vector
+torch-fidelity 0.4.0 computed (tests/data).
 """
 
 from __future__ import annotations
@@ -43,6 +46,25 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
+
+
+def _tf1_axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower and upper source index and the upper one's weight for each output index, in float32 as TF computes."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = torch.arange(n_out, dtype=torch.float32) * scale
+    lo = torch.floor(src).long().clamp(max=n_in - 1)
+    return lo, (lo + 1).clamp(max=n_in - 1), src - lo.float()
+
+
+def resize_like_tf1(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """N x C x H x W float -> N x C x height x width by TensorFlow 1.x's `resize_bilinear(align_corners=False)`:
+    interpolate along the width (top and bottom rows), then between them along the height."""
+    y0, y1, wy = _tf1_axis(x.shape[-2], height)
+    x0, x1, wx = _tf1_axis(x.shape[-1], width)
+    top, bottom = x[..., y0, :], x[..., y1, :]
+    top = top[..., x0] + (top[..., x1] - top[..., x0]) * wx
+    bottom = bottom[..., x0] + (bottom[..., x1] - bottom[..., x0]) * wx
+    return top + (bottom - top) * wy[:, None]
 
 
 def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -169,10 +191,9 @@ class InceptionV3(nn.Module):
         self.eval().requires_grad_(False)
 
     def pool3(self, x: torch.Tensor) -> torch.Tensor:
-        """The 2048-d pooled features of images `x` (N x 3 x H x W in [0, 1])."""
-        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+        """The 2048-d pooled features of images `x` (N x 3 x H x W, 8-bit values 0..255, any size)."""
+        x = resize_like_tf1(x.float(), INPUT_SIZE, INPUT_SIZE)
+        x = (x - 128) / 128
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
