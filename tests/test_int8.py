@@ -14,7 +14,7 @@ from PIL import Image
 
 import acsdk
 from export import int8 as int8_mod
-from export.build import build_engine_dir, main
+from export.build import _add_int8, build_engine_dir, main
 from export.errors import BuildArgumentError
 from runtime import cpu
 from runtime.manifest import write_manifest
@@ -37,18 +37,20 @@ def gate_images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def int8_dir(tmp_path_factory, gate_images):
-    """The demo model with an INT8 UNet, built with the default calibration and gate plus the user's images."""
-    from acsdk.apps.demo import demo_checkpoint
-
+def int8_dir(tmp_path_factory, gate_images, demo_engine_dir):
+    """The demo model's engine dir (the one `acsdk demo` cached) with an INT8 UNet added by the build's own INT8
+    step, default calibration and gate plus the user's images. (The whole `--int8` build runs in the sabotage test
+    below and in ctest's fixtures.)"""
     out = tmp_path_factory.mktemp("int8") / "e"
+    shutil.copytree(demo_engine_dir, out, ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((out / "manifest.json").read_text())
     scopes = int8_mod.SCOPES
     int8_mod.SCOPES = scopes[1:]  # the scope that passes on this narrow model: saves the test a quantization
     try:
-        settings = int8_mod.Int8Settings(gate_images=gate_images)
-        return build_engine_dir(demo_checkpoint(), out, int8=True, int8_settings=settings, progress=False)
+        _add_int8(out, manifest, int8_mod.Int8Settings(gate_images=gate_images))
     finally:
         int8_mod.SCOPES = scopes
+    return out
 
 
 def test_int8_unet_passes_the_held_out_gate_on_the_demo_model_and_runs(int8_dir):
@@ -183,6 +185,7 @@ def test_a_sabotaged_int8_unet_fails_the_gate_and_nothing_is_written(tiny_ckpt, 
         return real(onnx_path, scaled, out_xml, scope, overflow_fix)
 
     monkeypatch.setattr(int8_mod, "quantize_unet", bad_calibration)
+    monkeypatch.setattr(int8_mod, "SCOPES", int8_mod.SCOPES[1:])  # one scope failing is enough
     small = int8_mod.Int8Settings(int8_mod.Scenes(1, 6), int8_mod.Scenes(1, 6, seed=1))
     monkeypatch.setattr(int8_mod, "Int8Settings", lambda: small)  # one short scene each: enough to fail
 
