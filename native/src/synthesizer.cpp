@@ -2,8 +2,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
+#include "cpu.hpp"
 #include "errors.hpp"
 #include "imageops.hpp"
 #include "torch_rng.hpp"
@@ -86,7 +88,13 @@ Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& op
   BackendOptions opts = options;
   if (opts.backend == "openvino" && opts.cache_dir.empty()) opts.cache_dir = openvino_cache_dir(dir_);
   for (const char* name : {"vae_encoder", "unet", "vae_decoder"}) {
-    const Artifact art = dir_.artifact(name, opts.backend);
+    Artifact art = dir_.artifact(name, opts.backend);
+    std::string why;
+    if (art.precision == "int8" && opts.device.rfind("CPU", 0) == 0 && !int8_gate_holds_here(art.record, &why)) {
+      art = dir_.artifact(name, opts.backend, "fp32");  // what the gate measured is not what would run here
+      load_notes_.push_back(std::string(name) + ": fp32 instead of INT8, because " + why);
+      std::fprintf(stderr, "acsdk-native: warning: %s\n", load_notes_.back().c_str());
+    }
     engines_[name] = open_engine(name, art, opts);
     // fp16 SD VAEs overflow on some inputs: an fp32 variant, where the dir ships one, reruns them (as Python).
     const bool guarded = std::string(name) != "unet";
@@ -220,6 +228,7 @@ Result Synthesizer::run(const Picture& image, const Tensor& mask, const Bank& ba
 
   const int64_t mh = geometry_.height, mw = geometry_.width;
   Result result;
+  result.notes = load_notes_;
   result.label = mask;
   if (s.roi == "full") {
     result.windows = {Window{0, 0, image.height, image.width}};

@@ -57,6 +57,7 @@ class Synthesizer {
   Geometry geometry_;
   DDIM ddim_;
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // vae_encoder, unet, vae_decoder (+ _fp32 variants)
+  std::vector<std::string> load_notes_;  // e.g. an INT8 UNet whose gate does not cover this CPU, run as fp32
 };
 
 }  // namespace acsdk
