@@ -107,11 +107,11 @@ class Int8Settings:
 
 def gate_image_files(directory: Path) -> list[Path]:
     """The images in `--gate-images` (checked before the build starts)."""
-    from acsdk.data.mvtec import IMAGE_SUFFIXES
+    from acsdk.data.mvtec import IMAGE_SUFFIXES, image_files
 
     if not directory.is_dir():
         raise BuildArgumentError(f"--gate-images: expected a directory of good images, got '{directory}'")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    files = image_files(directory)
     if not files:
         raise BuildArgumentError(f"--gate-images: expected images ({', '.join(IMAGE_SUFFIXES)}) in '{directory}'")
     return files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -12,11 +13,20 @@ from PIL import Image
 
 from acsdk import InputError, TrainingError
 from acsdk.apps.cli import main as cli
-from acsdk.data import make_mvtec_like
-from acsdk.evaluation import DownstreamSettings, au_pro, binary_metrics, detection_metrics, evaluate_downstream
+from acsdk.data import load_category, make_mvtec_like
+from acsdk.evaluation import (
+    DownstreamSettings,
+    au_pro,
+    baselines,
+    binary_metrics,
+    detection_metrics,
+    evaluate_downstream,
+)
 from acsdk.evaluation import downstream as ds
-from acsdk.evaluation.baselines import cutpaste_anomaly, perlin_anomaly, perlin_mask
-from acsdk.evaluation.detector import Detector, focal_loss
+from acsdk.evaluation.baselines import cutpaste_anomaly, perlin_anomaly, perlin_mask, perlin_noise
+from acsdk.evaluation.detector import Detector, focal_loss, image_scores, pool_kernel
+from acsdk.evaluation.report import VERDICT_TOLERANCE, comparison, verdict
+from acsdk.evaluation.sets import RealSplit, read_mask, read_pairs
 
 TINY = DownstreamSettings(size=32, steps=30, batch_size=4, base_width=4, levels=3, eval_every=10, seed=0)
 
@@ -83,6 +93,42 @@ def test_detection_metrics_need_both_kinds():
         detection_metrics(masks, np.zeros((2, 4, 4)), np.zeros(2))
 
 
+def test_image_labels_are_given_not_read_from_masks():
+    # Image 1 is anomalous (its folder says so) though its mask has no pixel at this size: with the folder labels
+    # the image AUROC is 0.5 (0.85 of the good image sits between the two anomalous ones); from masks it would be 1.
+    masks = np.zeros((3, 4, 4), dtype=bool)
+    masks[0, 1, 1] = True
+    maps, scores = np.where(masks, 0.9, 0.1), np.array([0.9, 0.8, 0.85])
+    assert detection_metrics(masks, maps, scores, np.array([True, True, False]))["image_auroc"] == 0.5
+    assert detection_metrics(masks, maps, scores)["image_auroc"] == 1.0  # the fallback without labels
+    with pytest.raises(InputError, match="labels"):
+        detection_metrics(masks, maps, scores, np.array([True, False]))
+
+
+def test_verdict_is_a_tie_within_the_tolerance():
+    assert VERDICT_TOLERANCE == 0.01
+    assert verdict(0.905, 0.900) == "tie"  # any float difference used to decide
+    assert verdict(0.51, 0.50) == "tie"  # exactly the tolerance (0.0100000000000000089 in floats) is still a tie
+    assert verdict(0.95, 0.90) == "better" and verdict(0.90, 0.95) == "worse"
+    assert verdict(0.95, 0.90, tolerance=0.1) == "tie"
+    # several seeds, paired: the mean difference beyond the tolerance and every seed on the same side
+    assert verdict([0.95, 0.93], [0.90, 0.90]) == "better"
+    assert verdict([0.99, 0.89], [0.90, 0.90]) == "tie"  # mean +0.04, but one seed says worse
+    assert verdict([0.85, 0.88], [0.90, 0.90]) == "worse"
+    with pytest.raises(InputError, match="one per seed"):
+        verdict([0.9, 0.8], [0.9])
+
+    def run(ours, perlin):
+        return {
+            "synthetic": {"test": {"all": dict.fromkeys(ds.METRICS, ours)}},
+            "perlin": {"test": {"all": dict.fromkeys(ds.METRICS, perlin)}},
+        }
+
+    assert set(comparison(run(0.905, 0.9))["perlin"].values()) == {"tie"}
+    assert set(comparison(run(0.95, 0.9))["perlin"].values()) == {"better"}
+    assert set(comparison(run(0.95, 0.9), run(0.89, 0.9))["perlin"].values()) == {"tie"}  # seeds disagree
+
+
 # -- baselines and detector ---------------------------------------------------------------------------------------
 
 
@@ -103,6 +149,77 @@ def test_perlin_masks_vary_in_scale_and_are_reproducible():
     a = [perlin_mask(64, np.random.default_rng(s)).mean() for s in range(8)]
     assert len({round(x, 3) for x in a}) > 4
     np.testing.assert_array_equal(perlin_mask(64, np.random.default_rng(3)), perlin_mask(64, np.random.default_rng(3)))
+
+
+def test_perlin_draws_draems_scales_and_rotation(monkeypatch):
+    """DRAEM: 2^k lattice cells per axis with k uniform in 0..5 (torch.randint(0, 6)), the noise rotated by an angle
+    uniform in [-90, 90] degrees before the 0.5 threshold."""
+    drawn = []
+
+    def recording(shape, res, rng, angle=0.0):
+        drawn.append((tuple(res), angle))
+        return perlin_noise(shape, res, rng, angle)
+
+    monkeypatch.setattr(baselines, "perlin_noise", recording)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        perlin_mask(64, rng)
+    cells = {c for res, _ in drawn for c in res}
+    assert cells == {1, 2, 4, 8, 16, 32}  # 2^6 was drawn too, and has no lattice cell wider than 1 px at 64 px
+    angles = np.array([a for _, a in drawn])
+    assert angles.min() >= -90 and angles.max() <= 90 and angles.min() < -80 and angles.max() > 80
+    assert abs(angles.mean()) < 10
+
+
+def test_perlin_rotation_turns_the_noise_and_fills_the_corners_with_zero():
+    plain = perlin_noise((64, 64), (4, 4), np.random.default_rng(1))
+    turned = perlin_noise((64, 64), (4, 4), np.random.default_rng(1), angle=90)
+    assert np.allclose(turned, np.rot90(plain, 1)) or np.allclose(turned, np.rot90(plain, -1))
+    assert not np.allclose(turned, plain)
+    at45 = perlin_noise((64, 64), (4, 4), np.random.default_rng(1), angle=45)
+    for corner in (at45[:6, :6], at45[:6, -6:], at45[-6:, :6], at45[-6:, -6:]):
+        assert (corner == 0).all()  # rotated in from outside the noise image: DRAEM's fill, no anomaly there
+    assert (at45[24:40, 24:40] != 0).mean() > 0.9
+
+
+def test_perlin_blobs_keep_their_relative_size_at_small_images():
+    """The same draw at 64 (and 32) px and at 256 px covers the same part of the image: the lattice spans the image,
+    so the periods scale with it. (64 px masks were speckle from a 2^6 scale; 32 px ones were 2x too coarse.)"""
+    from scipy import ndimage
+
+    def area_at(size, seed):
+        return perlin_mask(size, np.random.default_rng(seed))
+
+    def pooled(mask, f):  # the 256-px mask seen at the small size: majority of each f x f block
+        s = mask.shape[0] // f
+        return mask.reshape(s, f, s, f).mean((1, 3)) >= 0.5
+
+    ratios, specks = [], []
+    for seed in range(40):
+        small, big = area_at(64, seed), pooled(area_at(256, seed), 4)
+        ratios.append(small.mean() / big.mean())
+        labelled, _ = ndimage.label(small, structure=np.ones((3, 3)))
+        sizes = np.bincount(labelled.ravel())[1:]
+        specks.append((sizes == 1).sum() / small.sum())  # share of the mask in isolated single pixels
+    ratios = np.array(ratios)
+    assert ((ratios > 0.5) & (ratios < 2)).mean() >= 0.975, ratios
+    assert np.mean(specks) < 0.08, np.mean(specks)
+    ious, ratios32 = [], []
+    for seed in range(40):
+        small, big = area_at(32, seed), pooled(area_at(256, seed), 8)
+        ious.append((small & big).sum() / max((small | big).sum(), 1))
+        ratios32.append(small.mean() / max(big.mean(), 1e-9))
+    assert np.median(ious) > 0.15 and 0.67 < np.median(ratios32) < 1.5, (np.median(ious), np.median(ratios32))
+
+
+def test_image_score_pools_with_the_padding_counted_as_draem():
+    """DRAEM: avg_pool2d(map, 21, stride=1, padding=10), whose default counts the zero padding in the mean."""
+    assert pool_kernel(256) == 21
+    maps = torch.zeros(1, 256, 256)
+    maps[0, :11, :11] = 1.0  # an 11 x 11 response in the corner: every 21 x 21 box sees at most 121 of its pixels
+    assert image_scores(maps, 21).item() == pytest.approx(121 / 441)  # without the padding it was 121 / 121 = 1
+    maps[0, 100:121, 100:121] = 0.5
+    assert image_scores(maps, 21).item() == pytest.approx(0.5)
 
 
 def test_the_detector_learns_a_trivial_task():
@@ -133,6 +250,63 @@ def test_the_detector_learns_a_trivial_task():
     assert binary_metrics(m.numpy(), maps)["auroc"] > 0.95
 
 
+# -- reading the real and synthetic pairs ------------------------------------------------------------------------
+
+
+def _category_256(root, mask_for):
+    """plate at 256 px: 2 normals, 1 good test image, scratch 000-002 (000 the reference, 001 and 002 held out)
+    with the masks `mask_for(index)` gives (uint8 or uint16 arrays)."""
+    rng = np.random.default_rng(0)
+    base = root / "plate"
+    for folder in ("train/good", "test/good", "test/scratch", "ground_truth/scratch"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    for folder, n in (("train/good", 2), ("test/good", 1), ("test/scratch", 3)):
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(base / folder / f"{i:03d}.png")
+    for i in range(3):
+        Image.fromarray(mask_for(i)).save(base / "ground_truth" / "scratch" / f"{i:03d}_mask.png")
+    return load_category(root, "plate")
+
+
+def _line(value=255, dtype=np.uint8):
+    m = np.zeros((256, 256), dtype=dtype)
+    m[40:200, 101] = value  # 1 px wide at column 101: nearest from 256 to 64 samples columns 4k + 2, never 101
+    return m
+
+
+def test_thin_and_0_1_masks_stay_anomalous_at_the_detectors_size(tmp_path):
+    masks = {0: _line(), 1: _line(), 2: _line(value=1)}  # 002 stored 0/1, as some tools write masks
+    split = RealSplit.read(_category_256(tmp_path, masks.__getitem__), 64)
+    assert split.test.defects == ["scratch", "scratch", "good"]
+    assert split.test.labels.tolist() == [True, True, False]  # from the folders
+    for m in split.test.masks[:2]:
+        assert m[10:50, 25].all() and m.sum() == 40  # the line, max-pooled: column 101 // 4, rows 40 // 4 .. 200 // 4
+    assert not split.test.masks[2].any()
+    assert split.references.masks[0][10:50, 25].all()
+    # a 16-bit mask (0/65535 or 0/1) and a colour one read alike
+    for i, array in enumerate((_line(65535, np.uint16), _line(1, np.uint16))):
+        Image.fromarray(array).save(tmp_path / f"m16_{i}.png")
+        assert read_mask(tmp_path / f"m16_{i}.png", 64, tmp_path / "plate" / "test" / "scratch" / "001.png").sum() == 40
+    Image.fromarray(np.stack([_line(), _line() * 0, _line() * 0], -1)).save(tmp_path / "red.png")
+    assert read_mask(tmp_path / "red.png", 64, tmp_path / "plate" / "test" / "scratch" / "001.png").sum() == 40
+
+
+def test_an_anomalous_image_with_an_empty_mask_is_refused_naming_it(tmp_path):
+    masks = {0: _line(), 1: np.zeros((256, 256), np.uint8), 2: _line()}
+    cat = _category_256(tmp_path, masks.__getitem__)
+    with pytest.raises(InputError, match=r"empty mask .*001_mask\.png.*test/scratch/001\.png") as err:
+        RealSplit.read(cat, 64)
+    assert err.value.argument == "real"
+    # the synthetic set's pairs go through the same reader
+    image = tmp_path / "plate" / "test" / "scratch" / "000.png"
+    empty = tmp_path / "plate" / "ground_truth" / "scratch" / "001_mask.png"
+    with pytest.raises(InputError, match="empty mask") as err:
+        read_pairs([(image, empty, "scratch")], 64, "synthetic")
+    assert err.value.argument == "synthetic"
+    thin = read_pairs([(image, tmp_path / "plate" / "ground_truth" / "scratch" / "000_mask.png", "scratch")], 64)
+    assert thin.masks[0].sum() == 40 and thin.labels.tolist() == [True]
+
+
 # -- the harness ----------------------------------------------------------------------------------------------------
 
 
@@ -146,12 +320,20 @@ def test_downstream_end_to_end_writes_the_comparison(real, tmp_path):
         assert r["selected_step"] in (10, 20, 30)
     assert set(report["synthetic_beats"]) == {"perlin", "cutpaste", "real-train"}
     for name, verdicts in report["synthetic_beats"].items():
-        for metric, verdict in verdicts.items():
+        for metric, said in verdicts.items():
             ours, theirs = (
                 report["results"]["synthetic"]["test"]["all"][metric],
                 report["results"][name]["test"]["all"][metric],
             )
-            assert verdict == ("better" if ours > theirs else "worse" if ours < theirs else "tie")
+            want = (
+                "better"
+                if ours > theirs + VERDICT_TOLERANCE
+                else "worse"
+                if ours < theirs - VERDICT_TOLERANCE
+                else "tie"
+            )
+            assert said == want, (name, metric, ours, theirs)
+    assert report["verdict_tolerance"] == VERDICT_TOLERANCE
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| real-train |" in md and "optimistic" in md
     for plot in ("roc", "pr", "per_type", "detections"):
@@ -225,6 +407,9 @@ def test_bad_input_is_named_and_writes_nothing(real, tmp_path):
     unpaired = _synthetic_like(real, tmp_path / "unpaired")
     Image.new("L", (20, 20)).save(unpaired / "plate" / "hole" / "mask" / "0000.png")
     refused("do not pair|size of its image", synthetic=unpaired)
+    blank = _synthetic_like(real, tmp_path / "blank")
+    Image.new("L", (32, 32)).save(blank / "plate" / "hole" / "mask" / "0000.png")
+    refused(r"empty mask .*hole/mask/0000\.png", synthetic=blank)
     refused("baseline", baselines=("gan",))
     refused("size", settings=DownstreamSettings(size=30, levels=3))
     refused("batch_size", settings=DownstreamSettings(size=32, levels=3, batch_size=1))
@@ -233,6 +418,42 @@ def test_bad_input_is_named_and_writes_nothing(real, tmp_path):
     shutil.rmtree(few / "plate" / "test" / "hole")
     (few / "plate" / "test" / "hole").mkdir()
     refused("held-out real defects", real=few)
+    # Issue 28: each refused before any training step or file (these used to crash late, or silently pass)
+    refused("levels", settings=DownstreamSettings(size=32, levels=0))
+    refused("seed", settings=dataclasses.replace(TINY, seed=-1))
+    refused("val_fraction", settings=dataclasses.replace(TINY, val_fraction=1.0))
+    truncated = _synthetic_like(real, tmp_path / "truncated")
+    png = truncated / "plate" / "hole" / "image" / "0001.png"
+    png.write_bytes(png.read_bytes()[:60])
+    refused(r"synthetic: expected readable image and mask files, got .*0001\.png", synthetic=truncated)
+    no_good = tmp_path / "no_good"
+    shutil.copytree(real, no_good)
+    shutil.rmtree(no_good / "plate" / "test" / "good")
+    refused("test/good", real=no_good)
+
+
+def test_a_missing_scikit_learn_is_found_before_any_training(real, tmp_path, monkeypatch):
+    import sys
+
+    import acsdk.evaluation.downstream as downstream
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    trained = []
+    monkeypatch.setattr(downstream, "train_one", lambda *a, **k: trained.append(a))
+    with pytest.raises(InputError, match="scikit-learn"):
+        evaluate_downstream(real, "plate", tmp_path / "o", settings=TINY, progress=False)
+    assert not trained and not (tmp_path / "o").exists()
+
+
+def test_junk_files_in_test_good_are_skipped_as_the_mvtec_reader_skips_them(real, tmp_path):
+    junk = tmp_path / "junk"
+    shutil.copytree(real, junk)
+    (junk / "plate" / "test" / "good" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (junk / "plate" / "test" / "good" / "._000.png").write_bytes(b"\0\5\26\7")  # a macOS resource fork
+    from acsdk.data import load_category
+
+    split = RealSplit.read(load_category(junk, "plate"), 32)
+    assert sum(d == "good" for d in split.test.defects) == 3
 
 
 def test_resume_with_other_settings_is_refused(real, tmp_path):
@@ -241,6 +462,14 @@ def test_resume_with_other_settings_is_refused(real, tmp_path):
     with pytest.raises(InputError, match="settings"):
         evaluate_downstream(
             real, "plate", tmp_path / "o", baselines=("cutpaste",), settings=other, resume=True, progress=False
+        )
+    # a run made before labels came from folders and the Perlin baseline became DRAEM's does not resume either
+    record = json.loads((tmp_path / "o" / ds.SETTINGS_FILE).read_text())
+    del record["protocol"]
+    (tmp_path / "o" / ds.SETTINGS_FILE).write_text(json.dumps(record))
+    with pytest.raises(InputError, match="different protocol"):
+        evaluate_downstream(
+            real, "plate", tmp_path / "o", baselines=("cutpaste",), settings=TINY, resume=True, progress=False
         )
 
 

@@ -22,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "acsdk.inference": _BASE | {"acsdk.models"},
     "acsdk.data": _BASE | {"acsdk.models", "acsdk.inference"},
     "acsdk.training": _BASE | {"acsdk.models", "acsdk.inference", "acsdk.data"},
-    # evaluation reads data (MVTec layout, generate's layout) and trains its own detector
-    "acsdk.evaluation": _BASE | {"acsdk.data"},
+    # evaluation reads data (MVTec layout, generate's layout) and trains its own detector; it shares inference's
+    # image and mask rules (one mask resize for every reader) rather than copying them
+    "acsdk.evaluation": _BASE | {"acsdk.data", "acsdk.inference"},
     # export builds on the model; its INT8 step calibrates and gates on the pipeline (inference, procedural data)
     "export": _BASE | {"acsdk.models", "acsdk.inference", "acsdk.data"},
     # The public facade, the `python -m` entry points and the apps sit on top.

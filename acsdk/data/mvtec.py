@@ -44,7 +44,8 @@ class MVTecCategory:
         return samples[len(samples) // 3 :]
 
 
-def _images(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted; hidden files (.DS_Store, macOS ._ forks) and other suffixes skipped."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
@@ -77,7 +78,7 @@ def load_category(root: str | os.PathLike, category: str, defects: list[str] | N
                 f"no such folder in {cat}",
             )
     skipped: list[dict] = []
-    normals = [p for p in _images(good) if _readable(p, skipped)]
+    normals = [p for p in image_files(good) if _readable(p, skipped)]
     if not normals:
         raise InputError("data", f"normal images in {good}", "none readable")
     available = sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != "good")
@@ -88,7 +89,7 @@ def load_category(root: str | os.PathLike, category: str, defects: list[str] | N
     anomalies: dict[str, list[Sample]] = {}
     for defect in chosen:
         samples = []
-        for img in _images(test / defect):
+        for img in image_files(test / defect):
             mask = gt / defect / f"{img.stem}_mask.png"
             if not mask.is_file():
                 log.warning("skipping %s: no mask %s", img, mask)

@@ -66,8 +66,11 @@ def anomaly_maps(model: Detector, images: torch.Tensor) -> torch.Tensor:
 
 
 def image_scores(maps: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Max of the average-pooled map (DRAEM: a 21-px box at 256 px; `kernel` scales with the image, odd)."""
-    pooled = F.avg_pool2d(maps.unsqueeze(1), kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    """Max of the average-pooled map (DRAEM: a 21-px box at 256 px; `kernel` scales with the image, odd).
+
+    As DRAEM's `avg_pool2d(..., 21, stride=1, padding=10)`, the zero padding counts in the mean
+    (`count_include_pad=True`, torch's default): a response at the border is averaged over the whole box."""
+    pooled = F.avg_pool2d(maps.unsqueeze(1), kernel, stride=1, padding=kernel // 2, count_include_pad=True)
     return pooled.flatten(1).amax(1)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from runtime.files import atomic_write
 from runtime.state import load_optimizer_tensors, optimizer_tensors, read_state, save_state
 
 from ..data.mvtec import load_category
-from ..errors import InputError, TrainingError
+from ..errors import InputError, TrainingError, check_int, check_real
 from .detector import Detector, anomaly_maps, focal_loss, image_scores, pool_kernel
-from .metrics import METRICS, detection_metrics
+from .metrics import METRICS, detection_metrics, require_sklearn
 from .report import write_report
 from .sets import Pairs, RealSplit, TrainingSet, held_out_count, read_pairs, read_synthetic
 
@@ -42,6 +41,9 @@ STATE_FILE = "state.safetensors"
 METRICS_FILE = "metrics.json"
 _STATE_KIND = "acsdk-detector-state"
 TRAINING_SETS = ("synthetic", "perlin", "cutpaste", "real-train")
+# What else decides the numbers besides the settings; a --resume of a run made under another protocol is refused.
+# 2: labels from folders, masks max-pooled, DRAEM's Perlin (scales 2^0..2^5, rotation), pooling with the padding.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -59,18 +61,17 @@ class DownstreamSettings:
     seed: int = 0
 
     def check(self) -> None:
+        """Every field checked by the one numeric validator, before anything is read or written."""
+        for name in ("steps", "batch_size", "base_width", "levels", "eval_every"):
+            check_int(name, getattr(self, name), 2 if name == "batch_size" else 1)  # batch: half normal, half not
+        check_int("seed", self.seed, 0)
         stride = 2 ** (self.levels - 1)
-        if self.size < stride * 4 or self.size % stride:
-            raise InputError("size", f"a multiple of {stride} (2^(levels-1)), at least {4 * stride}", str(self.size))
-        for name in ("steps", "batch_size", "base_width", "eval_every"):
-            if getattr(self, name) < 1:
-                raise InputError(name, "a positive integer", str(getattr(self, name)))
-        if self.batch_size < 2:
-            raise InputError("batch_size", "at least 2 (half normal, half anomalous)", str(self.batch_size))
-        if not 0 < self.val_fraction < 1:
+        size = check_int("size", self.size, 4 * stride)
+        if size % stride:
+            raise InputError("size", f"a multiple of {stride} (2^(levels-1)), at least {4 * stride}", str(size))
+        if check_real("val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True) == 1.0:
             raise InputError("val_fraction", "a fraction in (0, 1)", str(self.val_fraction))
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError("lr", "a positive learning rate", str(self.lr))
+        check_real("lr", self.lr, 0.0, 1e3, lo_open=True)
 
 
 def _batch(train: TrainingSet, normals: Pairs, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +110,15 @@ def evaluate_on(model: Detector, pairs: Pairs) -> dict:
 
 
 def scored(pairs: Pairs, maps: np.ndarray, scores: np.ndarray) -> dict:
-    """Metrics over all of `pairs`, and per defect type (that type's images with the good ones)."""
-    result = {"all": detection_metrics(pairs.masks, maps, scores)}
-    good = np.array([d == "good" for d in pairs.defects])
+    """Metrics over all of `pairs`, and per defect type (that type's images with the good ones). Image labels are
+    the pairs' folders (`Pairs.labels`), not their masks."""
+    labels = pairs.labels
+    result = {"all": detection_metrics(pairs.masks, maps, scores, labels)}
+    good = ~labels
     for defect in sorted(set(pairs.defects) - {"good"}):
         sel = good | np.array([d == defect for d in pairs.defects])
         if good.any():
-            result[defect] = detection_metrics(pairs.masks[sel], maps[sel], scores[sel])
+            result[defect] = detection_metrics(pairs.masks[sel], maps[sel], scores[sel], labels[sel])
     return result
 
 
@@ -275,15 +278,22 @@ def evaluate_downstream(
         "synthetic": None if synthetic is None else str(Path(synthetic).resolve()),
         "sets": names,
         "settings": dataclasses.asdict(s),
+        "protocol": PROTOCOL,
         "torch": torch.__version__,
     }
     _check_out(out, record, resume)
+    require_sklearn()  # needed at the first evaluation point: refused now, not after its training steps
     real_split = RealSplit.read(cat, s.size)
+    if not any(d == "good" for d in real_split.test.defects):
+        raise InputError(
+            "real", f"a test/good folder with normal images in {cat.root / cat.name} (image AUROC needs both kinds)",
+            "none",
+        )  # fmt: skip
     sets: dict[str, TrainingSet] = {}
     if synthetic is not None:
         found = read_synthetic(synthetic, category, sorted(cat.anomalies))
         files = [(image, mask, d) for d, pairs in found.items() for image, mask in pairs]
-        sets["synthetic"] = TrainingSet("synthetic", read_pairs(files, s.size))
+        sets["synthetic"] = TrainingSet("synthetic", read_pairs(files, s.size, "synthetic"))
     for b in names:
         if b == "real-train":
             sets[b] = TrainingSet("real-train", real_split.references)

@@ -13,12 +13,16 @@ from ..errors import InputError
 PRO_FPR_LIMIT = 0.3
 
 
-def _sklearn():
+def require_sklearn():
+    """scikit-learn's metrics module, or the InputError that says how to install it (callers check before work)."""
     try:
         from sklearn import metrics
     except ImportError as exc:  # an optional extra
         raise InputError("scikit-learn", 'installed (pip install "acsdk[eval]")', "not importable") from exc
     return metrics
+
+
+_sklearn = require_sklearn
 
 
 def _check(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +96,20 @@ def au_pro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) / fpr_limit)
 
 
-def detection_metrics(masks: np.ndarray, maps: np.ndarray, image_scores: np.ndarray) -> dict[str, float]:
-    """Image-level (a defect anywhere) and pixel-level metrics plus AU-PRO for one test set."""
+def detection_metrics(
+    masks: np.ndarray, maps: np.ndarray, image_scores: np.ndarray, labels: np.ndarray | None = None
+) -> dict[str, float]:
+    """Image-level and pixel-level metrics plus AU-PRO for one test set.
+
+    `labels` (N bool) is the image-level truth: where each image came from (MVTec's test/good or a defect folder);
+    without it an image counts as anomalous when its mask has a defect pixel."""
     masks = np.asarray(masks).astype(bool)
-    out = {f"image_{k}": v for k, v in binary_metrics(masks.reshape(len(masks), -1).any(1), image_scores).items()}
+    if labels is None:
+        labels = masks.reshape(len(masks), -1).any(1)
+    labels = np.asarray(labels).astype(bool).ravel()
+    if labels.shape != (len(masks),):
+        raise InputError("labels", f"one image label per mask ({len(masks)})", f"{labels.size} labels")
+    out = {f"image_{k}": v for k, v in binary_metrics(labels, image_scores).items()}
     out.update({f"pixel_{k}": v for k, v in binary_metrics(masks, maps).items()})
     out["pixel_au_pro"] = au_pro(masks, maps)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +13,54 @@ from PIL import Image
 from runtime.files import atomic_path, atomic_write
 
 from ..data.contact_sheet import contact_sheet
+from ..errors import InputError
 from .metrics import METRICS
 from .sets import Pairs
 
 log = logging.getLogger(__name__)
 
 
-def _verdict(ours: float, theirs: float) -> str:
-    return "better" if ours > theirs else "worse" if ours < theirs else "tie"
+VERDICT_TOLERANCE = 0.01
+"""How far apart two test metrics (all in [0, 1]) must be before the report calls the synthetic set better or worse
+than a baseline: 0.01, one point on the 0-100 scale the papers' tables print. A single training seed's difference
+below it says nothing about which set is better (another seed can reverse it), so it reads "tie". With several
+seeds the verdict also needs every seed to agree on the sign. Changing it changes the verdicts, not the metrics."""
 
 
-def comparison(results: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """For each baseline and metric: is the synthetic set's detector better, worse or tied on the test set?"""
-    if "synthetic" not in results:
+def verdict(
+    ours: float | Sequence[float], theirs: float | Sequence[float], tolerance: float = VERDICT_TOLERANCE
+) -> str:
+    """The verdict on one metric: "better", "worse" or "tie"; `ours` and `theirs` are one value each, or one per seed
+    (paired by seed).
+
+    better: the mean difference exceeds `tolerance` and no seed disagrees (every seed's difference is positive);
+    worse: the mirror image; anything else is a tie."""
+    a, b = np.atleast_1d(np.asarray(ours, dtype=np.float64)), np.atleast_1d(np.asarray(theirs, dtype=np.float64))
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise InputError("theirs", f"as many values (one per seed) as ours ({a.size})", str(b.size))
+    if not tolerance >= 0:
+        raise InputError("tolerance", "a non-negative number", repr(tolerance))
+    d = a - b
+    mean = round(float(d.mean()), 12)  # 0.51 - 0.50 is 0.0100000000000000089: exactly the tolerance is a tie
+    if mean > tolerance and (d > 0).all():
+        return "better"
+    if mean < -tolerance and (d < 0).all():
+        return "worse"
+    return "tie"
+
+
+def comparison(*runs: dict[str, dict], tolerance: float = VERDICT_TOLERANCE) -> dict[str, dict[str, str]]:
+    """For each baseline and metric: is the synthetic set's detector better, worse or tied on the test set?
+
+    Each run is one seed's results ({set: record}); with several, each metric is compared seed by seed (`verdict`)."""
+    if not runs or any("synthetic" not in r for r in runs):
         return {}
-    ours = results["synthetic"]["test"]["all"]
-    return {
-        name: {k: _verdict(ours[k], r["test"]["all"][k]) for k in METRICS}
-        for name, r in results.items()
-        if name != "synthetic"
-    }
+    names = [n for n in runs[0] if n != "synthetic" and all(n in r for r in runs)]
+
+    def values(name: str, k: str) -> list[float]:
+        return [r[name]["test"]["all"][k] for r in runs]
+
+    return {name: {k: verdict(values("synthetic", k), values(name, k), tolerance) for k in METRICS} for name in names}
 
 
 def _table(rows: dict[str, dict[str, float]], keys: tuple[str, ...] | list[str]) -> list[str]:
@@ -58,6 +87,11 @@ def markdown(record: dict, results: dict[str, dict], beats: dict[str, dict[str, 
     ]
     if beats:
         lines += ["", "## Does the synthetic set beat each baseline? (test metric better / tie / worse)", ""]
+        lines += [
+            f"better or worse: the test metrics differ by more than {VERDICT_TOLERANCE} (one seed: a smaller "
+            "difference is within what another training seed changes, and reads tie).",
+            "",
+        ]
         lines += ["| baseline | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
         lines += [f"| {b} | " + " | ".join(v[k] for k in METRICS) + " |" for b, v in beats.items()]
     defects = sorted({d for r in results.values() for d in r["test"] if d != "all"})
@@ -83,7 +117,7 @@ def _plots(out: Path, results: dict[str, dict], test: Pairs, predictions: dict[s
     except ImportError:  # plots are optional; the numbers are not
         log.warning("matplotlib or scikit-learn missing: report without plots")
         return
-    labels = test.masks.reshape(len(test), -1).any(1)
+    labels = test.labels  # image truth from the folders, as the metrics take it
     for kind, curve in (("roc", roc_curve), ("pr", precision_recall_curve)):
         fig, ax = plt.subplots(figsize=(4.5, 4))
         for name, (_, scores) in predictions.items():
@@ -142,6 +176,7 @@ def write_report(
         **record,
         "results": {n: {k: v for k, v in r.items() if k != "history"} for n, r in results.items()},
         "synthetic_beats": beats,
+        "verdict_tolerance": VERDICT_TOLERANCE,
     }
     atomic_write(out / "report.json", json.dumps(report, indent=1))
     atomic_write(out / "report.md", markdown(record, results, beats))

@@ -3,6 +3,8 @@ from `acsdk generate`'s layout, and the training sets (synthetic, real-train, pe
 
 The real data splits as the paper does: per defect type the first third (by file name) are the references a
 synthetic set was conditioned on and the "real-train" upper bound trains on; the other two thirds are the test.
+An image's label is its folder (test/good is normal, every other defect folder anomalous), never its mask; masks are
+brought to the detector's size by a max pool, so a thin defect or a 0/1-valued mask is not lost on the way.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from runtime.files import confined
 
-from ..data.mvtec import MVTecCategory
+from ..data.mvtec import MVTecCategory, image_files
 from ..errors import InputError
+from ..inference.imaging import resize_mask
 from .baselines import cutpaste_anomaly, perlin_anomaly
 
 log = logging.getLogger(__name__)
@@ -40,17 +44,34 @@ def read_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
 
 
+def mask_pixels(path: Path) -> np.ndarray:
+    """A mask file at its own size as H x W bool: a pixel is defect when its value is above half the mask's largest
+    value, so masks stored 0/255, 0/1 or 16-bit 0/65535 read alike (colour masks by their brightest channel)."""
+    with Image.open(path) as m:
+        if m.mode in ("1", "L", "I", "F") or m.mode.startswith("I;16"):
+            a = np.asarray(m)
+        elif m.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+            a = np.asarray(m.convert("RGB")).max(axis=2)
+        else:  # P, LA, ...
+            a = np.asarray(m.convert("L"))
+    a = a.astype(np.float64)
+    top = a.max(initial=0.0)
+    return a > top / 2 if top > 0 else np.zeros(a.shape, dtype=bool)
+
+
 def read_mask(path: Path, size: int, image: Path) -> np.ndarray:
-    """size x size bool; a mask whose shape differs from its image's is refused (they do not pair)."""
+    """size x size bool (`mask_pixels`, then the project's one mask resize, which never loses a defect); a mask
+    whose shape differs from its image's is refused (they do not pair)."""
     with Image.open(path) as m, Image.open(image) as im:
         if m.size != im.size:
             raise InputError("mask", f"a mask the size of its image {image} {im.size}", f"{path} of {m.size}")
-        return np.asarray(m.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
+    return resize_mask(torch.from_numpy(mask_pixels(path)), size, size).numpy()  # inference's max-pool rule
 
 
 @dataclass
 class Pairs:
-    """Images (N x S x S x 3 uint8) with masks (N x S x S bool) and where each came from."""
+    """Images (N x S x S x 3 uint8) with masks (N x S x S bool) and where each came from: `defects` is the defect
+    folder (or set) of each image, "good" for a normal one."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -60,19 +81,38 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Image-level truth, from where each image came (not from its mask): anomalous unless "good"."""
+        return np.array([d != "good" for d in self.defects], dtype=bool)
+
     def take(self, index: np.ndarray | list[int]) -> Pairs:
         idx = np.asarray(index, dtype=int)
         return Pairs(self.images[idx], self.masks[idx], [self.names[i] for i in idx], [self.defects[i] for i in idx])
 
 
-def read_pairs(items: list[tuple[Path, Path | None, str]], size: int) -> Pairs:
-    """(image, mask or None for a normal, defect) files -> Pairs at `size`."""
+def read_pairs(items: list[tuple[Path, Path | None, str]], size: int, argument: str = "mask") -> Pairs:
+    """(image, mask or None for a normal, defect) files -> Pairs at `size`.
+
+    An image with a defect other than "good" is anomalous: its mask must have a defect pixel, or it is refused
+    (InputError on `argument`, naming the mask and the image) rather than scored as a normal image."""
     images = np.zeros((len(items), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(items), size, size), dtype=bool)
-    for i, (image, mask, _) in enumerate(items):
-        images[i] = read_image(image, size)
-        if mask is not None:
-            masks[i] = read_mask(mask, size, image)
+    for i, (image, mask, defect) in enumerate(items):
+        try:
+            images[i] = read_image(image, size)
+            if mask is not None:
+                masks[i] = read_mask(mask, size, image)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: truncated or not an image (InputError is a ValueError)
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(argument, "readable image and mask files", f"'{image}' / '{mask}': {exc}") from exc
+        if defect != "good" and not masks[i].any():
+            raise InputError(
+                argument,
+                "a mask with at least one defect pixel for every anomalous image (any defect folder but good)",
+                f"an empty mask '{mask}' for '{image}' ({defect})" if mask is not None else f"no mask for '{image}'",
+            )
     return Pairs(images, masks, [str(p) for p, _, _ in items], [d for _, _, d in items])
 
 
@@ -162,12 +202,12 @@ class RealSplit:
                 "category", "a category with held-out real defects (2/3 of each type's test images)", cat.name
             )
         good_dir = cat.root / cat.name / "test" / "good"
-        goods = sorted(p for p in good_dir.iterdir() if p.is_file()) if good_dir.is_dir() else []
+        goods = image_files(good_dir) if good_dir.is_dir() else []  # the MVTec reader's filter: no .DS_Store, ._x
         test = held + [(p, None, "good") for p in goods]
         return cls(
-            normals=read_pairs([(p, None, "good") for p in cat.normals], size),
-            references=read_pairs(refs, size),
-            test=read_pairs(test, size),
+            normals=read_pairs([(p, None, "good") for p in cat.normals], size, "real"),
+            references=read_pairs(refs, size, "real"),
+            test=read_pairs(test, size, "real"),
         )
 
 
