@@ -10,6 +10,12 @@ Each set trains the same detector for the same number of steps; every batch is h
 examples of the set. The model is selected on a validation split of the training data (held-out pairs of the set
 and held-out normal images), never on the test set; the best-on-test step, the selection the papers report, is
 given beside it, labelled. Step s draws its batch from Generator([seed, s]), so a killed run resumes exactly.
+
+Two protocols (`DownstreamSettings.protocol`, `--protocol`): "acsdk", the above (the default), and
+"anomalydiffusion", the settings of AnomalyDiffusion's published evaluation code, so that numbers can stand beside
+the papers' tables (`DownstreamSettings.preset("anomalydiffusion")`): DRAEM's U-Net (64 x 6 levels), Adam 1e-4,
+batch 8, 12,600 steps, no flips, every training pair and normal image trained on (no validation split), the
+threshold-grid metrics besides the exact ones, and the model selected on the test set, labelled so everywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from ..data.mvtec import load_category
 from ..errors import InputError, TrainingError, check_int, check_real
 from .detector import Detector, anomaly_maps, focal_loss, image_scores, pool_kernel
 from .metrics import METRICS, detection_metrics, require_sklearn
-from .report import write_report
+from .report import TEST_SELECTION_NOTE, VALIDATION_SELECTION_NOTE, write_report
 from .sets import Pairs, RealSplit, TrainingSet, held_out_count, read_pairs, read_synthetic
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,22 @@ TRAINING_SETS = ("synthetic", "perlin", "cutpaste", "real-train")
 # What else decides the numbers besides the settings; a --resume of a run made under another protocol is refused.
 # 2: labels from folders, masks max-pooled, DRAEM's Perlin (scales 2^0..2^5, rotation), pooling with the padding.
 PROTOCOL = 2
+PROTOCOLS = ("acsdk", "anomalydiffusion")
+ANOMALYDIFFUSION_EPOCHS, ANOMALYDIFFUSION_EPOCH_SAMPLES = 200, 500
+_AD_EPOCH_STEPS = -(-ANOMALYDIFFUSION_EPOCH_SAMPLES // 8)  # 63 batches of 8 (the last of 4 there) per epoch
+_PRESETS: dict[str, dict] = {
+    "acsdk": {},  # the field defaults
+    # AnomalyDiffusion's code: 200 epochs of 500 samples in batches of 8 (63 batches an epoch), evaluated per epoch
+    "anomalydiffusion": {
+        "size": 256,
+        "steps": ANOMALYDIFFUSION_EPOCHS * _AD_EPOCH_STEPS,  # 12,600
+        "batch_size": 8,
+        "base_width": 64,
+        "levels": 6,
+        "lr": 1e-4,
+        "eval_every": _AD_EPOCH_STEPS,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -59,9 +81,30 @@ class DownstreamSettings:
     eval_every: int = 200
     val_fraction: float = 0.2
     seed: int = 0
+    protocol: str = "acsdk"
+
+    @classmethod
+    def preset(cls, protocol: str = "acsdk", **overrides) -> DownstreamSettings:
+        """The settings of `protocol` ("acsdk": the field defaults; "anomalydiffusion": those of AnomalyDiffusion's
+        evaluation code), with any field overridden (a run records what it ran, overrides included)."""
+        if protocol not in PROTOCOLS:
+            raise InputError("protocol", f"one of {list(PROTOCOLS)}", repr(protocol))
+        return cls(**{**_PRESETS[protocol], **overrides, "protocol": protocol})
+
+    @property
+    def selects_on_test(self) -> bool:
+        """AnomalyDiffusion's protocol: no validation split; the model is the best test step (optimistic)."""
+        return self.protocol == "anomalydiffusion"
+
+    @property
+    def flips(self) -> bool:
+        """Random horizontal/vertical flips in the batches: acsdk's protocol only (AnomalyDiffusion's has none)."""
+        return self.protocol == "acsdk"
 
     def check(self) -> None:
         """Every field checked by the one numeric validator, before anything is read or written."""
+        if self.protocol not in PROTOCOLS:
+            raise InputError("protocol", f"one of {list(PROTOCOLS)}", repr(self.protocol))
         for name in ("steps", "batch_size", "base_width", "levels", "eval_every"):
             check_int(name, getattr(self, name), 2 if name == "batch_size" else 1)  # batch: half normal, half not
         check_int("seed", self.seed, 0)
@@ -74,8 +117,10 @@ class DownstreamSettings:
         check_real("lr", self.lr, 0.0, 1e3, lo_open=True)
 
 
-def _batch(train: TrainingSet, normals: Pairs, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n // 2 normal images (empty masks) and n - n // 2 anomalous examples, each flipped at random."""
+def _batch(
+    train: TrainingSet, normals: Pairs, n: int, rng: np.random.Generator, flips: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n // 2 normal images (empty masks) and n - n // 2 anomalous examples, each flipped at random with `flips`."""
     images, masks = [], []
     for k in range(n):
         if k < n // 2:
@@ -83,9 +128,9 @@ def _batch(train: TrainingSet, normals: Pairs, n: int, rng: np.random.Generator)
             image, mask = normals.images[i] / np.float32(255), np.zeros(normals.masks.shape[1:], dtype=bool)
         else:
             image, mask = train.draw(normals, rng)
-        if rng.random() < 0.5:
+        if flips and rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        if rng.random() < 0.5:
+        if flips and rng.random() < 0.5:
             image, mask = image[::-1], mask[::-1]
         images.append(np.ascontiguousarray(image, dtype=np.float32))
         masks.append(np.ascontiguousarray(mask))
@@ -105,21 +150,26 @@ def predict(model: Detector, pairs: Pairs, chunk: int = 16) -> tuple[np.ndarray,
     return m.numpy(), image_scores(m, pool_kernel(pairs.images.shape[1])).numpy()
 
 
-def evaluate_on(model: Detector, pairs: Pairs) -> dict:
-    return scored(pairs, *predict(model, pairs))
+def evaluate_on(model: Detector, pairs: Pairs, grid: bool = False) -> dict:
+    return scored(pairs, *predict(model, pairs), grid=grid)
 
 
-def scored(pairs: Pairs, maps: np.ndarray, scores: np.ndarray) -> dict:
+def scored(pairs: Pairs, maps: np.ndarray, scores: np.ndarray, grid: bool = False) -> dict:
     """Metrics over all of `pairs`, and per defect type (that type's images with the good ones). Image labels are
-    the pairs' folders (`Pairs.labels`), not their masks."""
+    the pairs' folders (`Pairs.labels`), not their masks. `grid` adds the threshold-grid metrics (`GRID_METRICS`)."""
     labels = pairs.labels
-    result = {"all": detection_metrics(pairs.masks, maps, scores, labels)}
+    result = {"all": detection_metrics(pairs.masks, maps, scores, labels, grid)}
     good = ~labels
     for defect in sorted(set(pairs.defects) - {"good"}):
         sel = good | np.array([d == defect for d in pairs.defects])
         if good.any():
-            result[defect] = detection_metrics(pairs.masks[sel], maps[sel], scores[sel], labels[sel])
+            result[defect] = detection_metrics(pairs.masks[sel], maps[sel], scores[sel], labels[sel], grid)
     return result
+
+
+def _test_score(metrics: dict[str, float]) -> float:
+    """What the best-on-test step maximises: the mean of the exact test metrics (`METRICS`)."""
+    return float(np.mean([metrics[k] for k in METRICS]))
 
 
 def _selection_score(metrics: dict[str, float]) -> float:
@@ -169,7 +219,8 @@ def train_one(
     out: Path,
     progress: bool = True,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """Train, select on validation, test; resumes from OUT/<set>/state.safetensors.
+    """Train, select (on validation; on the test set under the anomalydiffusion protocol), test; resumes from
+    OUT/<set>/state.safetensors.
 
     Returns the metrics record and the selected model's (maps, image scores) on the test set.
     """
@@ -177,12 +228,16 @@ def train_one(
     if done.is_file():
         return json.loads(done.read_text()), predict(selected_model(out, settings), real.test)
     s = settings
-    split_rng = np.random.default_rng([s.seed, 1])
-    order = split_rng.permutation(len(real.normals))
-    n_val = held_out_count(len(order), s.val_fraction)
-    val_normals, train_normals = real.normals.take(order[:n_val]), real.normals.take(order[n_val:])
-    train, held = train.split(s.val_fraction, split_rng)
-    val = _validation(train, held, val_normals, s.seed)
+    grid = s.selects_on_test  # the anomalydiffusion protocol reports the grid metrics too
+    if s.selects_on_test:  # AnomalyDiffusion trains on every normal image and every pair; nothing held out
+        train_normals, val = real.normals, None
+    else:
+        split_rng = np.random.default_rng([s.seed, 1])
+        order = split_rng.permutation(len(real.normals))
+        n_val = held_out_count(len(order), s.val_fraction)
+        val_normals, train_normals = real.normals.take(order[:n_val]), real.normals.take(order[n_val:])
+        train, held = train.split(s.val_fraction, split_rng)
+        val = _validation(train, held, val_normals, s.seed)
 
     with torch.random.fork_rng():
         torch.manual_seed(s.seed)
@@ -197,7 +252,7 @@ def train_one(
     bar = tqdm(total=s.steps, initial=meta["step"], desc=f"detector on {name}", disable=not progress, unit="step")
     for step in range(meta["step"], s.steps):
         model.train()
-        x, m = _batch(train, train_normals, s.batch_size, np.random.default_rng([s.seed, step]))
+        x, m = _batch(train, train_normals, s.batch_size, np.random.default_rng([s.seed, step]), s.flips)
         loss = focal_loss(model(x), m)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -211,9 +266,10 @@ def train_one(
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % s.eval_every == 0 or step + 1 == s.steps:
             point = {"step": step + 1, "loss": loss.item()}
-            point["validation"] = evaluate_on(model, val)["all"]
-            point["test"] = evaluate_on(model, real.test)["all"]
-            score = _selection_score(point["validation"])
+            if val is not None:
+                point["validation"] = evaluate_on(model, val)["all"]
+            point["test"] = evaluate_on(model, real.test, grid)["all"]
+            score = _test_score(point["test"]) if val is None else _selection_score(point["validation"])
             if meta["best"] is None or score > meta["best"]["score"]:
                 meta["best"] = {"step": step + 1, "score": score}
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -224,13 +280,15 @@ def train_one(
     model.load_state_dict(best)
     test = predict(model, real.test)
     history = meta["history"]
-    on_test = max(history, key=lambda p: np.mean([p["test"][k] for k in METRICS]))
+    on_test = max(history, key=lambda p: _test_score(p["test"]))
     record = {
         "set": name,
         "train_pairs": None if train.pairs is None else len(train.pairs),
-        "validation_pairs": len(val),
+        "validation_pairs": 0 if val is None else len(val),
         "selected_step": meta["best"]["step"],
-        "test": scored(real.test, *test),
+        "selected_on": "test" if s.selects_on_test else "validation",
+        "selection": TEST_SELECTION_NOTE if s.selects_on_test else VALIDATION_SELECTION_NOTE,
+        "test": scored(real.test, *test, grid=grid),
         "best_on_test": {"step": on_test["step"], "metrics": on_test["test"], "note": "optimistic: picked on test"},
         "history": history,
     }
@@ -244,7 +302,13 @@ def _check_out(out: Path, record: dict, resume: bool) -> None:
         old = json.loads(file.read_text())
         if not resume:
             raise InputError("out", "a new directory, or --resume to continue the run in it", f"'{out}' with a run")
+        if isinstance(old.get("settings"), dict):  # runs from before protocols had names ran acsdk's
+            old["settings"] = {"protocol": "acsdk", **old["settings"]}
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        if "settings" in diff and isinstance(old.get("settings"), dict):  # name the fields: settings.protocol, ...
+            a, b = old["settings"], record["settings"]
+            diff.remove("settings")
+            diff += sorted(f"settings.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
             raise InputError("resume", f"the settings of the run in {out}", f"different {', '.join(diff)}")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -261,7 +325,10 @@ def evaluate_downstream(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train and test one detector per training set; write the comparison report. Returns the report dict."""
+    """Train and test one detector per training set; write the comparison report. Returns the report dict.
+
+    `settings` decides the protocol too: `DownstreamSettings.preset("anomalydiffusion", ...)` for AnomalyDiffusion's
+    (the default, `DownstreamSettings()`, is acsdk's validation-split protocol)."""
     s = settings or DownstreamSettings()
     s.check()
     unknown = [b for b in baselines if b not in TRAINING_SETS[1:]]
@@ -308,7 +375,7 @@ def evaluate_downstream(
 
 
 def selected_model(run: Path, settings: DownstreamSettings) -> Detector:
-    """The model validation selected, from a set's state file."""
+    """The selected model (on validation, or on test under the anomalydiffusion protocol), from a set's state file."""
     model = Detector(settings.base_width, settings.levels)
     _, _, tensors = read_state(run / STATE_FILE)
     model.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
