@@ -25,8 +25,9 @@ from acsdk.evaluation import (
 from acsdk.evaluation import downstream as ds
 from acsdk.evaluation.baselines import cutpaste_anomaly, perlin_anomaly, perlin_mask, perlin_noise
 from acsdk.evaluation.detector import Detector, focal_loss, image_scores, pool_kernel
-from acsdk.evaluation.report import VERDICT_TOLERANCE, comparison, verdict
-from acsdk.evaluation.sets import RealSplit, read_mask, read_pairs
+from acsdk.evaluation.metrics import GRID_METRICS, au_pro_grid, f1_max_grid, grid_metrics
+from acsdk.evaluation.report import TEST_SELECTION_NOTE, VERDICT_TOLERANCE, comparison, verdict
+from acsdk.evaluation.sets import Pairs, RealSplit, TrainingSet, read_mask, read_pairs
 
 TINY = DownstreamSettings(size=32, steps=30, batch_size=4, base_width=4, levels=3, eval_every=10, seed=0)
 
@@ -425,7 +426,7 @@ def test_bad_input_is_named_and_writes_nothing(real, tmp_path):
     truncated = _synthetic_like(real, tmp_path / "truncated")
     png = truncated / "plate" / "hole" / "image" / "0001.png"
     png.write_bytes(png.read_bytes()[:60])
-    refused(r"synthetic: expected readable image and mask files, got .*0001\.png", synthetic=truncated)
+    refused(r"synthetic: expected a readable image file, got .*0001\.png", synthetic=truncated)
     no_good = tmp_path / "no_good"
     shutil.copytree(real, no_good)
     shutil.rmtree(no_good / "plate" / "test" / "good")
@@ -517,3 +518,152 @@ def test_kill_9_and_resume_gives_the_same_metrics(real, tmp_path):
     whole = json.loads((tmp_path / "whole" / "report.json").read_text())["results"]
     resumed = json.loads((tmp_path / "killed" / "report.json").read_text())["results"]
     assert resumed == whole
+
+
+# -- --protocol anomalydiffusion (issue 28 item 11) ------------------------------------------------------------------
+
+
+def test_the_anomalydiffusion_preset_is_its_codes_settings():
+    ad = DownstreamSettings.preset("anomalydiffusion")
+    assert (ad.size, ad.base_width, ad.levels, ad.lr, ad.batch_size) == (256, 64, 6, 1e-4, 8)
+    assert ad.steps == 200 * 63 == 12600  # 200 epochs of 500 samples in batches of 8: 63 batches an epoch
+    assert ad.eval_every == 63  # one selection point per epoch
+    assert ad.protocol == "anomalydiffusion" and ad.selects_on_test and not ad.flips
+    ad.check()
+    assert DownstreamSettings.preset() == DownstreamSettings() and DownstreamSettings().protocol == "acsdk"
+    assert DownstreamSettings().flips and not DownstreamSettings().selects_on_test
+    assert DownstreamSettings.preset("anomalydiffusion", steps=10).steps == 10  # any field can be overridden
+    with pytest.raises(InputError, match="protocol"):
+        DownstreamSettings.preset("draem")
+    with pytest.raises(InputError, match="protocol"):
+        DownstreamSettings(protocol="draem").check()
+
+
+def test_batches_are_never_flipped_under_the_anomalydiffusion_protocol():
+    # One anomalous pair with a mask in the top-left corner only: any flip moves it.
+    mask = np.zeros((1, 8, 8), dtype=bool)
+    mask[0, :2, :3] = True
+    pairs = Pairs(np.zeros((1, 8, 8, 3), np.uint8), mask, ["a"], ["hole"])
+    normals = Pairs(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8), bool), ["n"], ["good"])
+
+    def anomalous_masks(settings):
+        out = [ds._batch(TrainingSet("x", pairs), normals, 4, np.random.default_rng([0, s]), settings.flips)[1][2:]
+               for s in range(20)]  # fmt: skip
+        return torch.cat(out).numpy()
+
+    assert (anomalous_masks(DownstreamSettings.preset("anomalydiffusion")) == mask).all()
+    assert not (anomalous_masks(DownstreamSettings()) == mask).all()  # acsdk's protocol flips
+
+
+def test_grid_metrics_on_hand_checkable_cases():
+    # F1: normal pixels 0 and 0.5, defect pixels 0.52 and 1. Exactly, the threshold 0.52 separates them (F1 1).
+    # The 21-step grid 0, 0.05, ..., 1 has no threshold in (0.5, 0.52]: at 0.50 precision 2/3, recall 1 (F1 0.8),
+    # at 0.55 precision 1, recall 1/2 (F1 2/3).
+    mask = np.array([[[0, 0], [1, 1]]], dtype=bool)
+    maps = np.array([[[0.0, 0.5], [0.52, 1.0]]])
+    assert binary_metrics(mask, maps)["f1_max"] == 1.0
+    assert f1_max_grid(mask, maps) == pytest.approx(0.8)
+    # AU-PRO: test_au_pro_of_a_hand_computed_case's image. 100 thresholds from 0 to 0.9 (step 0.0091) separate
+    # every distinct score, so the grid curve is the exact one (0.72222). With 3 thresholds (0, 0.45, 0.9) the curve
+    # is (0, 0), (0, 1/2) [0.9], (1/6, 1/2) [0.8 enters], (1, 1) [all]: up to FPR 0.3 the area is
+    # 1/6 * 1/2 + (0.3 - 1/6) * (1/2 + 0.58) / 2 (PRO at 0.3 interpolated: 1/2 + (0.3 - 1/6) / (5/6) / 2 = 0.58).
+    mask = np.array([[[1, 1, 0, 0], [0, 0, 0, 0]]], dtype=bool)
+    scores = np.array([[[0.9, 0.4, 0.8, 0.3], [0.2, 0.1, 0.05, 0.0]]])
+    assert au_pro_grid(mask, scores) == pytest.approx(au_pro(mask, scores)) == pytest.approx(0.72222, abs=1e-5)
+    assert au_pro_grid(mask, scores, steps=3) == pytest.approx((1 / 12 + (0.3 - 1 / 6) * 1.08 / 2) / 0.3)
+    # PRO per threshold is the mean over regions, whatever their size (test_au_pro_weights_every_region_equally)
+    two = np.zeros((1, 4, 4), dtype=bool)
+    two[0, 0, 0] = True
+    two[0, 3, 1:4] = True
+    s2 = np.where(two, 0.0, 0.5)
+    s2[0, 0, 0] = 1.0
+    assert au_pro_grid(two, s2) == pytest.approx(0.5)
+    assert set(grid_metrics(mask, scores)) == set(GRID_METRICS) == {"pixel_f1_max_grid21", "pixel_au_pro_100"}
+    with pytest.raises(InputError, match="steps"):
+        au_pro_grid(mask, scores, steps=1)
+
+
+def test_grid_metrics_are_close_to_the_exact_ones_on_smooth_maps():
+    # Blobs in noise, as a detector's maps look: the 100-threshold AU-PRO is within 0.005 of the exact value here
+    # (0.9820 vs 0.9819), and the grid F1-max, the exact curve sampled at 21 thresholds, is never above the exact one.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.ogrid[:64, :64]
+    masks = np.zeros((6, 64, 64), dtype=bool)
+    for i in range(6):
+        for _ in range(3):
+            y, x, r = rng.integers(5, 59), rng.integers(5, 59), rng.integers(2, 6)
+            masks[i] |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+    maps = ndimage.gaussian_filter(masks.astype(float), (0, 2, 2)) + 0.3 * rng.random(masks.shape)
+    assert abs(au_pro_grid(masks, maps) - au_pro(masks, maps)) < 0.005
+    exact, grid = binary_metrics(masks, maps)["f1_max"], f1_max_grid(masks, maps)
+    assert grid <= exact and exact - grid < 0.05
+
+
+def test_cli_protocol_anomalydiffusion_end_to_end(real, tmp_path, capsys, monkeypatch):
+    flips = []
+    real_batch = ds._batch
+    monkeypatch.setattr(ds, "_batch", lambda *a: flips.append(a[4]) or real_batch(*a))
+    out = tmp_path / "ad"
+    args = ["evaluate", "downstream", "--real", str(real), "--category", "plate", "--out", str(out)]
+    args += ["--baseline", "cutpaste", "--protocol", "anomalydiffusion", "--quiet"]
+    # the preset's U-Net (64 x 6) and 12,600 steps, overridden to stay quick: explicit flags beat the preset
+    small = ["--size", "32", "--steps", "10", "--width", "4", "--levels", "3", "--eval-every", "5"]
+    assert cli([*args, *small]) == 0
+    printed = capsys.readouterr().out
+    assert "grid F1-max" in printed and "on test" in printed and TEST_SELECTION_NOTE in printed
+    assert flips and not any(flips)  # every batch drawn without flips
+    settings = json.loads((out / ds.SETTINGS_FILE).read_text())["settings"]
+    assert settings["protocol"] == "anomalydiffusion"
+    assert (settings["steps"], settings["base_width"], settings["size"]) == (10, 4, 32)  # the flags
+    assert (settings["lr"], settings["batch_size"]) == (1e-4, 8)  # the preset
+    report = json.loads((out / "report.json").read_text())
+    assert (
+        report["selection"]
+        == TEST_SELECTION_NOTE
+        == "selected on the test set, as AnomalyDiffusion's code does; optimistic"
+    )
+    r = report["results"]["cutpaste"]
+    assert r["selected_on"] == "test" and r["selection"] == TEST_SELECTION_NOTE
+    assert r["selected_step"] == r["best_on_test"]["step"] and r["validation_pairs"] == 0
+    for part in r["test"].values():
+        assert set(GRID_METRICS) <= set(part) and all(0 <= part[k] <= 1 for k in GRID_METRICS)
+    history = json.loads((out / "cutpaste" / ds.METRICS_FILE).read_text())["history"]
+    assert [p["step"] for p in history] == [5, 10] and not any("validation" in p for p in history)
+    md = (out / "report.md").read_text()
+    assert TEST_SELECTION_NOTE in md and "pixel_f1_max_grid21" in md and "pixel_au_pro_100" in md
+    assert "anomalydiffusion" in md and "never on the test set" not in md
+
+    # resume across protocols is refused, both ways, naming the difference; the run is left as it was
+    before = (out / ds.SETTINGS_FILE).read_text()
+    same_but_acsdk = DownstreamSettings(**{**settings, "protocol": "acsdk"})
+    with pytest.raises(InputError, match=r"different settings\.protocol$"):
+        evaluate_downstream(
+            real, "plate", out, baselines=("cutpaste",), settings=same_but_acsdk, resume=True, progress=False
+        )
+    assert cli([*args[:-3], "--protocol", "acsdk", "--quiet", "--resume", *small]) == 2
+    assert "settings.protocol" in capsys.readouterr().err
+    assert (out / ds.SETTINGS_FILE).read_text() == before
+
+
+def test_the_default_protocol_reports_no_grid_metrics_and_selects_on_validation(real, tmp_path):
+    report = evaluate_downstream(real, "plate", tmp_path / "o", baselines=("cutpaste",), settings=TINY, progress=False)
+    r = report["results"]["cutpaste"]
+    assert r["selected_on"] == "validation" and report["selection"].startswith("selected on a validation split")
+    assert set(r["test"]["all"]) == set(ds.METRICS)
+    assert "AnomalyDiffusion's code does" not in (tmp_path / "o" / "report.md").read_text()
+    # a run recorded before protocols had names (no settings.protocol) ran acsdk's, and resumes under it
+    file = tmp_path / "o" / ds.SETTINGS_FILE
+    record = json.loads(file.read_text())
+    del record["settings"]["protocol"]
+    file.write_text(json.dumps(record))
+    again = evaluate_downstream(
+        real, "plate", tmp_path / "o", baselines=("cutpaste",), settings=TINY, resume=True, progress=False
+    )
+    assert again["results"] == report["results"]
+    with pytest.raises(InputError, match=r"different settings\.protocol"):
+        evaluate_downstream(
+            real, "plate", tmp_path / "o", baselines=("cutpaste",), resume=True, progress=False,
+            settings=dataclasses.replace(TINY, protocol="anomalydiffusion"),
+        )  # fmt: skip

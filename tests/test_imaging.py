@@ -107,3 +107,28 @@ def test_compose_keeps_original_values_where_blend_is_zero_at_any_depth():
         keep = (blend == 0).numpy()
         assert np.array_equal(out.reshape(orig.shape)[keep], orig[keep])
         assert not np.array_equal(out.reshape(orig.shape)[~keep], orig[~keep])
+
+
+def test_one_mask_reader_counts_every_usual_encoding_alike(tmp_path):
+    """inference, generate and evaluation read masks through `imaging.read_mask`: 0/255, 0/1 label maps, 16-bit,
+    float and colour masks give the same pixels (a 0/1 mask used to read as empty, its image as good)."""
+    from acsdk.inference.imaging import load_mask, read_mask, read_rgb8
+
+    want = np.zeros((12, 10), bool)
+    want[3:5, 2:9] = True
+    encodings = {
+        "u8_255.png": Image.fromarray(want.astype(np.uint8) * 255),
+        "u8_01.png": Image.fromarray(want.astype(np.uint8)),
+        "u16.png": Image.fromarray(want.astype(np.uint16) * 65535),
+        "rgb.png": Image.fromarray(np.dstack([want.astype(np.uint8) * 200, np.zeros((12, 10, 2), np.uint8)])),
+    }
+    for name, im in encodings.items():
+        im.save(tmp_path / name)
+        assert np.array_equal(read_mask(tmp_path / name), want), name
+    assert np.array_equal(read_mask(want.astype(np.float32)), want)
+    assert torch.equal(load_mask(tmp_path / "u8_01.png"), torch.from_numpy(want).float())
+    grey16 = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 500).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    rgb = read_rgb8(tmp_path / "grey16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (12, 10, 3)
+    assert np.array_equal(rgb[:, :, 0], np.round(grey16 / 65535 * 255).astype(np.uint8)), "scaled by depth"

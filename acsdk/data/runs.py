@@ -21,6 +21,7 @@ from runtime.files import atomic_path, atomic_write, is_temporary
 from runtime.manifest import MANIFEST_NAME, manifest_sha256
 
 from ..errors import EngineDirError, InputError, check_int, check_real
+from ..inference.imaging import read_mask, read_rgb8
 from ..inference.settings import FIELDS as SAMPLING_FIELDS
 from ..inference.settings import SamplingSettings
 from .contact_sheet import contact_sheet
@@ -147,16 +148,6 @@ def synthesizer_device(synthesizer) -> str:
 
 def _index_rng(seed: int, defect: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(defect.encode()), index])
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _load_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) > 127
 
 
 def _name(index: int) -> str:
@@ -441,14 +432,14 @@ class ItemPlanner:
     def __init__(self, cat: MVTecCategory, defect: str, settings: GenerateSettings, prompts: PromptSource):
         self.cat, self.defect, self.settings, self.prompts = cat, defect, settings, prompts
         self.refs = cat.references(defect)
-        self.ref_masks = [_load_mask(r.mask) for r in self.refs]
+        self.ref_masks = [read_mask(r.mask) for r in self.refs]
 
     def item(self, index: int) -> Item:
         s, cat = self.settings, self.cat
         rng = _index_rng(s.seed, self.defect, index)
         normal_path = cat.normals[int(rng.integers(len(cat.normals)))]
         ref = self.refs[int(rng.integers(len(self.refs)))]
-        normal = _load_rgb(normal_path)
+        normal = read_rgb8(normal_path)
         fg = estimate_foreground(normal) if s.foreground else None
         target = sample_target_mask(self.ref_masks, normal.shape[:2], rng, fg, s.max_mask_fraction)
         seed = int(rng.integers(2**31 - 1))

@@ -25,6 +25,7 @@ from runtime.files import sha256_file
 
 from ..data.mvtec import load_category
 from ..errors import InputError
+from ..inference.imaging import read_rgb8
 from ..version import __version__
 from . import inception as _inception
 from . import lpips as _lpips
@@ -75,19 +76,13 @@ def _file_record(path: Path) -> dict:
 
 
 def _inception_probs(net: _inception.InceptionV3, paths: list[Path], device: str, progress: bool) -> np.ndarray:
-    from PIL import Image
-
     probs = []
     batch = 8
     with torch.inference_mode():
         for start in tqdm(range(0, len(paths), batch), desc="Inception", unit="batch", disable=not progress):
             xs = []
             for p in paths[start : start + batch]:
-                try:
-                    with Image.open(p) as im:
-                        a = np.asarray(im.convert("RGB"), dtype=np.float32)  # 0..255, as torch-fidelity feeds it
-                except Exception as exc:  # PIL raises many types on corrupt files
-                    raise InputError("synthetic", "readable generated images", f"'{p}': {exc}") from exc
+                a = read_rgb8(p, "synthetic").astype(np.float32)  # 0..255, as torch-fidelity feeds it
                 x = torch.from_numpy(a).permute(2, 0, 1)[None]
                 size = _inception.INPUT_SIZE
                 xs.append(_inception.resize_like_tf1(x, size, size))  # images of any sizes batch together

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..inference.imaging import read_rgb8
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +229,7 @@ def load_lpips(
 
 def load_image(path: str | os.PathLike, size: int = IMAGE_SIZE, argument: str = "image") -> torch.Tensor:
     """3 x size x size in [-1, 1]: RGB, resized bilinearly (PIL, as torchvision's Resize does on PIL images)."""
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
-    except Exception as exc:  # PIL raises many types on corrupt files
-        raise InputError(argument, "a readable image", f"'{path}': {type(exc).__name__}: {exc}") from exc
+    rgb = Image.fromarray(read_rgb8(path, argument)).resize((size, size), Image.BILINEAR)  # the one reader
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 

@@ -24,7 +24,8 @@ from runtime.files import confined
 
 from ..data.mvtec import MVTecCategory, image_files
 from ..errors import InputError
-from ..inference.imaging import resize_mask
+from ..inference.imaging import read_mask as read_mask_file
+from ..inference.imaging import read_rgb8, resize_mask
 from .baselines import cutpaste_anomaly, perlin_anomaly
 
 log = logging.getLogger(__name__)
@@ -35,37 +36,19 @@ SYNTHETIC_LAYOUT = (
 )
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """size x size x 3 uint8 (grey and 16-bit images become 8-bit RGB)."""
-    with Image.open(path) as im:
-        if im.mode in ("I", "I;16", "I;16B", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            im = Image.fromarray((255 * (a - a.min()) / max(a.max() - a.min(), 1e-12)).astype(np.uint8))
-        return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+def read_image(path: Path, size: int, argument: str = "image") -> np.ndarray:
+    """size x size x 3 uint8: the project's one 8-bit RGB reader (`imaging.read_rgb8`), resized bilinearly."""
+    rgb = read_rgb8(path, argument)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def mask_pixels(path: Path) -> np.ndarray:
-    """A mask file at its own size as H x W bool: a pixel is defect when its value is above half the mask's largest
-    value, so masks stored 0/255, 0/1 or 16-bit 0/65535 read alike (colour masks by their brightest channel)."""
-    with Image.open(path) as m:
-        if m.mode in ("1", "L", "I", "F") or m.mode.startswith("I;16"):
-            a = np.asarray(m)
-        elif m.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-            a = np.asarray(m.convert("RGB")).max(axis=2)
-        else:  # P, LA, ...
-            a = np.asarray(m.convert("L"))
-    a = a.astype(np.float64)
-    top = a.max(initial=0.0)
-    return a > top / 2 if top > 0 else np.zeros(a.shape, dtype=bool)
-
-
-def read_mask(path: Path, size: int, image: Path) -> np.ndarray:
-    """size x size bool (`mask_pixels`, then the project's one mask resize, which never loses a defect); a mask
+def read_mask(path: Path, size: int, image: Path, argument: str = "mask") -> np.ndarray:
+    """size x size bool (the project's one mask reader and its one mask resize, which never loses a defect); a mask
     whose shape differs from its image's is refused (they do not pair)."""
     with Image.open(path) as m, Image.open(image) as im:
         if m.size != im.size:
             raise InputError("mask", f"a mask the size of its image {image} {im.size}", f"{path} of {m.size}")
-    return resize_mask(torch.from_numpy(mask_pixels(path)), size, size).numpy()  # inference's max-pool rule
+    return resize_mask(torch.from_numpy(read_mask_file(path, argument)), size, size).numpy()  # one max-pool rule
 
 
 @dataclass
@@ -100,9 +83,9 @@ def read_pairs(items: list[tuple[Path, Path | None, str]], size: int, argument: 
     masks = np.zeros((len(items), size, size), dtype=bool)
     for i, (image, mask, defect) in enumerate(items):
         try:
-            images[i] = read_image(image, size)
+            images[i] = read_image(image, size, argument)
             if mask is not None:
-                masks[i] = read_mask(mask, size, image)
+                masks[i] = read_mask(mask, size, image, argument)
         except (OSError, ValueError, SyntaxError) as exc:  # PIL: truncated or not an image (InputError is a ValueError)
             if isinstance(exc, InputError):
                 raise

@@ -209,10 +209,17 @@ def load_image(value: ImageLike, argument: str = "image") -> torch.Tensor:
 
 
 def load_mask(value: ImageLike, argument: str = "mask") -> torch.Tensor:
-    """Return a binary mask float [H, W] in {0, 1}; values above one half count as defect."""
+    """Return a binary mask float [H, W] in {0, 1} by `read_mask`'s rule."""
+    return torch.from_numpy(read_mask(value, argument)).float()
+
+
+def read_mask(value: ImageLike, argument: str = "mask") -> np.ndarray:
+    """The one mask reader (inference, generate, evaluation): bool [H, W]. A pixel is defect when its value is above
+    half its type's range (0/255, 0/65535, floats in [0, 1]); an integer mask holding only 0 and 1 (a label map
+    saved without scaling) counts its 1s. Colour masks count their brightest channel; alpha is ignored."""
     src = _open(value, argument)
     if isinstance(src, Image.Image):
-        keep = src.mode in ("L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+        keep = src.mode in ("L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F", "RGB", "RGBA")
         src = np.asarray(src if keep else src.convert("L"))
         src = src.astype(np.uint16) if src.dtype.byteorder == ">" else src
     arr = src
@@ -222,8 +229,17 @@ def load_mask(value: ImageLike, argument: str = "mask") -> torch.Tensor:
         arr = arr[:, :, :3].max(axis=2)
     if arr.ndim != 2:
         raise InputError(argument, "a single-channel mask (HxW or HxWx1)", _describe(src))
+    if arr.dtype.kind in "iu" and arr.size and arr.max() == 1 and arr.min() >= 0:
+        return arr == 1  # 0/1 label map
     values, scale = _scaled(arr, argument, None)
-    return torch.from_numpy(values.astype(np.float32) / np.float32(scale) > 0.5).float()
+    return values.astype(np.float32) / np.float32(scale) > 0.5
+
+
+def read_rgb8(value: ImageLike, argument: str = "image") -> np.ndarray:
+    """The one 8-bit RGB reader (generate's contact sheets, evaluation, LPIPS, Inception): uint8 [H, W, 3], deeper
+    images scaled by their depth as `load_picture` reads them, grey replicated, alpha dropped."""
+    rgb = load_picture(value, argument).rgb()
+    return (rgb.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
 
 def check_pair(size: tuple[int, int], mask: torch.Tensor, image_arg: str, mask_arg: str) -> None:
