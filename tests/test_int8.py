@@ -189,7 +189,7 @@ def test_a_sabotaged_int8_unet_fails_the_gate_and_nothing_is_written(tiny_ckpt, 
     small = int8_mod.Int8Settings(int8_mod.Scenes(1, 6), int8_mod.Scenes(1, 6, seed=1))
     monkeypatch.setattr(int8_mod, "Int8Settings", lambda: small)  # one short scene each: enough to fail
 
-    assert main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "--int8", "-q"]) == 1
+    assert main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "--int8", "--no-verify", "-q"]) == 1
     err = capsys.readouterr().err
     assert "misses the quality gate" in err and "PSNR" in err and "held-out" in err and "nothing was written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "no engine dir, no temporary directory"
