@@ -25,7 +25,8 @@ Bank read_bank(const std::string& dir, const std::string& engine_manifest_sha256
   }
   if (bank.info.value("schema", "") != kBankSchema)
     throw InputError("bank", std::string("schema ") + kBankSchema, bank.info.value("schema", nlohmann::json()).dump());
-  if (sha256_file(tensors_file, "bank") != bank.info.value("tensors_sha256", ""))
+  const std::string bytes = read_file(tensors_file, "bank");  // read once: the bytes hashed are the bytes parsed
+  if (sha256_hex(bytes) != bank.info.value("tensors_sha256", ""))
     throw IntegrityError("bank", "bank '" + dir + "': bank.safetensors differs from the sha256 recorded in bank.json");
   const auto recorded = bank.info.value("engine_manifest_sha256", nlohmann::json());
   if (recorded != engine_manifest_sha256)
@@ -34,7 +35,7 @@ Bank read_bank(const std::string& dir, const std::string& engine_manifest_sha256
                          "...)",
                      "one prepared for " + (recorded.is_string() ? recorded.get<std::string>().substr(0, 16) + "..."
                                                                  : recorded.dump()));
-  auto tensors = read_safetensors(tensors_file, "bank");
+  auto tensors = parse_safetensors(bytes, tensors_file, "bank");
   for (const char* name : {"text_embeds", "semantic_tokens"}) {
     auto it = tensors.find(name);
     if (it == tensors.end() || it->second.shape.size() != 3 || it->second.shape[0] != 2)

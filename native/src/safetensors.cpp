@@ -25,7 +25,11 @@ void convert(const char* src, size_t n, float* dst) {
 }  // namespace
 
 std::map<std::string, Tensor> read_safetensors(const std::string& path, const std::string& argument) {
-  const std::string bytes = read_file(path, argument);
+  return parse_safetensors(read_file(path, argument), path, argument);
+}
+
+std::map<std::string, Tensor> parse_safetensors(const std::string& bytes, const std::string& path,
+                                                const std::string& argument) {
   auto bad = [&](const std::string& why) {
     return InputError(argument, "a readable safetensors file", "'" + path + "' (" + why + ")");
   };
@@ -49,9 +53,17 @@ std::map<std::string, Tensor> read_safetensors(const std::string& path, const st
       t.shape = info.at("shape").get<std::vector<int64_t>>();
       const auto offsets = info.at("data_offsets").get<std::vector<uint64_t>>();
       const std::string dtype = info.at("dtype").get<std::string>();
-      const size_t n = Tensor::count(t.shape);
       const size_t item = dtype == "F32" || dtype == "I32" ? 4 : dtype == "F64" || dtype == "I64" ? 8 : 0;
       if (item == 0) throw bad("tensor '" + name + "' has dtype " + dtype + "; F32, F64, I32 or I64 are read");
+      // The element count, every dimension checked: a negative one, or a product past what the file can hold
+      // (which is also where size_t would overflow), is malformed, never a wrapped-around small number.
+      size_t n = 1;
+      for (const int64_t d : t.shape) {
+        if (d < 0) throw bad("tensor '" + name + "' has a negative dimension");
+        if (d != 0 && n > data_len / item / static_cast<size_t>(d))
+          throw bad("tensor '" + name + "' has a shape larger than the file's data");
+        n *= static_cast<size_t>(d);
+      }
       if (offsets.size() != 2 || offsets[1] > data_len || offsets[1] < offsets[0] || offsets[1] - offsets[0] != n * item)
         throw bad("tensor '" + name + "' has data offsets that do not match its shape");
       t.data.resize(n);

@@ -110,6 +110,15 @@ std::vector<std::string> Synthesizer::describe() const {
   return out;
 }
 
+// An engine's output is read only after its shape matched what the manifest's geometry implies: an engine dir
+// nobody vouched for (a swapped model, a hand-edited manifest) must be an error, never a read past a buffer.
+void Synthesizer::expect_shape(const std::string& component, const std::string& output, const Tensor& t,
+                               const std::vector<int64_t>& want) const {
+  if (t.shape != want || t.data.size() != Tensor::count(want))
+    throw EngineDirError(component + ": output '" + output + "' has shape " + shape_str(t.shape) + ", the manifest's " +
+                         "geometry implies " + shape_str(want) + "; rebuild the engine dir");
+}
+
 std::map<std::string, Tensor> Synthesizer::guarded(const std::string& name, const Feeds& feeds, Result& result) {
   auto outs = engines_.at(name)->run(feeds);
   auto fallback = engines_.find(name + "_fp32");
@@ -138,6 +147,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
       pair.data[(3 + c) * H * W + i] = mask.data[i] < 0.5f ? x : 0.0f;
     }
   const Tensor moments = guarded("vae_encoder", {{"image", &pair}}, result).at("latent_moments");
+  expect_shape("vae_encoder", "latent_moments", moments, {2, 2 * C, h, w});  // mean and log-variance per image
   const float sf = static_cast<float>(g.scaling_factor);
   const Tensor image_latent = sample_latent(moments.ptr(), C, hw, gen, sf);
   const Tensor masked_latent = sample_latent(moments.ptr() + 2 * C * hw, C, hw, gen, sf);
@@ -177,6 +187,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
     for (int64_t r = 0; r < rows; ++r) std::copy_n(latents.ptr(), C * hw, unet_in.ptr() + r * (2 * C + 1) * hw);
     std::fill(tstep.data.begin(), tstep.data.end(), static_cast<float>(t));
     const Tensor pred = engines_.at("unet")->run(feeds).at("noise_pred");
+    expect_shape("unet", "noise_pred", pred, {rows, C, h, w});
     if (cfg) {
       for (int64_t i = 0; i < C * hw; ++i) {
         const float u = pred.data[i], c = pred.data[C * hw + i];
@@ -192,6 +203,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
   Tensor scaled = latents;
   for (auto& v : scaled.data) v /= sf;
   Tensor decoded = guarded("vae_decoder", {{"latents", &scaled}}, result).at("image");
+  expect_shape("vae_decoder", "image", decoded, {1, 3, H, W});
   decoded.shape = {3, H, W};
   for (auto& v : decoded.data) v = std::min(std::max((v + 1.0f) / 2.0f, 0.0f), 1.0f);
   result.timings["vae_decode"] += since(t0);
@@ -199,13 +211,15 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
 }
 
 void Synthesizer::check_bank(const Bank& bank) {
-  try {
-    for (const auto& spec : dir_.manifest()["components"]["unet"]["inputs"]) {  // a bank of another model cannot fit
-      const Tensor* t = spec["name"] == "text_embeds" ? &bank.text_embeds
-                        : spec["name"] == "semantic_tokens" ? &bank.semantic_tokens : nullptr;
-      if (t && (t->dim(1) != spec["shape"][1].get<int64_t>() || t->dim(2) != spec["shape"][2].get<int64_t>()))
-        throw InputError("bank", spec["name"].get<std::string>() + " of shape [2, " + spec["shape"][1].dump() + ", " +
-                                     spec["shape"][2].dump() + "]",
+  try {  // .at() throughout: a manifest is a file nobody vouched for, a missing key must throw, never read past
+    for (const auto& spec : dir_.manifest().at("components").at("unet").at("inputs")) {
+      const std::string name = spec.at("name").get<std::string>();
+      const Tensor* t = name == "text_embeds" ? &bank.text_embeds : name == "semantic_tokens" ? &bank.semantic_tokens
+                                                                                                : nullptr;
+      if (!t) continue;
+      const int64_t rows = spec.at("shape").at(1).get<int64_t>(), width = spec.at("shape").at(2).get<int64_t>();
+      if (t->shape.size() != 3 || t->dim(1) != rows || t->dim(2) != width)  // a bank of another model cannot fit
+        throw InputError("bank", name + " of shape [2, " + std::to_string(rows) + ", " + std::to_string(width) + "]",
                          shape_str(t->shape));
     }
   } catch (const nlohmann::json::exception& e) {

@@ -52,6 +52,8 @@ class Synthesizer {
   Tensor sample(const Tensor& image, const Tensor& mask, const Bank& bank, const Settings& s, uint64_t seed,
                 Result& result);
   std::map<std::string, Tensor> guarded(const std::string& name, const Feeds& feeds, Result& result);
+  void expect_shape(const std::string& component, const std::string& output, const Tensor& t,
+                    const std::vector<int64_t>& want) const;
 
   EngineDir dir_;
   Geometry geometry_;

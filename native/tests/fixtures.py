@@ -67,6 +67,13 @@ BAD = {
     "bit_depth_above_storage": ({"bit-depth": "12"}, E + r"bit-depth: expected an integer in \[1, 8\]"),
     "out_is_the_image": ({"out": "inputs/rgb64.png"}, E + r"out: expected a path other than --image"),
     "unknown_flag": ({"colour": "red"}, E + r"arguments: expected a flag"),
+    # Files nobody vouched for (issue 23): typed errors, never a read past a buffer (and clean under ASan/UBSan).
+    "bank_negative_dimension": ({"bank": "banks/bad_negative_dim"}, E + r"bank: .*has a negative dimension"),
+    "bank_shape_overflow": ({"bank": "banks/bad_huge_shape"}, E + r"bank: .*shape larger than the file's data"),
+    "bank_rank_2_tokens": ({"bank": "banks/bad_rank2"}, E + r"bank: expected bank.safetensors with semantic_tokens"),
+    "manifest_without_unet_inputs": ({"engines": "engines/bad_manifest", "bank": "banks/bad_manifest_plain"},
+                                     E + r"engines: .*unet.*malformed"),
+    "png_truncated": ({"image": "inputs/truncated.png"}, E + r"image: expected a readable PNG image"),
 }  # fmt: skip
 
 BAD_BASE = {"engines": "engines/tiny", "bank": "banks/tiny_plain", "image": "inputs/rgb64.png",
@@ -200,6 +207,7 @@ def make(root: Path) -> None:
                    "reference_mask": dataset / "ground_truth" / defect / f"{image.stem}_mask.png"}  # fmt: skip
         synths[model].prepare(prompt, **ref).save(root / "banks" / bank, overwrite=True)
         (root / "banks" / f"{bank}.json").write_text(json.dumps({k: str(v) for k, v in ref.items()}))
+    _malformed(root, engines["tiny"])
     cases = {}
     for name, (model, bank, inputs, settings) in PARITY.items():
         _, prompt, _ = PROMPTS[bank]
@@ -235,6 +243,52 @@ def _other_cpu(src: Path, dest: Path) -> None:
         if art["precision"] == "int8":
             art["build_cpu"] = {**art.get("build_cpu", {}), "machine": other}
     write_manifest(dest, manifest)
+
+
+def _malformed(root: Path, tiny: Path) -> None:
+    """Banks and an engine dir whose contents are malformed but whose recorded sha256 match (so the parsers, not
+    the hashes, are what refuses them), and a truncated PNG."""
+    import hashlib
+    import struct
+
+    from runtime.manifest import write_manifest
+
+    def bank(name: str, tensors: dict[str, tuple[list[int], bytes]]) -> None:
+        header = {k: {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]} for k, (shape, _) in tensors.items()}
+        offset, body = 0, b""
+        for k, (_, data) in tensors.items():
+            header[k]["data_offsets"] = [offset, offset + len(data)]
+            offset, body = offset + len(data), body + data
+        head = json.dumps(header).encode()
+        blob = struct.pack("<Q", len(head)) + head + body
+        dest = root / "banks" / name
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(root / "banks" / "tiny_plain", dest)
+        (dest / "bank.safetensors").write_bytes(blob)
+        info = json.loads((dest / "bank.json").read_text())
+        info["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+        (dest / "bank.json").write_text(json.dumps(info))
+
+    real = json.loads((root / "banks" / "tiny_plain" / "bank.json").read_text())
+    ok = ([2, 1, 4], bytes(32))
+    bank("bad_negative_dim", {"text_embeds": ok, "semantic_tokens": ([2, -1, 4], bytes(32))})
+    bank("bad_huge_shape", {"text_embeds": ok, "semantic_tokens": ([2**40, 2**40, 2**20], bytes(32))})
+    bank("bad_rank2", {"text_embeds": ok, "semantic_tokens": ([2, 4], bytes(32))})
+    assert real.get("tensors_sha256")  # the banks above mimic acsdk prepare's bank.json
+    bad = root / "engines" / "bad_manifest"
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(tiny, bad, ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    del manifest["components"]["unet"]["inputs"]
+    write_manifest(bad, manifest)
+    plain = root / "banks" / "bad_manifest_plain"  # a sound bank for that dir: the manifest is what is refused
+    shutil.rmtree(plain, ignore_errors=True)
+    shutil.copytree(root / "banks" / "tiny_plain", plain)
+    info = json.loads((plain / "bank.json").read_text())
+    info["engine_manifest_sha256"] = hashlib.sha256((bad / "manifest.json").read_bytes()).hexdigest()
+    (plain / "bank.json").write_text(json.dumps(info))
+    png = (root / "inputs" / "rgb64.png").read_bytes()
+    (root / "inputs" / "truncated.png").write_bytes(png[: len(png) // 2])
 
 
 def parity(root: Path, name: str, binary: str) -> int:
