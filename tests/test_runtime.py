@@ -221,11 +221,14 @@ def test_onnxruntime_cuda_io_binding_matches_cpu(engine_dir, scene, ort_synth):
     assert diff.max() <= 2
 
 
-def test_auto_falls_back_down_its_list_and_says_so(engine_dir, monkeypatch, scene):
+def test_auto_falls_back_down_its_list_and_says_so(engine_dir, monkeypatch, scene, tmp_path):
     """An engine `auto` cannot open (here: OpenVINO refusing) makes it take the next backend, and info() and the
     log say which and why; an explicitly requested backend raises instead."""
     pytest.importorskip("openvino")
     import runtime.openvino_engine as ov_mod
+
+    # A fresh measurement cache: a cached choice that already puts ONNX Runtime first would never try OpenVINO.
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
 
     def refuse(self, name, *args, **kwargs):
         raise BackendUnavailableError(f"{name}: simulated: no such device")
