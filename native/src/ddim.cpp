@@ -65,29 +65,39 @@ DDIM::DDIM(const nlohmann::json& c) {
     throw refuse("beta_schedule '" + schedule + "'");
   }
   alphas_cumprod_.resize(betas.size());
-  float acc = 1.0f;  // cumprod in float32, as torch.cumprod over a float32 tensor
-  for (size_t i = 0; i < betas.size(); ++i) alphas_cumprod_[i] = acc = acc * (1.0f - betas[i]);
+  double acc = 1.0;  // torch.cumprod over float32 accumulates in double on the CPU, storing each product as float
+  for (size_t i = 0; i < betas.size(); ++i) {
+    acc *= static_cast<double>(1.0f - betas[i]);
+    alphas_cumprod_[i] = static_cast<float>(acc);
+  }
   final_alpha_cumprod_ = get<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
 }
 
+// diffusers' DDIMScheduler.set_timesteps, with numpy's arithmetic reproduced (np.round and nearbyint both round half
+// to even; np.arange over floats is start + i * (second - first) and has ceil(span / step) elements, which can be
+// one more than `steps` for trailing spacing, e.g. 62 for 61), then the pipeline's slice from index steps - init.
 std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
   if (steps < 1 || steps > train_steps_)
     throw InputError("steps", "an integer in [1, " + std::to_string(train_steps_) + "]", std::to_string(steps));
-  std::vector<int64_t> all(steps);
+  std::vector<int64_t> all;
   if (spacing_ == "leading") {
     const int64_t ratio = train_steps_ / steps;
-    for (int64_t i = 0; i < steps; ++i) all[i] = (steps - 1 - i) * ratio + steps_offset_;
-  } else if (spacing_ == "trailing") {
-    const double ratio = static_cast<double>(train_steps_) / steps;
-    for (int64_t i = 0; i < steps; ++i) all[i] = std::llround(train_steps_ - i * ratio) - 1;
-  } else {  // linspace: np.linspace(0, T - 1, steps).round()[::-1] (round half to even, as numpy)
-    for (int64_t i = 0; i < steps; ++i) {
-      const double v = steps > 1 ? (train_steps_ - 1) * static_cast<double>(steps - 1 - i) / (steps - 1) : 0.0;
-      all[i] = static_cast<int64_t>(std::nearbyint(v));
+    for (int64_t i = steps - 1; i >= 0; --i) all.push_back(i * ratio + steps_offset_);
+  } else if (spacing_ == "trailing") {  // np.round(np.arange(T, 0, -T / steps)) - 1
+    const double start = static_cast<double>(train_steps_), step = -start / static_cast<double>(steps);
+    const double delta = (start + step) - start;
+    const auto n = static_cast<int64_t>(std::ceil((0.0 - start) / step));
+    for (int64_t i = 0; i < n; ++i) all.push_back(static_cast<int64_t>(std::nearbyint(start + i * delta)) - 1);
+  } else {  // np.linspace(0, T - 1, steps).round()[::-1]: i * ((T - 1) / (steps - 1)), the last exactly T - 1
+    const double stop = static_cast<double>(train_steps_ - 1);
+    const double step = steps > 1 ? stop / static_cast<double>(steps - 1) : 0.0;
+    for (int64_t i = steps - 1; i >= 0; --i) {
+      const double v = i == steps - 1 && steps > 1 ? stop : static_cast<double>(i) * step;
+      all.push_back(static_cast<int64_t>(std::nearbyint(v)));
     }
   }
   const int64_t init = std::min<int64_t>(static_cast<int64_t>(steps * strength), steps);
-  return std::vector<int64_t>(all.end() - init, all.end());
+  return std::vector<int64_t>(all.begin() + (steps - init), all.end());
 }
 
 void DDIM::add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const {

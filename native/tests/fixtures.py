@@ -150,6 +150,13 @@ def _golden(root: Path) -> None:
             s.set_timesteps(steps)
             init = min(int(steps * strength), steps)
             tensors[f"ddim/{k}/timesteps_{steps}_{int(strength * 100)}"] = s.timesteps[steps - init :].double()
+        sweep = []  # every step count 1..200 at strengths 1 and 0.7, as the Python runtime slices them
+        for steps in range(1, 201):
+            s.set_timesteps(steps)
+            for strength in (1.0, 0.7):
+                init = min(int(steps * strength), steps)
+                sweep += [float(len(s.timesteps) - (steps - init)), *s.timesteps[steps - init :].double().tolist()]
+        tensors[f"ddim/{k}/sweep"] = torch.tensor(sweep, dtype=torch.float64)
         s.set_timesteps(10)
         x0, noise, out = (torch.randn(1, 4, 8, 8, generator=g) for _ in range(3))
         t = int(s.timesteps[3])
