@@ -31,14 +31,19 @@ namespace {
 // A float in [0, 1) from 24 random bits, as torch's uniform_real_distribution<float>.
 float uniform(TorchGenerator& g) { return static_cast<float>(g.next_u32() & ((1u << 24) - 1)) / float(1u << 24); }
 
-// Box-Muller on 16 uniforms in place: pairs (j, j + 8).
+// Box-Muller on 16 uniforms in place: pairs (j, j + 8). torch takes its AVX2 kernel on x86 (the angle as float
+// 2*pi times u2) and its scalar kernel elsewhere, aarch64/Jetson included (the angle computed in double from
+// 2.0f * pi<double> * u2, then stored as float): each build follows the kernel torch runs on that architecture.
 void box_muller16(float* d) {
-  constexpr float two_pi = 6.283185307179586f;
   for (int j = 0; j < 8; ++j) {
     const float u1 = 1.0f - d[j];
     const float u2 = d[j + 8];
     const float radius = std::sqrt(-2.0f * std::log(u1));
-    const float theta = two_pi * u2;
+#if defined(__x86_64__) || defined(_M_X64)
+    const float theta = 6.283185307179586f * u2;
+#else
+    const float theta = static_cast<float>(2.0 * 3.141592653589793 * static_cast<double>(u2));
+#endif
     d[j] = radius * std::cos(theta);
     d[j + 8] = radius * std::sin(theta);
   }
