@@ -27,9 +27,6 @@ def require_sklearn():
     return metrics
 
 
-_sklearn = require_sklearn
-
-
 def _check(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     labels, scores = np.asarray(labels).ravel().astype(bool), np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
@@ -47,7 +44,7 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def _f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
-    precision, recall, _ = _sklearn().precision_recall_curve(labels, scores)
+    precision, recall, _ = require_sklearn().precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(f1.max())
 
@@ -55,7 +52,7 @@ def _f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
 def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """AUROC, AP and F1-max of one set of scores against binary labels."""
     labels, scores = _check(labels, scores, "scores")
-    m = _sklearn()
+    m = require_sklearn()
     return {
         "auroc": float(m.roc_auc_score(labels, scores)),
         "ap": float(m.average_precision_score(labels, scores)),
