@@ -11,6 +11,8 @@
 
 #include "bank.hpp"
 #include "errors.hpp"
+#include "files.hpp"
+#include "picture.hpp"
 #include "synthesizer.hpp"
 #include "version.hpp"
 
@@ -115,6 +117,11 @@ int synth(const Args& a) {
     }
   }
 
+  const std::string mask_target = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(a.values.at("out"));
+  std::error_code ec1, ec2;
+  if (fs::weakly_canonical(mask_target, ec1) == fs::weakly_canonical(a.values.at("out"), ec2) && !ec1 && !ec2)
+    throw acsdk::InputError("mask-out", "a path other than --out", "'" + mask_target + "'");
+
   acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
   if (a.values.count("bit-depth")) acsdk::declare_bit_depth(image, static_cast<int>(to_int(a, "bit-depth", 0)), "image");
   const acsdk::Tensor mask = acsdk::read_mask(a.values.at("mask"), "mask");
@@ -132,20 +139,24 @@ int synth(const Args& a) {
 
   const std::string out = a.values.at("out");
   const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
-  acsdk::write_png(out, result.image, "out");
-  acsdk::write_png(mask_out, acsdk::mask_picture(result.label), "mask-out");
-
   nlohmann::json summary = {{"out", out},     {"mask_out", mask_out}, {"seed", s.seed},
                             {"timings", result.timings}, {"notes", result.notes}, {"engines", synth.describe()}};
   if (repeat > 1) summary["runs"] = runs;
   for (const auto& w : result.windows)
     summary["windows"].push_back({{"top", w.top}, {"left", w.left}, {"height", w.height}, {"width", w.width}});
-  if (a.flags.count("json")) {
-    std::cout << summary.dump() << "\n";
-  } else {
-    std::cout << "wrote " << out << " and " << mask_out << " (" << result.windows.size() << " window(s), "
-              << result.timings.at("total") << " s)\n";
-  }
+  // Everything that can fail happens before the first rename: the report is rendered (paths that are not UTF-8
+  // are replaced, not thrown on) and both files are staged in full; then both are renamed into place.
+  const std::string report =
+      a.flags.count("json")
+          ? summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"
+          : "wrote " + out + " and " + mask_out + " (" + std::to_string(result.windows.size()) + " window(s), " +
+                std::to_string(result.timings.at("total")) + " s)\n";
+  acsdk::StagedFile image_file(out, acsdk::encode_png(result.image, out, "out"), "out");
+  acsdk::StagedFile label_file(mask_out, acsdk::encode_png(acsdk::mask_picture(result.label), mask_out, "mask-out"),
+                               "mask-out");
+  image_file.commit();
+  label_file.commit();
+  std::cout << report;
   return 0;
 }
 

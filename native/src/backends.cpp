@@ -1,4 +1,7 @@
 // open_engine: the one place a backend is chosen; TensorRT only in builds where CMake found it.
+#include <algorithm>
+#include <cctype>
+
 #include "engine.hpp"
 #include "errors.hpp"
 
@@ -8,6 +11,19 @@ std::unique_ptr<Engine> open_openvino(const std::string& name, const Artifact& a
 #ifdef ACSDK_HAVE_TENSORRT
 std::unique_ptr<Engine> open_tensorrt(const std::string& name, const Artifact& artifact, const BackendOptions& options);
 #endif
+
+// "GPU" or "cuda" (device 0), "GPU.N", "cuda:N" or "N" -> the CUDA device index; anything else is refused, never
+// read as device 0.
+int cuda_device_index(const std::string& device) {
+  std::string digits = device;
+  for (const char* prefix : {"GPU.", "cuda:"})
+    if (device.rfind(prefix, 0) == 0) digits = device.substr(std::char_traits<char>::length(prefix));
+  if (device == "GPU" || device == "cuda") return 0;
+  const bool numeric = !digits.empty() && digits.size() <= 4 &&
+                       std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); });
+  if (!numeric) throw InputError("device", "GPU, GPU.N, cuda:N or a CUDA device index N", "'" + device + "'");
+  return std::stoi(digits);
+}
 
 std::vector<std::string> compiled_backends() {
 #ifdef ACSDK_HAVE_TENSORRT

@@ -30,6 +30,9 @@ struct BackendOptions {
 // Opens `artifact` on the chosen backend. BackendError when the backend or device is not here.
 std::unique_ptr<Engine> open_engine(const std::string& name, const Artifact& artifact, const BackendOptions& options);
 
+// TensorRT's --device: "GPU"/"cuda" (0), "GPU.N", "cuda:N" or "N"; InputError naming `device` otherwise.
+int cuda_device_index(const std::string& device);
+
 // The backends this build was compiled with ("openvino", and "tensorrt" where CMake found TensorRT).
 std::vector<std::string> compiled_backends();
 

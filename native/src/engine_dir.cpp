@@ -44,8 +44,10 @@ EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify
                          std::to_string(kManifestSchema) + ". Rebuild the engine dir with this version's export.build.");
   for (const char* key : {"components", "files", "settings", "model"})
     if (!manifest_.contains(key)) throw EngineDirError(file + " lacks '" + key + "'; rebuild the engine dir");
-  for (const auto& [rel, sha] : manifest_["files"].items())
+  for (const auto& [rel, sha] : manifest_["files"].items()) {
     if (!confined(rel)) throw EngineDirError(file + " names a path outside the engine dir ('" + rel + "')");
+    if (!sha.is_string()) throw EngineDirError(file + " records no sha256 string for '" + rel + "'");
+  }
   digest_ = sha256_hex(text);
 }
 
@@ -75,23 +77,44 @@ nlohmann::json EngineDir::scheduler_config() {
   }
 }
 
-std::string EngineDir::path(const std::string& rel) {
-  const auto& files = manifest_["files"];
-  if (!files.contains(rel)) throw EngineDirError("'" + rel + "' is not listed in " + root_ + "/manifest.json");
+namespace {
+
+IntegrityError tampered(const std::string& rel, const std::string& actual, const std::string& expected) {
+  return IntegrityError("engines", "engine file '" + rel + "' has sha256 " + actual.substr(0, 12) +
+                                       "..., the manifest recorded " + expected.substr(0, 12) +
+                                       "...: the file was changed or corrupted; rebuild the engine dir");
+}
+
+}  // namespace
+
+std::string EngineDir::listed(const std::string& rel) const {
+  if (!manifest_["files"].contains(rel)) throw EngineDirError("'" + rel + "' is not listed in " + root_ + "/manifest.json");
   const std::string full = (fs::path(root_) / rel).string();
   if (!fs::is_regular_file(full))
     throw EngineDirError("engine file '" + rel + "' is missing from " + root_ + "; rebuild the engine dir");
+  return full;
+}
+
+std::string EngineDir::path(const std::string& rel) {
+  const std::string full = listed(rel);
   std::lock_guard<std::mutex> guard(lock_);
   if (verify_ && !verified_.count(rel)) {
-    const std::string expected = files[rel].get<std::string>();
+    const std::string expected = manifest_["files"][rel].get<std::string>();
     const std::string actual = sha256_file(full, "engines");
-    if (actual != expected)
-      throw IntegrityError("engines", "engine file '" + rel + "' has sha256 " + actual.substr(0, 12) +
-                           "..., the manifest recorded " + expected.substr(0, 12) +
-                           "...: the file was changed or corrupted; rebuild the engine dir");
+    if (actual != expected) throw tampered(rel, actual, expected);
     verified_.insert(rel);
   }
   return full;
+}
+
+std::string EngineDir::read(const std::string& rel) {
+  std::string bytes = read_file(listed(rel), "engines");
+  if (verify_) {
+    const std::string expected = manifest_["files"][rel].get<std::string>();
+    const std::string actual = sha256_hex(bytes);
+    if (actual != expected) throw tampered(rel, actual, expected);
+  }
+  return bytes;
 }
 
 Artifact EngineDir::artifact(const std::string& component, const std::string& backend, const std::string& precision) {
@@ -135,11 +158,19 @@ Artifact EngineDir::find_artifact(const std::string& component, const std::strin
     throw EngineDirError("component '" + component + "' has no " + (backend == "tensorrt" ? "TensorRT plan" : "ONNX") +
                          " artifact in " + root_ + "; rebuild the engine dir" +
                          (backend == "tensorrt" ? " with --backend tensorrt" : ""));
-  for (const auto& rel : art->value("data_files", std::vector<std::string>{})) path(rel);
   Artifact out;
   out.format = art->at("format").get<std::string>();
   out.precision = art->at("precision").get<std::string>();
-  out.path = path(art->at("file").get<std::string>());
+  const std::string file = art->at("file").get<std::string>();
+  const auto data_files = art->value("data_files", std::vector<std::string>{});
+  out.path = listed(file);
+  out.bytes = std::make_shared<const std::string>(read(file));
+  if (out.format == "openvino" && data_files.size() == 1) {
+    out.weights = std::make_shared<const std::string>(read(data_files[0]));
+  } else {
+    for (const auto& rel : data_files) path(rel);
+    out.external_data = !data_files.empty();
+  }
   out.inputs = entry.at("inputs");
   out.outputs = entry.at("outputs");
   out.record = *art;

@@ -17,6 +17,11 @@ struct Artifact {
   std::string format;     // "onnx", "openvino", "tensorrt"
   std::string precision;  // "fp32", "fp16", "int8"
   std::string path;       // absolute, sha256 checked
+  // The main file's bytes (a plan, an ONNX graph, an IR's XML) and an IR's weights: the very bytes whose sha256
+  // was checked, so no file is re-read by path after its check. An ONNX with external data (over 2 GiB) is the
+  // exception: its data files are checked, then read by the backend from `path`.
+  std::shared_ptr<const std::string> bytes, weights;
+  bool external_data = false;
   nlohmann::json inputs, outputs;  // the component's IO from the manifest (names, dtypes, shapes)
   nlohmann::json record;           // the artifact's manifest entry (a plan's TensorRT version, GPU, verification)
 };
@@ -42,6 +47,8 @@ class EngineDir {
 
   // A listed file's absolute path, after its sha256 matched the manifest (IntegrityError naming it otherwise).
   std::string path(const std::string& rel);
+  // A listed file's bytes, checked against the manifest's sha256 as read (the bytes hashed are the ones returned).
+  std::string read(const std::string& rel);
   // The artifact `component` runs from on `backend` ("openvino": OpenVINO IR, else ONNX, of the component's
   // precision, else its fp32 ONNX; "tensorrt": the plan), with every file it consists of checked.
   Artifact artifact(const std::string& component, const std::string& backend, const std::string& precision = "");
@@ -50,6 +57,7 @@ class EngineDir {
 
  private:
   Artifact find_artifact(const std::string& component, const std::string& backend, const std::string& precision);
+  std::string listed(const std::string& rel) const;  // the absolute path of a file the manifest lists
   static const nlohmann::json* find_in(const nlohmann::json& entry, const std::string& format,
                                        const std::string& precision);
 

@@ -45,35 +45,51 @@ int create_temporary(const std::string& path, std::string& tmp) {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& argument) {
-  std::string tmp;
-  const int fd = create_temporary(path, tmp);
+StagedFile::StagedFile(const std::string& path, const std::string& bytes, const std::string& argument)
+    : path_(path), argument_(argument) {
+  const int fd = create_temporary(path, tmp_);
   auto fail = [&](const std::string& what) {
     const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
+    if (fd >= 0) {  // never unlink a name this call did not create
+      ::close(fd);
+      ::unlink(tmp_.c_str());
+    }
     return InputError(argument, "a writable path", "'" + path + "' (" + what + ": " + why + ")");
   };
   if (fd < 0) throw fail("cannot create a file beside it");
   struct stat existing {};
-  if (::stat(path.c_str(), &existing) == 0 && ::fchmod(fd, existing.st_mode & 07777) != 0) {  // a replaced file
-    ::close(fd);                                                                                  // keeps its mode
-    throw fail("chmod failed");
-  }
+  if (::stat(path.c_str(), &existing) == 0 && ::fchmod(fd, existing.st_mode & 07777) != 0)  // a replaced file
+    throw fail("chmod failed");                                                               // keeps its mode
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      ::close(fd);
-      throw fail("write failed");
-    }
+    if (n < 0) throw fail("write failed");
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    throw fail("fsync failed");
-  }
+  if (::fsync(fd) != 0) throw fail("fsync failed");
   ::close(fd);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw fail("rename failed");
+}
+
+StagedFile::StagedFile(StagedFile&& other) noexcept
+    : path_(std::move(other.path_)), tmp_(std::move(other.tmp_)), argument_(std::move(other.argument_)) {
+  other.tmp_.clear();
+}
+
+StagedFile::~StagedFile() {
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+void StagedFile::commit() {
+  if (tmp_.empty()) return;
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    throw InputError(argument_, "a writable path", "'" + path_ + "' (rename failed: " + why + ")");
+  }
+  tmp_.clear();
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& argument) {
+  StagedFile(path, bytes, argument).commit();
 }
 
 namespace {

@@ -10,6 +10,21 @@ namespace acsdk {
 
 namespace {
 
+// OpenVINO's messages span lines (source locations, a traceback); the CLI prints one line per error.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    if (line.find_first_not_of(" \t") == std::string::npos || line.rfind("Exception from", 0) == 0) continue;
+    out += (out.empty() ? "" : " ") + line.substr(line.find_first_not_of(" \t"));
+    if (out.size() > 300) break;
+  }
+  return out.empty() ? text : out;
+}
+
 std::string join(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
@@ -27,7 +42,17 @@ class OpenVINOEngine : public Engine {
                                    [&](const std::string& d) { return d.substr(0, d.find('.')) == family; });
     if (!found) throw InputError("device", "an OpenVINO device of this machine (" + join(devices) + ")", "'" + device_ + "'");
     if (!options.cache_dir.empty()) core_.set_property(ov::cache_dir(options.cache_dir));
-    model_ = core_.read_model(artifact.path);
+    // From the bytes whose sha256 was checked (an IR's weights shared, not copied: kept alive by weights_); only
+    // an ONNX with external data is read by path, since its data files cannot be handed over in memory.
+    if (artifact.external_data) {
+      model_ = core_.read_model(artifact.path);
+    } else {
+      weights_ = artifact.weights;
+      const ov::Tensor weights = weights_ ? ov::Tensor(ov::element::u8, ov::Shape{weights_->size()},
+                                                       const_cast<char*>(weights_->data()))
+                                          : ov::Tensor();
+      model_ = core_.read_model(*artifact.bytes, weights);
+    }
     config_ = {ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::num_streams(1)};
     if (family == "CPU") {
       // fp32 and int8 run at f32 (the CPU plugin would otherwise pick bf16 where the CPU has it and change fp32
@@ -40,6 +65,14 @@ class OpenVINOEngine : public Engine {
   }
 
   std::map<std::string, Tensor> run(const Feeds& inputs) override {
+    try {
+      return infer(inputs);
+    } catch (const ov::Exception& e) {  // compile or infer: one line naming the component, never raw text
+      throw BackendError("engines", name_ + ": OpenVINO failed on " + device_ + ": " + one_line(e.what()));
+    }
+  }
+
+  std::map<std::string, Tensor> infer(const Feeds& inputs) {
     std::vector<std::vector<int64_t>> key;
     for (const auto& port : model_->inputs()) key.push_back(feed(inputs, port).shape);
     auto it = compiled_.find(key);
@@ -116,6 +149,7 @@ class OpenVINOEngine : public Engine {
   std::string name_, device_, precision_;
   std::vector<std::string> outputs_;  // the manifest's output names
   ov::Core core_;
+  std::shared_ptr<const std::string> weights_;  // declared before model_: outlives the constants that share it
   std::shared_ptr<ov::Model> model_;
   ov::AnyMap config_;
   ov::element::Type hint_ = ov::element::f32;
@@ -128,7 +162,7 @@ std::unique_ptr<Engine> open_openvino(const std::string& name, const Artifact& a
   try {
     return std::make_unique<OpenVINOEngine>(name, artifact, options);
   } catch (const ov::Exception& e) {
-    throw BackendError("engines", name + ": OpenVINO could not open " + artifact.path + ": " + e.what());
+    throw BackendError("engines", name + ": OpenVINO could not open " + artifact.path + ": " + one_line(e.what()));
   }
 }
 

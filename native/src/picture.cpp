@@ -190,7 +190,7 @@ Picture mask_picture(const Tensor& mask) {
   return pic;
 }
 
-void write_png(const std::string& path, const Picture& pic, const std::string& argument) {
+std::string encode_png(const Picture& pic, const std::string& path, const std::string& argument) {
   std::string bytes, why;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &why, png_fail, png_warn);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
@@ -227,7 +227,11 @@ void write_png(const std::string& path, const Picture& pic, const std::string& a
   }
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  write_file_atomic(path, bytes, argument);
+  return bytes;
+}
+
+void write_png(const std::string& path, const Picture& pic, const std::string& argument) {
+  write_file_atomic(path, encode_png(pic, path, argument), argument);
 }
 
 }  // namespace acsdk

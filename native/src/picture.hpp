@@ -37,6 +37,8 @@ Picture read_png(const std::string& path, const std::string& argument);
 void declare_bit_depth(Picture& picture, int bits, const std::string& argument);
 // A binary mask [H, W] (1 where the value is above half scale; colour masks by PIL's luma, as Python's load_mask).
 Tensor read_mask(const std::string& path, const std::string& argument);
+// The PNG file's bytes (`path` and `argument` only name it in errors); write_png stages them and renames.
+std::string encode_png(const Picture& picture, const std::string& path, const std::string& argument);
 // Written to a temporary file and renamed: never half-written.
 void write_png(const std::string& path, const Picture& picture, const std::string& argument);
 

@@ -3,7 +3,6 @@
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
 
-#include <cctype>
 #include <cstdlib>
 #include <memory>
 #include <sstream>
@@ -28,16 +27,6 @@ class Logger : public nvinfer1::ILogger {
   }
   std::string last_error;
 };
-
-// "GPU", "GPU.1", "cuda:1" or "1" -> the CUDA device index.
-int device_index(const std::string& device) {
-  const auto sep = device.find_first_of(".:");
-  const std::string digits = sep == std::string::npos ? (std::isdigit(device[0]) ? device : "") : device.substr(sep + 1);
-  char* end = nullptr;
-  const long index = digits.empty() ? 0 : std::strtol(digits.c_str(), &end, 10);
-  if (!digits.empty() && *end) throw InputError("device", "GPU, GPU.N or a CUDA device index", "'" + device + "'");
-  return static_cast<int>(index);
-}
 
 // major.minor.patch of the TensorRT library loaded at run time.
 std::string library_version() {
@@ -69,14 +58,14 @@ struct DeviceBuffer {
 class TensorRTEngine : public Engine {
  public:
   TensorRTEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
-      : name_(name), device_(device_index(options.device)), precision_(artifact.precision) {
+      : name_(name), device_(cuda_device_index(options.device)), precision_(artifact.precision) {
     int count = 0;
     cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     if (device_ >= count)
       throw InputError("device", "a CUDA device index below " + std::to_string(count), "'" + options.device + "'");
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     check_compatible(artifact.record);
-    const std::string plan = read_file(artifact.path, "engines");
+    const std::string& plan = *artifact.bytes;  // the bytes whose sha256 was checked
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (runtime_) engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
     if (engine_) context_.reset(engine_->createExecutionContext());
@@ -111,7 +100,7 @@ class TensorRTEngine : public Engine {
       buf.reserve(t.numel() * sizeof(float));
       cuda_check(cudaMemcpyAsync(buf.ptr, t.ptr(), t.numel() * sizeof(float), cudaMemcpyHostToDevice, stream_),
                  "cudaMemcpyAsync");
-      context_->setTensorAddress(io, buf.ptr);
+      bind(io, buf.ptr);
     }
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* io = engine_->getIOTensorName(i);
@@ -120,7 +109,7 @@ class TensorRTEngine : public Engine {
       Tensor t(std::vector<int64_t>(dims.d, dims.d + dims.nbDims));
       DeviceBuffer& buf = buffers_[io];
       buf.reserve(t.numel() * sizeof(float));
-      context_->setTensorAddress(io, buf.ptr);
+      bind(io, buf.ptr);
       outputs.emplace_back(io, std::move(t));
     }
     if (!context_->enqueueV3(stream_))
@@ -133,6 +122,12 @@ class TensorRTEngine : public Engine {
     }
     cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
     return result;
+  }
+
+  void bind(const char* io, void* ptr) {
+    if (!context_->setTensorAddress(io, ptr))
+      throw BackendError("engines", name_ + ": TensorRT refused the buffer of '" + std::string(io) + "' (" +
+                                        logger_.last_error + ")");
   }
 
   std::string describe() const override {

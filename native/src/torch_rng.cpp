@@ -5,26 +5,11 @@
 
 namespace acsdk {
 
-TorchGenerator::TorchGenerator(uint64_t seed) {
-  state_[0] = static_cast<uint32_t>(seed & 0xffffffffu);
-  for (uint32_t i = 1; i < 624; ++i) state_[i] = 1812433253u * (state_[i - 1] ^ (state_[i - 1] >> 30)) + i;
-}
+// std::mt19937's seeding and output are MT19937 as torch's CPU generator runs it (same init multiplier, twist and
+// tempering), so the standard engine draws the very stream torch draws.
+TorchGenerator::TorchGenerator(uint64_t seed) : engine_(static_cast<uint32_t>(seed & 0xffffffffu)) {}
 
-uint32_t TorchGenerator::next_u32() {
-  if (index_ >= 624) {  // regenerate the whole state block (MT19937's twist)
-    for (int i = 0; i < 624; ++i) {
-      const uint32_t y = (state_[i] & 0x80000000u) | (state_[(i + 1) % 624] & 0x7fffffffu);
-      state_[i] = state_[(i + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-    }
-    index_ = 0;
-  }
-  uint32_t y = state_[index_++];
-  y ^= y >> 11;
-  y ^= (y << 7) & 0x9d2c5680u;
-  y ^= (y << 15) & 0xefc60000u;
-  y ^= y >> 18;
-  return y;
-}
+uint32_t TorchGenerator::next_u32() { return static_cast<uint32_t>(engine_()); }
 
 namespace {
 

@@ -1,9 +1,9 @@
 // torch's CPU generator, so a native run with seed s draws the same noise as `torch.Generator("cpu").manual_seed(s)`.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 namespace acsdk {
@@ -18,8 +18,7 @@ class TorchGenerator {
   std::vector<float> randn(size_t n);
 
  private:
-  std::array<uint32_t, 624> state_{};
-  int index_ = 624;
+  std::mt19937 engine_;
 };
 
 }  // namespace acsdk

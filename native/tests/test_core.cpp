@@ -9,8 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ddim.hpp"
+#include "engine.hpp"
+#include "errors.hpp"
 #include "files.hpp"
 #include "safetensors.hpp"
 #include "torch_rng.hpp"
@@ -117,6 +121,14 @@ int main(int argc, char** argv) {
   const bool kept_ok = mode_of(kept) == 0640 && acsdk::read_file(kept, "x") == "new";
   failures += !kept_ok;
   std::printf("%-40s %s\n", "replaced file keeps its mode", kept_ok ? "ok" : "FAIL");
+  {  // staged but never committed (a later output failed): neither the target nor a temporary is left
+    const std::string never = modes + "/never.png";
+    ::unlink(never.c_str());
+    acsdk::StagedFile staged(never, "x", "--out");
+  }
+  const bool never_ok = mode_of(modes + "/never.png") == -1;
+  failures += !never_ok;
+  std::printf("%-40s %s\n", "uncommitted staged file leaves nothing", never_ok ? "ok" : "FAIL");
   int leftovers = 0;
   if (DIR* d = ::opendir(modes.c_str())) {
     while (const dirent* e = ::readdir(d)) leftovers += std::string(e->d_name).find(".tmp-") != std::string::npos;
@@ -124,5 +136,19 @@ int main(int argc, char** argv) {
   }
   failures += leftovers != 0;
   std::printf("%-40s %d: %s\n", "temporaries left", leftovers, leftovers == 0 ? "ok" : "FAIL");
+
+  // TensorRT's --device: the accepted spellings, and text that is not a device refused rather than read as GPU 0.
+  for (const auto& [text, want] : std::vector<std::pair<std::string, int>>{
+           {"GPU", 0}, {"cuda", 0}, {"GPU.1", 1}, {"cuda:2", 2}, {"3", 3}, {"gpu", -1}, {"GPU.x", -1},
+           {"cuda:", -1}, {"CPU", -1}, {"", -1}, {"1x", -1}, {"-1", -1}, {"99999", -1}}) {
+    int got = -1;
+    try {
+      got = acsdk::cuda_device_index(text);
+    } catch (const acsdk::InputError& e) {
+      got = std::string(e.what()).rfind("device: expected", 0) == 0 ? -1 : -2;
+    }
+    failures += got != want;
+    std::printf("%-40s %d: %s\n", ("cuda_device_index('" + text + "')").c_str(), got, got == want ? "ok" : "FAIL");
+  }
   return failures == 0 ? 0 : 1;
 }
