@@ -83,35 +83,35 @@ def resolve_backend(requested: str) -> str:
 def build_plans(
     name: str,
     root: Path,
-    onnx_fp32: Path,
-    precisions: list[str],
+    graphs: dict[str, Path],
     profile: dict,
     io: dict,
     ref: verification.Reference | None,
     timing_cache: Path | None,
 ) -> list[dict]:
-    """TensorRT plans for one component, one per precision, each built from the fp32 ONNX (fp16: TensorRT's FP16
-    flag picks the layers, as NVIDIA's demo does, instead of parsing an ONNX already converted to fp16), named for
-    the TensorRT version and GPU, and verified on the GPU against the reference; a plan without that check is
+    """TensorRT plans for one component, one per precision, each parsed from that precision's ONNX into a strongly
+    typed network (the fp16 plan runs the fp16 graph with its fp32 islands, as every other backend does), named
+    for the TensorRT version and GPU, and verified on the GPU against the reference; a plan without that check is
     recorded as unverified, which the runtime refuses unless told."""
     from runtime.versions import module_version
 
     gpu = trt_build.gpu_info() or {}
     version = module_version("tensorrt") or "unknown"
     out = []
-    for prec in precisions:
+    for prec, graph in graphs.items():
         file = trt_build.plan_filename(
             name, prec, trt_version=version, compute_capability=gpu.get("compute_capability", "?")
         )
         plan = root / "plans" / file
         try:
-            info = trt_build.build_plan(onnx_fp32, plan, profile, fp16=prec == "fp16", timing_cache=timing_cache)
+            info = trt_build.build_plan(graph, plan, profile, prec, timing_cache=timing_cache)
         except trt_build.TensorRTBuildError as exc:
             raise trt_build.TensorRTBuildError(f"{name} ({prec}): {exc}") from exc
         art = {
             "format": "tensorrt",
             "precision": prec,
             "file": plan.relative_to(root).as_posix(),
+            "onnx": graph.relative_to(root).as_posix(),
             **{k: v for k, v in info.items() if k != "profile"},
         }
         if ref is None:
@@ -208,10 +208,10 @@ def _build_component(
 
     drop_fp32 = precision == "fp16" and not spec.keep_fp32_variant and not (s.int8 and name == INT8_COMPONENT)
     plans = []
-    if s.backend == "tensorrt":  # from the fp32 graph, TensorRT choosing fp16 kernels under its FP16 flag
-        shipped = [p for p in variants if not (p == "fp32" and drop_fp32)]
+    if s.backend == "tensorrt":  # each shipped precision's plan from that precision's graph
+        shipped = {p: path for p, path in variants.items() if not (p == "fp32" and drop_fp32)}
         profile = spec.profile(dims, s.max_batch)
-        plans = build_plans(name, root, fp32_path, shipped, profile, spec.io_entry(dims), ref, timing_cache)
+        plans = build_plans(name, root, shipped, profile, spec.io_entry(dims), ref, timing_cache)
     if drop_fp32:
         for f in artifact_files(fp32_path):  # the fp16 graph was made from it; it does not ship
             f.unlink()
@@ -402,6 +402,8 @@ def build_engine_dir(
                 "components": {n: entries[n] for n in SPECS if n in entries},
                 "files": list_files(tmp),
             }
+            if settings.backend == "tensorrt":
+                manifest["tensorrt"] = _tensorrt_record()
             write_manifest(tmp, manifest)
             if int8:
                 _add_int8(tmp, manifest, int8_settings or int8_mod.Int8Settings())
@@ -426,9 +428,10 @@ def plans_from_onnx(
 ) -> Path:
     """TensorRT plans built on this machine from the ONNX files of an engine dir made elsewhere (a workstation's
     build shipped to a Jetson): no checkpoint, no torch model. Every source file's sha256 is checked before
-    anything is built; the new dir is the source plus the plans, re-hashed, written atomically. Plans are built
-    from the fp32 ONNX where the dir has it (with `fp16`, TensorRT's FP16 flag on fp16-capable components), else
-    from the dir's fp16 ONNX; verified on this GPU against the fp32 ONNX on ONNX Runtime CPU."""
+    anything is built; the new dir is the source plus the plans, re-hashed, written atomically. Each plan is
+    parsed from its own precision's ONNX, strongly typed: the dir's precisions, or with `fp16` an fp16 plan for
+    every fp16-capable component (its fp16 ONNX made here with the build's converter when only fp32 shipped);
+    verified on this GPU against the fp32 ONNX (else the fp16 one) on ONNX Runtime CPU."""
     started = time.perf_counter()
     out = Path(out)
     src = Manifest.load(source)
@@ -452,15 +455,18 @@ def plans_from_onnx(
         for name in tqdm(list(manifest["components"]), desc="plans", unit="component", disable=not progress):
             entry, spec = manifest["components"][name], SPECS[name]
             onnx = {a["precision"]: a for a in entry["artifacts"] if a["format"] == "onnx"}
-            graph = tmp / (onnx.get("fp32") or onnx[entry["precision"]])["file"]
+            reference_graph = tmp / (onnx.get("fp32") or onnx[entry["precision"]])["file"]
             precisions = sorted(onnx)
             if fp16 and spec.fp16:  # fp16 plans; fp32 ones only where fp32 is the NaN fallback
                 precisions = ["fp16"] + (["fp32"] if spec.keep_fp32_variant and "fp32" in onnx else [])
                 entry["precision"] = "fp16"
-            ref = verification.reference_from_onnx(spec, graph, dims) if verify else None
+            ref = verification.reference_from_onnx(spec, reference_graph, dims) if verify else None
+            if "fp16" in precisions and "fp16" not in onnx:  # shipped fp32 only: the fp16 graph is made here
+                onnx["fp16"] = _fp16_onnx_here(spec, tmp, reference_graph, ref, entry)
+            graphs = {prec: tmp / onnx[prec]["file"] for prec in precisions}
             io = {"inputs": entry["inputs"], "outputs": entry["outputs"]}
             entry["profile"] = spec.profile(dims, batch)
-            plans = build_plans(name, tmp, graph, precisions, entry["profile"], io, ref, cache)
+            plans = build_plans(name, tmp, graphs, entry["profile"], io, ref, cache)
             entry["artifacts"] = [a for a in entry["artifacts"] if a["format"] != "tensorrt"] + plans
         manifest.update(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -468,12 +474,40 @@ def plans_from_onnx(
             settings={**manifest["settings"], "backend": "tensorrt", "max_batch": batch},
             tools=tool_versions(),
             gpu=trt_build.gpu_info(),
+            tensorrt=_tensorrt_record(),
             derived_from={"path": str(src.root.resolve()), "manifest_sha256": manifest_sha256(src.root)},
             files=list_files(tmp),
         )
         write_manifest(tmp, manifest)
     log.info("engine dir with TensorRT plans ready: %s", out)
     return out
+
+
+def _fp16_onnx_here(spec, root: Path, fp32_graph: Path, ref: verification.Reference | None, entry: dict) -> dict:
+    """The fp16 ONNX of a component whose engine dir shipped fp32 only, made on the target with the converter
+    and checks `export.build --fp16` uses, and added to the entry as that build would have listed it."""
+    path = convert_fp16(fp32_graph, fp32_graph.with_name(f"{spec.name}.fp16.onnx"), spec.fp32_scopes)
+    rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
+    opset = next((a.get("opset") for a in entry["artifacts"] if a["format"] == "onnx"), None)
+    artifact = {"format": "onnx", "precision": "fp16", "file": rel[0], "data_files": rel[1:], "opset": opset}
+    if ref is not None:
+        result = verification.verify_onnx(spec, ref, path, "fp16")
+        entry.setdefault("verification", []).append({"artifact": rel[0], **result})
+        if not result["passed"]:
+            raise BuildError(
+                f"{spec.name} ({rel[0]}): the fp16 ONNX made here failed verification: max_abs "
+                f"{result['max_abs']:.3g} (reference scale {result['reference_scale']:.3g})"
+            )
+    entry["artifacts"].append(artifact)
+    return artifact
+
+
+def _tensorrt_record() -> dict:
+    """What the manifest says about the TensorRT that built its plans: version and typing mode."""
+    from runtime.compat import TYPING
+    from runtime.versions import module_version
+
+    return {"version": module_version("tensorrt"), "typing": TYPING}
 
 
 def _timing_cache(path: str | os.PathLike | None) -> Path | None:
@@ -510,8 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="onnxruntime: ONNX files only; tensorrt: also TensorRT plans (needs TensorRT 10 and a CUDA GPU); "
-        "auto: tensorrt when usable, else onnxruntime (default)",
+        help="onnxruntime: ONNX files only; tensorrt: also TensorRT plans (needs TensorRT 10.x or 11.x and a CUDA "
+        "GPU); auto: tensorrt when usable, else onnxruntime (default)",
     )
     p.add_argument("--height", type=int, help="image height the engines run at (default: the checkpoint's)")
     p.add_argument("--width", type=int, help="image width the engines run at (default: the checkpoint's)")

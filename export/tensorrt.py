@@ -1,4 +1,10 @@
-"""TensorRT 10 plan building from an ONNX file and a spec's profile.
+"""TensorRT plan building (TensorRT 10.x and 11.x) from an ONNX file and a spec's profile.
+
+One path for both majors: every network is created strongly typed (TensorRT 11 has no other kind; 10.x opts in
+with the creation flag, looked up by name since its bit differs between the majors), so a plan runs the types its
+ONNX holds: an fp16 plan is parsed from the `.fp16.onnx` with its fp32 islands (the converter's block list, shared
+with every other backend), an fp32 plan from the fp32 ONNX. No precision builder flag is set (TensorRT 11 removed
+FP16/INT8/BF16/FP8 and the precision constraints); fp32 plans clear TF32.
 
 TensorRT is imported lazily inside the functions that need it, so this module (and everything that imports it)
 works on machines without TensorRT or a GPU; `runtime.tensorrt_engine.tensorrt_usable()` says why a build cannot
@@ -19,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.compat import parse_compute_capability, parse_trt_version
+from runtime.compat import TYPING, parse_compute_capability, parse_trt_version, tensorrt_support
 from runtime.files import atomic_write
 
 from .errors import BuildError
@@ -97,15 +103,17 @@ def plan_filename(component: str, precision: str, *, trt_version: str, compute_c
     return f"{component}.{precision}.trt{version[0]}.{version[1]}.sm{cc[0]}{cc[1]}.plan"
 
 
-def builder_flag_names(fp16: bool) -> list[str]:
-    """The BuilderFlag changes a build makes, in the form recorded in the manifest: "NAME" is set, "-NAME" cleared.
+def builder_flag_names(precision: str) -> list[str]:
+    """The BuilderFlag changes a build makes, as recorded in the manifest: "NAME" is set, "-NAME" cleared.
 
-    fp16 sets FP16 (weakly typed: TensorRT may pick fp16 kernels per layer, outputs stay fp32). TF32 stays at its
-    default (on) there: fp16 tolerances dwarf its error. An fp32 plan clears TF32, which TensorRT enables by
-    default: TF32 keeps ~10 mantissa bits, which breaks the fp32 verification tolerance (1e-4) and defeats the
-    purpose of the fp32 variants kept as exact fallbacks (e.g. the VAE decoder).
+    Precision is the graph's, never a flag's. An fp32 plan clears TF32, which TensorRT enables by default: TF32
+    keeps ~10 mantissa bits, which breaks the fp32 verification tolerance (1e-4) and defeats the purpose of the
+    fp32 variants kept as exact fallbacks (e.g. the VAE decoder). An fp16 plan keeps TensorRT's default: its fp32
+    islands are small and fp16 tolerances dwarf TF32's error.
     """
-    return ["FP16"] if fp16 else ["-TF32"]
+    if precision not in PRECISIONS:
+        raise TensorRTBuildError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return ["-TF32"] if precision == "fp32" else []
 
 
 def _validate_profile(profile: Profile) -> None:
@@ -138,17 +146,30 @@ def _workspace_bytes(workspace_gb: float) -> int:
 
 def _apply_flags(trt: Any, config: Any, names: Sequence[str]) -> None:
     for name in names:
-        flag_name = name.lstrip("-")
-        flag = getattr(trt.BuilderFlag, flag_name, None)
+        flag = getattr(trt.BuilderFlag, name.lstrip("-"), None)
         if flag is None:
-            raise TensorRTBuildError(
-                f"TensorRT {trt.__version__} has no BuilderFlag.{flag_name} (TensorRT 11 removed weakly typed "
-                f"precision flags); this builder targets TensorRT 10: install `tensorrt>=10,<11` or build fp32"
-            )
+            raise TensorRTBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.{name.lstrip('-')}")
         if name.startswith("-"):
             config.clear_flag(flag)
         else:
             config.set_flag(flag)
+
+
+def _strongly_typed_network(trt: Any, builder: Any) -> Any:
+    """A strongly typed network on TensorRT 10 and 11: the creation flag by name (its bit differs between the two
+    majors); where a TensorRT has dropped the flag, strong typing is its only mode (11.x documents it as
+    unconditional), and anything else is refused rather than silently weakly typed."""
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    strongly_typed = getattr(flags, "STRONGLY_TYPED", None)
+    if strongly_typed is not None:
+        return builder.create_network(1 << int(strongly_typed))
+    major = (parse_trt_version(str(trt.__version__)) or (0, 0))[0]
+    if major >= 11:
+        return builder.create_network(0)
+    raise TensorRTBuildError(
+        f"TensorRT {trt.__version__} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED; acsdk builds strongly "
+        "typed plans only (TensorRT 10.x or 11.x)"
+    )
 
 
 def _parse_onnx(trt: Any, network: Any, trt_logger: Any, onnx_path: Path) -> None:
@@ -220,11 +241,14 @@ def build_plan(
     onnx_path: Path,
     plan_path: Path,
     profile: Profile,
-    fp16: bool,
+    precision: str,
     timing_cache: Path | None = None,
     workspace_gb: float | None = None,
 ) -> dict[str, Any]:
     """Build a serialized TensorRT plan from an ONNX file with one optimization profile; return its manifest entry.
+
+    `precision` names what the ONNX holds ("fp16": the `.fp16.onnx`, "fp32": the fp32 graph); the network is
+    strongly typed, so the plan runs exactly those types.
 
     The plan is written atomically (temp file + os.replace) so a failed or interrupted build never leaves a
     plan that looks valid. The timing cache, when given, is read before and rewritten after the build.
@@ -250,22 +274,25 @@ def build_plan(
     except TensorRTBuildError as e:
         raise TensorRTBuildError(f"invalid profile for {onnx_path.name}: {e}") from e
 
-    flags = builder_flag_names(fp16)
+    flags = builder_flag_names(precision)
     version = str(trt.__version__)
+    problem = tensorrt_support(version)
+    if problem:
+        raise TensorRTBuildError(problem)
     logger.info(
         "building %s -> %s (TensorRT %s, %s, %s, flags %s)",
         onnx_path.name,
         plan_path.name,
         version,
         gpu["name"],
-        "fp16" if fp16 else "fp32",
+        precision,
         flags,
     )
     start = time.perf_counter()
 
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10; the flag is deprecated
+    network = _strongly_typed_network(trt, builder)
     _parse_onnx(trt, network, trt_logger, onnx_path)
 
     config = builder.create_builder_config()
@@ -280,7 +307,7 @@ def build_plan(
         raise TensorRTBuildError(
             f"TensorRT failed to build {onnx_path.name} (build_serialized_network returned None); see TensorRT's "
             "log above. Common causes: GPU out of memory (close other GPU jobs, lower --max-batch, or set "
-            "workspace_gb) or an unsupported layer/precision (try an fp32 build)."
+            "workspace_gb) or a layer TensorRT cannot run in the graph's types (try an fp32 build)."
         )
     atomic_write(plan_path, plan)
     if timing_cache is not None:
@@ -291,7 +318,8 @@ def build_plan(
         "tensorrt_version": version,
         "compute_capability": gpu["compute_capability"],
         "gpu_name": gpu["name"],
-        "precision": "fp16" if fp16 else "fp32",
+        "precision": precision,
+        "typing": TYPING,
         "flags": flags,
         "build_seconds": round(seconds, 3),
         "profile": {

@@ -11,6 +11,30 @@ from collections.abc import Mapping
 from typing import Any
 
 REBUILD_HINT = "rebuild the plans on this machine with `python -m export.build`"
+# The TensorRT majors acsdk builds and runs plans with: 10.x (JetPack 6, workstation installs) and 11.x (what
+# `pip install tensorrt` brings today, JetPack 7.2.2+). Both through one strongly typed path: precision lives in
+# the ONNX graph, no precision builder flags (TensorRT 11 removed them). A later major may change the API again.
+SUPPORTED_TRT_MAJORS = (10, 11)
+TYPING = "strongly_typed"  # the manifest's record of how every plan was built
+
+
+def tensorrt_support(version: str) -> str | None:
+    """None when this TensorRT version is one acsdk's build path supports, else why not (one sentence)."""
+    parsed = parse_trt_version(version)
+    if parsed is None:
+        return f"tensorrt {version!r} found, but its version cannot be read"
+    major = parsed[0]
+    if major < SUPPORTED_TRT_MAJORS[0]:
+        return f"tensorrt {version} found, but TensorRT >= {SUPPORTED_TRT_MAJORS[0]} is required"
+    if major not in SUPPORTED_TRT_MAJORS:
+        majors = ", ".join(map(str, SUPPORTED_TRT_MAJORS))
+        return (
+            f"tensorrt {version} found: TensorRT {major} is newer than this acsdk supports (majors {majors}); "
+            f"install `tensorrt<{SUPPORTED_TRT_MAJORS[-1] + 1}` or a newer acsdk"
+        )
+    return None
+
+
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:[.\-+].*)?$")
 _CC_RE = re.compile(r"^(\d+)\.(\d+)$")
 

@@ -1,5 +1,5 @@
-"""TensorRT backend (TensorRT 10): checked against the manifest before deserialising, torch buffers bound by
-address, optional CUDA-graph replay for repeated static shapes.
+"""TensorRT backend (TensorRT 10.x and 11.x): checked against the manifest before deserialising (version, GPU,
+verification, IO dtypes), torch buffers bound by address, optional CUDA-graph replay for repeated static shapes.
 
 Needs TensorRT and a CUDA GPU; nothing here runs on CPU-only machines, where `load` raises a clear error.
 """
@@ -13,31 +13,46 @@ from pathlib import Path
 
 import torch
 
-from .compat import check_plan_compatibility, parse_trt_version
+from .compat import check_plan_compatibility, parse_trt_version, tensorrt_support
 from .dtypes import TORCH_DTYPES
 from .engine import Engine
 from .errors import ACSDKError, BackendUnavailableError, IncompatibleEngineError
 
 log = logging.getLogger(__name__)
+# TensorRT's DataType names -> the manifest's dtype names
+TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT64": "int64", "INT32": "int32",
+              "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}  # fmt: skip
 
-MIN_TRT_MAJOR = 10
+
+def tensorrt_status() -> dict:
+    """Which TensorRT is here and whether acsdk can build and run plans with it: `version` (None when not
+    importable), `major`, `supported` (a major acsdk's strongly typed path knows), `usable` (supported and a CUDA
+    GPU), `why` (empty when usable). What `acsdk info` reports."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
+        why = f"tensorrt is not importable ({type(exc).__name__}: {exc}); install `acsdk[tensorrt]` on a CUDA machine"
+        return {"version": None, "major": None, "supported": False, "usable": False, "why": why}
+    version = str(getattr(trt, "__version__", "unknown"))
+    parsed = parse_trt_version(version)
+    problem = tensorrt_support(version)
+    if not problem and not torch.cuda.is_available():
+        why = f"tensorrt {version} found, but no CUDA GPU (torch.cuda.is_available() is False)"
+    else:
+        why = problem or ""
+    return {
+        "version": version,
+        "major": parsed[0] if parsed else None,
+        "supported": problem is None,
+        "usable": not why,
+        "why": why,
+    }
 
 
 def tensorrt_usable() -> tuple[bool, str]:
     """(True, "") when TensorRT plans can be built and run here, else (False, why). The one such check in acsdk."""
-    try:
-        import tensorrt as trt
-    except Exception as exc:  # ImportError, or OSError when the wheel is there but its CUDA libraries are not
-        return False, (
-            f"tensorrt is not importable ({type(exc).__name__}: {exc}); install `acsdk[tensorrt]` on a CUDA machine"
-        )
-    version = str(getattr(trt, "__version__", "unknown"))
-    parsed = parse_trt_version(version)
-    if parsed is None or parsed[0] < MIN_TRT_MAJOR:
-        return False, f"tensorrt {version} found, but TensorRT >= {MIN_TRT_MAJOR} is required"
-    if not torch.cuda.is_available():
-        return False, f"tensorrt {version} found, but no CUDA GPU (torch.cuda.is_available() is False)"
-    return True, ""
+    status = tensorrt_status()
+    return status["usable"], status["why"]
 
 
 def current_compute_capability(device: torch.device) -> str:
@@ -123,11 +138,26 @@ class TensorRTEngine(Engine):
             self.engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
             if self.engine is None:
                 raise IncompatibleEngineError(f"{name}: TensorRT could not deserialise {plan}; rebuild it")
+            self._check_io_dtypes(plan)
             self.context = self.engine.create_execution_context()
             self.stream = CUDA.Stream(device)
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple, tuple[object, dict, dict]] = {}
+        # One graph, for the shapes the context was last set to: a graph replays the enqueue as captured, against
+        # the context's state at capture time, so after another shape ran it is stale and is captured again.
+        self._graph: tuple[tuple, object, dict, dict] | None = None
         self._lock = threading.Lock()
+
+    def _check_io_dtypes(self, plan: Path) -> None:
+        """The plan's IO types are what the manifest says (a strongly typed plan with fp16 IO fed fp32 buffers
+        would be misread silently)."""
+        for spec in [*self.inputs, *self.outputs]:
+            dtype = self.engine.get_tensor_dtype(spec["name"])
+            name = TRT_DTYPES.get(getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1]), str(dtype))
+            if name != spec["dtype"]:
+                raise IncompatibleEngineError(
+                    f"{self.name} ({plan.name}): tensor '{spec['name']}' is {name} in the plan, the manifest says "
+                    f"{spec['dtype']}; rebuild the plan with `python -m export.build --from-onnx`"
+                )
 
     def _bind(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Shapes and addresses of `inputs`, and fresh outputs (allocated on the engine stream)."""
@@ -166,13 +196,14 @@ class TensorRTEngine(Engine):
             key = tuple((n, tuple(t.shape)) for n, t in feeds.items())
             self.stream.wait_stream(caller)  # everything the caller queued (feeds included) is done first
             with CUDA.stream(self.stream):
-                if self.cuda_graphs and key in self._graphs:
-                    graph, static_in, static_out = self._graphs[key]
+                if self.cuda_graphs and self._graph is not None and self._graph[0] == key:
+                    _, graph, static_in, static_out = self._graph
                     for n, t in feeds.items():
                         static_in[n].copy_(t)  # on the engine stream, after the wait
                     graph.replay()
                     result = {n: o.clone() for n, o in static_out.items()}
                 else:
+                    self._graph = None  # the context's shapes change below: a graph of other shapes is stale
                     result = self._bind(feeds)
                     self._execute()
                     if self.cuda_graphs:
@@ -198,4 +229,4 @@ class TensorRTEngine(Engine):
             log.info("%s: CUDA graph capture unavailable (%s); running without", self.name, exc)
             self.cuda_graphs = False
             return
-        self._graphs[key] = (graph, static_in, static_out)
+        self._graph = (key, graph, static_in, static_out)

@@ -12,6 +12,7 @@ import types
 import onnx
 import pytest
 import torch
+from trt_api import PRECISION_FLAGS, api, strongly_typed_bits
 
 from export import build as build_mod
 from export import tensorrt as trt_build
@@ -24,7 +25,7 @@ from runtime.manifest import MANIFEST_NAME, Manifest
 GPU = {"name": "Jetson AGX Orin", "compute_capability": "8.7", "cuda": "12.6"}
 
 
-def fake_trt(log: dict, build_fails: bool = False) -> types.ModuleType:
+def fake_trt(log: dict, build_fails: bool = False, version: str = "10.3.0") -> types.ModuleType:
     class Tensor:
         def __init__(self, name, shape):
             self.name, self.shape = name, shape
@@ -80,6 +81,7 @@ def fake_trt(log: dict, build_fails: bool = False) -> types.ModuleType:
             pass
 
         def create_network(self, flags):
+            log["network_flags"].append(flags)
             return Network()
 
         def create_builder_config(self):
@@ -92,19 +94,23 @@ def fake_trt(log: dict, build_fails: bool = False) -> types.ModuleType:
             return None if build_fails else b"plan bytes"
 
     return types.SimpleNamespace(
-        __version__="10.3.0",  # what JetPack's TensorRT says of itself; it has no pip metadata
+        __version__=version,  # JetPack's TensorRT says 10.3.0 of itself and has no pip metadata
         Logger=type("Logger", (), {"WARNING": 1, "__init__": lambda self, level: None}),
         Builder=Builder,
         OnnxParser=Parser,
-        BuilderFlag=types.SimpleNamespace(FP16="FP16", TF32="TF32"),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
+        **api(version),
     )
 
 
-@pytest.fixture
-def log(monkeypatch):
-    calls = {"parsed": [], "shapes": {}, "flags": {}, "verified": []}
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls))
+def _calls() -> dict:
+    return {"parsed": [], "shapes": {}, "flags": {}, "verified": [], "network_flags": []}
+
+
+@pytest.fixture(params=["10.3.0", "11.4.0"], ids=["trt10", "trt11"])
+def log(monkeypatch, request):
+    calls = {**_calls(), "version": request.param}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, version=request.param))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
 
@@ -116,32 +122,72 @@ def log(monkeypatch):
     return calls
 
 
+def _tag(log: dict) -> str:
+    major, minor = log["version"].split(".")[:2]
+    return f"trt{major}.{minor}.sm87"
+
+
 def test_plans_from_a_shipped_fp32_dir_with_fp16(engine_dir, tmp_path, log):
     out = plans_from_onnx(engine_dir, tmp_path / "orin", fp16=True, progress=False)
     m = Manifest.load(out)
     assert m.data["settings"]["backend"] == "tensorrt" and m.data["gpu"] == GPU
+    assert m.data["tensorrt"]["typing"] == "strongly_typed"
     assert m.data["derived_from"]["manifest_sha256"] == sha256_file(engine_dir / MANIFEST_NAME)
     unet = m.components["unet"]
     plans = {a["precision"]: a for a in unet["artifacts"] if a["format"] == "tensorrt"}
-    assert plans["fp16"]["file"] == "plans/unet.fp16.trt10.3.sm87.plan"
-    assert plans["fp16"]["tensorrt_version"] == "10.3.0", "from trt.__version__, not pip metadata"
+    assert plans["fp16"]["file"] == f"plans/unet.fp16.{_tag(log)}.plan"
+    assert plans["fp16"]["tensorrt_version"] == log["version"], "from trt.__version__, not pip metadata"
+    assert plans["fp16"]["typing"] == "strongly_typed" and plans["fp16"]["flags"] == []
     assert unet["precision"] == "fp16"
     for art in plans.values():
         assert m.data["files"][art["file"]] == sha256_file(out / art["file"])
-    # every plan from the fp32 graph, FP16 as TensorRT's flag: never a converted fp16 ONNX
-    assert log["parsed"] and all(not p.endswith(".fp16.onnx") for p in log["parsed"])
-    (unet_onnx,) = {p for p in log["parsed"] if p.endswith("/onnx/unet.onnx")}  # in the dir being built
-    assert "FP16" in log["flags"][unet_onnx]
-    lo, opt, hi = log["shapes"][unet_onnx]["sample"]
+    # Strongly typed on both generations, every network; no precision flag anywhere (TensorRT 11 has none).
+    assert log["network_flags"] and set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
+    assert not PRECISION_FLAGS & set().union(*log["flags"].values())
+    # The fp16 plan is parsed from the fp16 graph, made here with the build's converter (the dir shipped fp32).
+    (unet_fp16,) = {p for p in log["parsed"] if p.endswith("/onnx/unet.fp16.onnx")}  # in the dir being built
+    assert plans["fp16"]["onnx"] == "onnx/unet.fp16.onnx"
+    made = {a["precision"]: a for a in unet["artifacts"] if a["format"] == "onnx"}
+    assert set(made) == {"fp32", "fp16"} and m.data["files"]["onnx/unet.fp16.onnx"] == sha256_file(
+        out / "onnx" / "unet.fp16.onnx"
+    )
+    assert any(v["artifact"] == "onnx/unet.fp16.onnx" and v["passed"] for v in unet["verification"])
+    onnx.checker.check_model(str(out / "onnx" / "unet.fp16.onnx"), full_check=True)
+    lo, opt, hi = log["shapes"][unet_fp16]["sample"]
     assert lo[0] == 1 and opt[0] == 2 and hi[0] == 2 and lo[1:] == [9, 16, 16], "the spec's profile (batch 1..2)"
     assert {"csm_qformer"} == {n for n, e in m.components.items() if e["precision"] == "fp32"}, (
         "the Q-Former stays fp32"
     )
-    assert ("unet.fp16.trt10.3.sm87.plan", "fp16", ["sample", "t=1", "t=981"]) in log["verified"]
+    assert (f"unet.fp16.{_tag(log)}.plan", "fp16", ["sample", "t=1", "t=981"]) in log["verified"]
     assert set(plans) == {"fp16"}, "no fp32 UNet plan nobody would load"
-    decoder = {a["precision"] for a in m.components["vae_decoder"]["artifacts"] if a["format"] == "tensorrt"}
-    assert decoder == {"fp16", "fp32"}, "the decoder's fp32 plan is its NaN fallback on TensorRT"
+    decoder = {a["precision"]: a for a in m.components["vae_decoder"]["artifacts"] if a["format"] == "tensorrt"}
+    assert set(decoder) == {"fp16", "fp32"}, "the decoder's fp32 plan is its NaN fallback on TensorRT"
+    assert decoder["fp32"]["onnx"] == "onnx/vae_decoder.onnx" and decoder["fp32"]["flags"] == ["-TF32"]
     assert (out / "onnx" / "unet.onnx").is_file(), "the ONNX files stay for other backends"
+
+
+def test_plans_from_a_shipped_fp16_dir_without_the_flag(engine_dir_fp16, tmp_path, log):
+    """An `--fp16` engine dir ships only `*.fp16.onnx` for the UNet: its plans come from those graphs."""
+    out = plans_from_onnx(engine_dir_fp16, tmp_path / "orin", progress=False)
+    m = Manifest.load(out)
+    unet = {a["precision"]: a for a in m.components["unet"]["artifacts"] if a["format"] == "tensorrt"}
+    assert set(unet) == {"fp16"} and unet["fp16"]["onnx"] == "onnx/unet.fp16.onnx"
+    assert any(p.endswith("/onnx/unet.fp16.onnx") for p in log["parsed"])
+    assert not any(p.endswith("/onnx/unet.onnx") for p in log["parsed"]), "no fp32 UNet graph shipped"
+    assert set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
+
+
+def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path, monkeypatch, capsys):
+    calls = _calls()
+    fake = fake_trt(calls, version="11.4.0")
+    fake.__version__ = "12.0.1"
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
+    assert main(["--from-onnx", str(engine_dir), "--out", str(tmp_path / "orin"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "TensorRT 12" in err and "tensorrt<12" in err
+    assert calls["parsed"] == [] and not (tmp_path / "orin").exists()
 
 
 def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine_dir, tmp_path, log, monkeypatch):
@@ -164,7 +210,7 @@ def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine
     # CPU tensors stand in for the GPU: the plans are stubs, the torch-side Q-Former cannot go to CUDA here
     parts, _ = parts_from_engine_dir(out, "tensorrt", torch.device("cpu"), True, None, None)
     assert parts.fallbacks == [] and {e.backend for e in parts.engines.values()} == {"tensorrt"}
-    assert opened["vae_decoder"] == ["vae_decoder.fp16.trt10.3.sm87.plan", "vae_decoder.fp32.trt10.3.sm87.plan"]
+    assert opened["vae_decoder"] == [f"vae_decoder.fp16.{_tag(log)}.plan", f"vae_decoder.fp32.{_tag(log)}.plan"]
     assert parts.engines["vae_decoder_fp32"].precision == "fp32"
 
 
@@ -186,7 +232,7 @@ def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_pa
 
 
 def test_a_build_that_runs_out_of_memory_names_the_component_and_what_to_lower(engine_dir, tmp_path, monkeypatch):
-    calls = {"parsed": [], "shapes": {}, "flags": {}, "verified": []}
+    calls = _calls()
     monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, build_fails=True))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))

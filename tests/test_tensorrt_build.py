@@ -11,13 +11,14 @@ import types
 from pathlib import Path
 
 import pytest
+from trt_api import PRECISION_FLAGS, api, strongly_typed_bits
 
 from acsdk.errors import ACSDKError
 from export import tensorrt as trt_build
 from export.specs import SPECS, Dims
 from export.tensorrt import TensorRTBuildError
 from runtime.compat import check_plan_compatibility
-from runtime.tensorrt_engine import tensorrt_usable
+from runtime.tensorrt_engine import tensorrt_status, tensorrt_usable
 
 DIMS = Dims(
     height=64,
@@ -88,9 +89,12 @@ def test_plan_filename_rejects_bad_input_with_a_build_error(component, precision
 
 
 def test_builder_flag_names():
-    assert trt_build.builder_flag_names(fp16=True) == ["FP16"]
+    # Precision lives in the graph (strongly typed): no precision flag, on any TensorRT.
+    assert trt_build.builder_flag_names("fp16") == []
     # fp32 plans turn TF32 (on by default in TensorRT) off to meet the fp32 tolerance
-    assert trt_build.builder_flag_names(fp16=False) == ["-TF32"]
+    assert trt_build.builder_flag_names("fp32") == ["-TF32"]
+    with pytest.raises(TensorRTBuildError, match="precision"):
+        trt_build.builder_flag_names("int8")
 
 
 def test_check_plan_compatibility_match():
@@ -164,16 +168,33 @@ def test_tensorrt_usable_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     ok, reason = tensorrt_usable()
     assert ok is False
-    assert "CUDA" in reason and "10.6.0" in reason
+    assert "CUDA" in reason and "10.3.0" in reason
     assert trt_build.gpu_info() is None
 
 
 def test_tensorrt_usable_old_version(monkeypatch):
-    fake, _ = make_fake_trt({}, version="8.6.1")
+    fake, _ = make_fake_trt({})
+    fake.__version__ = "8.6.1"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     ok, reason = tensorrt_usable()
     assert ok is False
     assert "8.6.1" in reason and ">= 10" in reason
+
+
+@pytest.mark.parametrize(("version", "supported"), [("10.3.0", True), ("11.4.0", True), ("12.0.1", False)])
+def test_tensorrt_usable_names_the_major_and_refuses_an_unknown_future_one(monkeypatch, version, supported):
+    import torch
+
+    fake, _ = make_fake_trt({}, version="11.4.0" if version.startswith("12") else version)
+    fake.__version__ = version
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ok, reason = tensorrt_usable()
+    assert ok is supported
+    status = tensorrt_status()  # what `acsdk info` reports under "tensorrt"
+    assert status["major"] == int(version.split(".")[0]) and status["supported"] is supported
+    if not supported:
+        assert "TensorRT 12 is newer" in reason and "tensorrt<12" in reason
 
 
 # -- a fake tensorrt module ---------------------------------------------------------------------------
@@ -187,7 +208,7 @@ class FakeState:
         self.parser_errors = list(parser_errors)
         self.plan = plan
         self.timing_cache_ok = timing_cache_ok
-        self.network_flags = []
+        self.network_flags = []  # what create_network() was given
         self.parsed_paths = []
         self.set_shapes = []
         self.flags = set()
@@ -198,7 +219,7 @@ class FakeState:
         self.built = 0
 
 
-def make_fake_trt(inputs, *, parser_errors=(), plan=b"FAKE-PLAN", timing_cache_ok=True, version="10.6.0"):
+def make_fake_trt(inputs, *, parser_errors=(), plan=b"FAKE-PLAN", timing_cache_ok=True, version="10.3.0"):
     state = FakeState(inputs, parser_errors, plan, timing_cache_ok)
 
     class Logger:
@@ -317,7 +338,8 @@ def make_fake_trt(inputs, *, parser_errors=(), plan=b"FAKE-PLAN", timing_cache_o
     fake.Logger = Logger
     fake.Builder = Builder
     fake.OnnxParser = OnnxParser
-    fake.BuilderFlag = types.SimpleNamespace(FP16="FP16", TF32="TF32")
+    for name, namespace in api(version).items():  # the flags as this major has them
+        setattr(fake, name, namespace)
     fake.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     return fake, state
 
@@ -349,23 +371,26 @@ def leftovers(directory: Path) -> list[str]:
 # -- build_plan against the fake ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fp16", [True, False])
-def test_build_plan_fake(monkeypatch, fake_gpu, onnx_file, tmp_path, fp16):
-    profile, state = install(monkeypatch)
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"], ids=["trt10", "trt11"])
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_build_plan_fake(monkeypatch, fake_gpu, onnx_file, tmp_path, precision, version):
+    profile, state = install(monkeypatch, version=version)
     plan_path = tmp_path / "engines" / "unet.plan"  # the folder does not exist yet
     cache = tmp_path / "timing.cache"
 
-    info = trt_build.build_plan(onnx_file, plan_path, profile, fp16=fp16, timing_cache=cache)
+    info = trt_build.build_plan(onnx_file, plan_path, profile, precision, timing_cache=cache)
 
     assert state.parsed_paths == [str(onnx_file)]
-    assert state.network_flags == [0]  # no deprecated EXPLICIT_BATCH flag
+    # strongly typed through the creation flag's own bit on each major (1 on 10, 0 on 11), nothing else
+    assert state.network_flags == [strongly_typed_bits(version)]
     assert state.set_shapes == [(n, e["min"], e["opt"], e["max"]) for n, e in profile.items()]
     assert state.set_shapes[0] == ("sample", [1, 9, 8, 8], [2, 9, 8, 8], [4, 9, 8, 8])
     assert state.profiles_added == 1
-    if fp16:
-        assert state.flags == {"FP16", "TF32"} and state.cleared == []
+    assert not PRECISION_FLAGS & state.flags, "precision is the graph's, never a builder flag"
+    if precision == "fp16":
+        assert state.flags == {"TF32"} and state.cleared == []
     else:
-        assert "FP16" not in state.flags and state.cleared == ["TF32"]
+        assert state.flags == set() and state.cleared == ["TF32"]
     assert state.pool_limits == {}  # no workspace_gb: TensorRT's default (all of the GPU's memory)
 
     assert plan_path.read_bytes() == b"FAKE-PLAN"
@@ -373,11 +398,11 @@ def test_build_plan_fake(monkeypatch, fake_gpu, onnx_file, tmp_path, fp16):
     assert state.timing_cache_inputs == [b""]  # no cache file yet: a fresh one
     assert cache.read_bytes() == b"+timings"
 
-    assert info["tensorrt_version"] == "10.6.0"
+    assert info["tensorrt_version"] == version
     assert info["compute_capability"] == "8.9"
     assert info["gpu_name"] == "Fake GPU"
-    assert info["precision"] == ("fp16" if fp16 else "fp32")
-    assert info["flags"] == trt_build.builder_flag_names(fp16)
+    assert info["precision"] == precision and info["typing"] == "strongly_typed"
+    assert info["flags"] == trt_build.builder_flag_names(precision)
     assert isinstance(info["build_seconds"], float)
     assert info["profile"] == profile
 
@@ -389,7 +414,7 @@ def test_build_plan_reuses_timing_cache_and_sets_workspace(monkeypatch, fake_gpu
     plan_path = tmp_path / "unet.plan"
     plan_path.write_bytes(b"STALE")  # replaced, not appended to
 
-    trt_build.build_plan(onnx_file, plan_path, profile, fp16=True, timing_cache=cache, workspace_gb=2)
+    trt_build.build_plan(onnx_file, plan_path, profile, "fp16", timing_cache=cache, workspace_gb=2)
 
     assert state.timing_cache_inputs == [b"OLD"]
     assert cache.read_bytes() == b"OLD+timings"
@@ -403,7 +428,7 @@ def test_build_plan_mismatched_timing_cache_starts_fresh(monkeypatch, fake_gpu, 
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"FROM-ANOTHER-GPU")
     with caplog.at_level(logging.WARNING, logger="export.tensorrt"):
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True, timing_cache=cache)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16", timing_cache=cache)
     assert state.timing_cache_inputs == [b"FROM-ANOTHER-GPU", b""]
     assert cache.read_bytes() == b"+timings"
     assert "timing cache" in caplog.text
@@ -411,7 +436,7 @@ def test_build_plan_mismatched_timing_cache_starts_fresh(monkeypatch, fake_gpu, 
 
 def test_build_plan_without_timing_cache(monkeypatch, fake_gpu, onnx_file, tmp_path):
     profile, state = install(monkeypatch)
-    trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+    trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert state.timing_cache_inputs == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx", "unet.plan"]
 
@@ -422,7 +447,7 @@ def test_build_plan_parser_errors(monkeypatch, fake_gpu, onnx_file, tmp_path):
     )
     plan_path = tmp_path / "unet.plan"
     with pytest.raises(TensorRTBuildError) as err:
-        trt_build.build_plan(onnx_file, plan_path, profile, fp16=True)
+        trt_build.build_plan(onnx_file, plan_path, profile, "fp16")
     assert "UNSUPPORTED_NODE: bad attribute" in str(err.value)
     assert "second problem" in str(err.value)
     assert str(onnx_file) in str(err.value)
@@ -435,7 +460,7 @@ def test_build_plan_build_failure(monkeypatch, fake_gpu, onnx_file, tmp_path):
     plan_path = tmp_path / "unet.plan"
     cache = tmp_path / "timing.cache"
     with pytest.raises(TensorRTBuildError, match="build_serialized_network returned None"):
-        trt_build.build_plan(onnx_file, plan_path, profile, fp16=True, timing_cache=cache)
+        trt_build.build_plan(onnx_file, plan_path, profile, "fp16", timing_cache=cache)
     assert state.built == 1
     assert not plan_path.exists() and not cache.exists()
     assert leftovers(tmp_path) == []
@@ -447,7 +472,7 @@ def test_build_plan_input_without_profile(monkeypatch, fake_gpu, onnx_file, tmp_
     del profile["semantic_scale"]
     _, state = install(monkeypatch, profile=profile, inputs=inputs)
     with pytest.raises(TensorRTBuildError, match="without a profile entry") as err:
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert "semantic_scale" in str(err.value)
     assert state.built == 0
 
@@ -458,7 +483,7 @@ def test_build_plan_profile_names_unknown_input(monkeypatch, fake_gpu, onnx_file
     profile["mask"] = {"min": [1], "opt": [1], "max": [1]}
     _, state = install(monkeypatch, profile=profile, inputs=inputs)
     with pytest.raises(TensorRTBuildError, match="does not have") as err:
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert "mask" in str(err.value)
     assert state.built == 0
 
@@ -469,7 +494,7 @@ def test_build_plan_profile_contradicts_static_dim(monkeypatch, fake_gpu, onnx_f
     inputs["sample"] = (-1, 4, 8, 8)  # the ONNX says 4 channels, the profile 9
     _, state = install(monkeypatch, profile=profile, inputs=inputs)
     with pytest.raises(TensorRTBuildError, match="'sample' axis 1 is fixed to 4"):
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert state.built == 0
 
 
@@ -477,28 +502,44 @@ def test_build_plan_needs_a_gpu(monkeypatch, onnx_file, tmp_path):
     profile, state = install(monkeypatch)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: None)
     with pytest.raises(TensorRTBuildError, match="no CUDA GPU"):
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert state.parsed_paths == []
 
 
 def test_build_plan_missing_onnx(monkeypatch, fake_gpu, tmp_path):
     profile, _ = install(monkeypatch)
     with pytest.raises(TensorRTBuildError, match="not found"):
-        trt_build.build_plan(tmp_path / "nope.onnx", tmp_path / "unet.plan", profile, fp16=True)
+        trt_build.build_plan(tmp_path / "nope.onnx", tmp_path / "unet.plan", profile, "fp16")
 
 
 def test_build_plan_without_tensorrt(monkeypatch, onnx_file, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(TensorRTBuildError, match="tensorrt is not importable"):
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", unet_profile(), fp16=True)
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", unet_profile(), "fp16")
 
 
-def test_build_plan_fp16_flag_missing_names_tensorrt_10(monkeypatch, fake_gpu, onnx_file, tmp_path):
-    profile, state = install(monkeypatch, version="11.0.0")
-    monkeypatch.setattr(sys.modules["tensorrt"], "BuilderFlag", types.SimpleNamespace(TF32="TF32"))
-    with pytest.raises(TensorRTBuildError, match="BuilderFlag.FP16"):
-        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, fp16=True)
+def test_build_plan_refuses_a_future_major_before_building(monkeypatch, fake_gpu, onnx_file, tmp_path):
+    profile, state = install(monkeypatch, version="11.4.0")
+    sys.modules["tensorrt"].__version__ = "12.0.1"
+    with pytest.raises(TensorRTBuildError, match="TensorRT 12 is newer"):
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
+    assert state.built == 0 and state.network_flags == []
+
+
+def test_build_plan_without_strong_typing_on_10_is_refused(monkeypatch, fake_gpu, onnx_file, tmp_path):
+    """A TensorRT 10 without the creation flag could only build weakly typed: refused, never a silent fp32 plan."""
+    profile, state = install(monkeypatch, version="10.3.0")
+    monkeypatch.setattr(sys.modules["tensorrt"], "NetworkDefinitionCreationFlag", types.SimpleNamespace())
+    with pytest.raises(TensorRTBuildError, match="STRONGLY_TYPED"):
+        trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
     assert state.built == 0
+
+
+def test_build_plan_on_an_11_without_the_flag_is_strongly_typed_anyway(monkeypatch, fake_gpu, onnx_file, tmp_path):
+    profile, state = install(monkeypatch, version="11.4.0")
+    monkeypatch.setattr(sys.modules["tensorrt"], "NetworkDefinitionCreationFlag", types.SimpleNamespace())
+    trt_build.build_plan(onnx_file, tmp_path / "unet.plan", profile, "fp16")
+    assert state.network_flags == [0] and state.built == 1
 
 
 # -- a real build -------------------------------------------------------------------------------------------
@@ -541,7 +582,12 @@ def test_build_real_plan(tmp_path, fp16):
     )
     plan_path, cache = tmp_path / name, tmp_path / "timing.cache"
 
-    info = trt_build.build_plan(onnx_path, plan_path, profile, fp16=fp16, timing_cache=cache, workspace_gb=1)
+    if fp16:  # strongly typed: the fp16 plan is built from the fp16 graph (fp32 IO), as export.build does
+        from export.onnx_export import convert_fp16
+
+        onnx_path = convert_fp16(onnx_path, tmp_path / "tiny.fp16.onnx")
+    precision = "fp16" if fp16 else "fp32"
+    info = trt_build.build_plan(onnx_path, plan_path, profile, precision, timing_cache=cache, workspace_gb=1)
 
     assert info["tensorrt_version"] == trt.__version__
     assert info["compute_capability"] == gpu["compute_capability"]

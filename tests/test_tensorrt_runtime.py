@@ -54,11 +54,14 @@ class Recorder:
             self.current = before
 
     def CUDAGraph(self):  # noqa: N802
-        return types.SimpleNamespace(replay=lambda: self.events.append(("replay", self.current)))
+        graph = types.SimpleNamespace(shapes=None)
+        graph.replay = lambda: self.events.append(("replay", self.current, graph.shapes))
+        return graph
 
     @contextlib.contextmanager
     def graph(self, graph, stream=None, capture_error_mode="global"):
         self.events.append(("capture", stream.name, capture_error_mode, self.current))
+        graph.shapes = dict(self.context.shapes)  # what the context was set to when the graph was captured
         yield
 
     def record_stream(self, tensor, stream):
@@ -73,10 +76,13 @@ class FakeStream:
         self.rec.events.append(("wait", self.name, other.name))
 
 
-def fake_tensorrt(rec: Recorder, shape_ok: bool = True, execute_ok: bool = True) -> types.ModuleType:
+def fake_tensorrt(
+    rec: Recorder, shape_ok: bool = True, execute_ok: bool = True, dtypes: dict | None = None
+) -> types.ModuleType:
     class Context:
         def __init__(self):
             self.shapes = {}
+            rec.context = self
 
         def set_input_shape(self, name, shape):
             rec.events.append(("set_input_shape", name, shape))
@@ -94,6 +100,9 @@ def fake_tensorrt(rec: Recorder, shape_ok: bool = True, execute_ok: bool = True)
             return execute_ok
 
     class Engine:
+        def get_tensor_dtype(self, name):  # TensorRT's DataType enum: a name attribute
+            return types.SimpleNamespace(name=(dtypes or {}).get(name, "FLOAT"))
+
         def create_execution_context(self):
             rec.events.append(("context", rec.current_device))
             return Context()
@@ -158,8 +167,33 @@ def test_capture_happens_on_the_engine_stream_in_thread_local_mode_and_replays_a
     assert captures == [("capture", "engine", "thread_local", "engine")]
     rec.events.clear()
     engine.run({"x": torch.full((2, 4), 3.0)})  # same shapes: the graph replays
-    assert ("replay", "engine") in rec.events
-    assert rec.events.index(("wait", "engine", "caller")) < rec.events.index(("replay", "engine"))
+    (replay,) = [e for e in rec.events if e[0] == "replay"]
+    assert replay[:2] == ("replay", "engine")
+    assert rec.events.index(("wait", "engine", "caller")) < rec.events.index(replay)
+
+
+def test_a_graph_of_other_shapes_is_never_replayed(rec, tmp_path):
+    """Shapes A, B, A: TensorRT's context holds one set of shapes, so the third call must not replay the graph
+    captured under A (the context has since been set to B): it runs and captures A again; a fourth A replays."""
+    engine = make_engine(tmp_path)
+    a, b = torch.ones(2, 4), torch.ones(1, 4)
+    for x in (a, b, a):
+        out = engine.run({"x": x})
+        assert out["y"].shape == x.shape
+    assert [e for e in rec.events if e[0] == "replay"] == []
+    assert len([e for e in rec.events if e[0] == "capture"]) == 3
+    rec.events.clear()
+    engine.run({"x": a})
+    (replay,) = [e for e in rec.events if e[0] == "replay"]
+    assert replay[2] == {"x": (2, 4)}, "the replayed graph was captured with A's shapes"
+    assert rec.context.shapes == {"x": (2, 4)}
+
+
+def test_a_plan_whose_io_types_differ_from_the_manifest_is_refused(rec, tmp_path, monkeypatch):
+    """A strongly typed plan with fp16 IO, fed the fp32 buffers the manifest promises, would be misread."""
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rec, dtypes={"y": "HALF"}))
+    with pytest.raises(IncompatibleEngineError, match="'y' is float16 in the plan, the manifest says float32"):
+        make_engine(tmp_path)
 
 
 def test_refused_shape_and_failed_execution_raise(rec, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from PIL import Image
 
 from runtime.files import sha256_file
 from runtime.manifest import manifest_sha256
+from runtime.tensorrt_engine import tensorrt_status
 
 from ..errors import InputError, check_int, check_real
 from ..models.asea import run_asea
@@ -127,7 +128,7 @@ class Synthesizer:
         summary = None
         if self.manifest is not None:
             m = self.manifest
-            summary = {k: m.get(k) for k in ("acsdk_version", "created", "settings", "tools", "gpu")}
+            summary = {k: m.get(k) for k in ("acsdk_version", "created", "settings", "tools", "gpu", "tensorrt")}
             summary["source_checkpoint_sha256"] = m["source_checkpoint"]["sha256"]
         return {
             "device": str(self.device),
@@ -137,6 +138,7 @@ class Synthesizer:
             "cache": {"text": len(self._text_cache), "references": len(self._reference_cache)},
             "fallbacks": list(self.parts.fallbacks),
             "backend_choice": self.parts.backend_choice,
+            "tensorrt": tensorrt_status(),  # which major is here, and whether this acsdk builds and runs it
         }
 
     # -- reference encoding ------------------------------------------------------------------

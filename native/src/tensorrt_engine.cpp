@@ -1,4 +1,4 @@
-// TensorRT 10 backend (built only where CMake finds TensorRT): a plan checked against this machine before it
+// TensorRT 10.x / 11.x backend (built only where CMake finds TensorRT): a plan checked against this machine before it
 // is deserialised, as runtime/tensorrt_engine.py does; float32 IO through device buffers kept between calls.
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
