@@ -288,6 +288,7 @@ def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> None:
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             write_manifest(root, manifest)
+            _add_qdq(root, manifest, calibration, gate_scenes, plan)
             return
     lines = "; ".join(
         f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried
@@ -297,6 +298,38 @@ def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> None:
         f"{gate.p99_max} grey levels inside the label, PSNR >= {gate.psnr_min} dB over the blend region, on "
         f"{len(gate_scenes)} held-out scenes) in every scope tried ({lines}): nothing was written; build without --int8"
     )
+
+
+def _add_qdq(root: Path, manifest: dict, calibration: list, gate_scenes: list, plan: int8_mod.Int8Settings) -> None:
+    """The UNet as a Q/DQ ONNX for TensorRT's INT8 plans (`--from-onnx` builds them on the target), from the same
+    calibration inputs and through the same scope search and gate as the OpenVINO INT8, run on ONNX Runtime CPU.
+    None passing is no failure (the OpenVINO INT8 stands): nothing is written for it, the numbers are recorded."""
+    entry = manifest["components"][INT8_COMPONENT]
+    fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
+    path = root / "onnx" / f"{INT8_COMPONENT}.int8.qdq.onnx"
+    artifacts, gate, tried = list(entry["artifacts"]), int8_mod.Gate(), []
+    t0 = time.perf_counter()
+    for scope in int8_mod.SCOPES:
+        int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope)
+        qdq = {"format": "onnx", "precision": "int8", "file": path.relative_to(root).as_posix(), "data_files": [],
+               "quantization": "qdq", "symmetric": True, "per_channel_weights": True, "scope": scope.name,
+               "calibration_samples": len(calibration)}  # fmt: skip
+        entry["artifacts"] = [*artifacts, qdq]
+        manifest["files"] = list_files(root)
+        write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
+        record = int8_mod.gate_record(int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, "onnxruntime"), gate)
+        tried.append({"scope": scope.name, **record})
+        log.info("Q/DQ INT8 gate, %s: %s", scope.name, record)
+        if record["passed"]:
+            qdq["gate"] = {**record, "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
+            break
+    else:
+        path.unlink()
+        entry["artifacts"] = artifacts
+        entry["int8_qdq_gate"] = {"passed": False, "tried": tried}
+        log.warning("Q/DQ INT8 %s misses the gate in every scope: no INT8 ONNX for TensorRT here", INT8_COMPONENT)
+    manifest["files"] = list_files(root)
+    write_manifest(root, manifest)
 
 
 def build_engine_dir(
@@ -459,14 +492,20 @@ def plans_from_onnx(
             precisions = sorted(onnx)
             if fp16 and spec.fp16:  # fp16 plans; fp32 ones only where fp32 is the NaN fallback
                 precisions = ["fp16"] + (["fp32"] if spec.keep_fp32_variant and "fp32" in onnx else [])
-                entry["precision"] = "fp16"
+                entry["precision"] = "int8" if entry["precision"] == "int8" else "fp16"
+            if "int8" in onnx and "int8" not in precisions:  # an INT8 dir's INT8 plan (Q/DQ ONNX) beside fp16
+                precisions.append("int8")
             ref = verification.reference_from_onnx(spec, reference_graph, dims) if verify else None
             if "fp16" in precisions and "fp16" not in onnx:  # shipped fp32 only: the fp16 graph is made here
                 onnx["fp16"] = _fp16_onnx_here(spec, tmp, reference_graph, ref, entry)
             graphs = {prec: tmp / onnx[prec]["file"] for prec in precisions}
             io = {"inputs": entry["inputs"], "outputs": entry["outputs"]}
             entry["profile"] = spec.profile(dims, batch)
+            qdq = {p: graphs.pop(p) for p in list(graphs) if p == "int8"}
             plans = build_plans(name, tmp, graphs, entry["profile"], io, ref, cache)
+            if qdq:  # the INT8 plan is checked against its own Q/DQ graph on ONNX Runtime CPU (same integers)
+                qdq_ref = verification.reference_from_onnx(spec, qdq["int8"], dims) if verify else None
+                plans += build_plans(name, tmp, qdq, entry["profile"], io, qdq_ref, cache)
             entry["artifacts"] = [a for a in entry["artifacts"] if a["format"] != "tensorrt"] + plans
         manifest.update(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

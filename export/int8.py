@@ -1,4 +1,8 @@
-"""INT8 where it pays: the UNet (35 calls per image, ~all of the compute) quantized by NNCF for OpenVINO, and gated.
+"""INT8 where it pays: the UNet (35 calls per image, ~all of the compute) quantized by NNCF for OpenVINO, and gated;
+and the same UNet as a Q/DQ ONNX for TensorRT (explicit quantization: symmetric, zero point 0, per-channel
+weights), made by ONNX Runtime's static quantizer on the same calibration inputs and gated on ONNX Runtime CPU,
+which executes the same Q/DQ arithmetic. (NVIDIA's Model Optimizer would make it too, but its ONNX extra pins
+onnxruntime-gpu and an older onnx, which cannot sit beside this project's onnxruntime.)
 
 Calibration: the UNet inputs (latents at every step, both CFG rows, text and semantic tokens, lambda) that the
 fp32 pipeline itself produces on sample scenes, so the activation ranges are the ones inference meets. The gate
@@ -173,6 +177,7 @@ class Scope:
     name: str
     keep_fp32_scopes: tuple[str, ...]  # module scopes left in fp32 (mapped to nodes by the exporter's metadata)
     keep_fp32_types: tuple[str, ...] = ()  # OpenVINO op types left in fp32
+    onnx_op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")  # ONNX op types the Q/DQ graph quantizes
 
 
 # The UNet's first and last convolutions and its timestep embedding set the scale of everything else; measured on
@@ -182,7 +187,7 @@ class Scope:
 ENDS = ("unet.conv_in", "unet.conv_out", "unet.time_embedding", "unet.time_proj")
 SCOPES = (
     Scope("convolutions and linear layers", ENDS),
-    Scope("linear layers (convolutions fp32)", ENDS, ("Convolution",)),
+    Scope("linear layers (convolutions fp32)", ENDS, ("Convolution",), ("MatMul", "Gemm")),
 )
 
 
@@ -224,6 +229,55 @@ def quantize_unet(
     return out_xml
 
 
+def quantize_unet_qdq(onnx_path: Path, calibration: list[dict[str, np.ndarray]], out_path: Path, scope: Scope) -> Path:
+    """The UNet as a Q/DQ ONNX for TensorRT's explicit quantization: INT8 weights per output channel and INT8
+    activations, both symmetric (zero point 0, which TensorRT requires), min/max calibrated on `calibration`;
+    biases stay float (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization).
+    Left in float: the scope's fp32 modules and, as NNCF's transformer mode does for OpenVINO, the attention's
+    activation-by-activation matmuls (scores and their product with the values)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from .onnx_export import nodes_in_scopes
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    produced_by = {o: n for n in graph.node for o in n.output}
+
+    def constant(name: str) -> bool:  # an initializer, or a Constant / a cast or transpose of one
+        node = produced_by.get(name)
+        while node is not None and node.op_type in ("Transpose", "Cast", "Reshape") and node.input:
+            name, node = node.input[0], produced_by.get(node.input[0])
+        return name in weights or (node is not None and node.op_type == "Constant")
+
+    attention = [n.name for n in graph.node if n.op_type == "MatMul" and not any(constant(i) for i in n.input)]
+    excluded = nodes_in_scopes(onnx.load(str(onnx_path), load_external_data=False), scope.keep_fp32_scopes)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(onnx_path), str(out_path), Reader(),
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        per_channel=True, op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )  # fmt: skip
+    onnx.checker.check_model(str(out_path), full_check=True)
+    return out_path
+
+
 def _blend_region(result, label: np.ndarray, model_size: tuple[int, int]) -> np.ndarray:
     """The pixels the paste may change: the label and its feather, inside each generation window."""
     from acsdk.inference.imaging import blend_mask
@@ -239,13 +293,14 @@ def _blend_region(result, label: np.ndarray, model_size: tuple[int, int]) -> np.
     return region
 
 
-def gate_metrics(engine_dir: Path, scenes: list[Scene], steps: int) -> dict:
-    """INT8 UNet against fp32 UNet, everything else equal, on the scenes: the numbers the gate judges."""
+def gate_metrics(engine_dir: Path, scenes: list[Scene], steps: int, backend: str = "openvino") -> dict:
+    """INT8 UNet against fp32 UNet, everything else equal, on the scenes: the numbers the gate judges. `backend`
+    "openvino" gates the OpenVINO INT8 IR, "onnxruntime" the Q/DQ ONNX (ONNX Runtime CPU runs its arithmetic)."""
     from acsdk.inference.synthesizer import Synthesizer
 
     results = {}
     for precision in ("int8", "fp32"):
-        synth = Synthesizer(engine_dir, backend="openvino", device="cpu", precision_overrides={"unet": precision})
+        synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": precision})
         model_size = (synth.parts.config.height, synth.parts.config.width)
         results[precision] = [_generate(synth, scene, steps) for scene in scenes]
     inside, blended = [], []
@@ -263,6 +318,7 @@ def gate_metrics(engine_dir: Path, scenes: list[Scene], steps: int) -> dict:
         "scenes": len(scenes),
         "user_scenes": sum(s.source != "procedural" for s in scenes),
         "steps": steps,
+        "backend": backend,
     }
 
 

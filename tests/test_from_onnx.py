@@ -177,6 +177,38 @@ def test_plans_from_a_shipped_fp16_dir_without_the_flag(engine_dir_fp16, tmp_pat
     assert set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
 
 
+def test_an_int8_dir_gets_an_int8_plan_from_its_qdq_onnx(engine_dir, tmp_path, log):
+    """The Q/DQ UNet `export.build --int8` writes becomes a strongly typed INT8 plan on the target, checked against
+    that Q/DQ graph (not the fp32 one), beside the fp16 plans; the UNet stays INT8."""
+    from export import int8 as int8_mod
+    from export.specs import SPECS, Dims
+    from runtime.manifest import list_files, write_manifest
+
+    src = shutil.copytree(engine_dir, tmp_path / "int8", ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((src / MANIFEST_NAME).read_text())
+    manifest.pop("schema_version")
+    dims = Dims(**manifest["dims"])
+    calibration = [{k: v.numpy() for k, v in SPECS["unet"].sample_inputs(dims, seed=i).items()} for i in range(4)]
+    qdq = int8_mod.quantize_unet_qdq(src / "onnx" / "unet.onnx", calibration, src / "onnx" / "unet.int8.qdq.onnx",
+                                     int8_mod.SCOPES[1])  # fmt: skip
+    unet = manifest["components"]["unet"]
+    unet["precision"] = "int8"
+    unet["artifacts"].append({"format": "onnx", "precision": "int8", "file": "onnx/unet.int8.qdq.onnx",
+                              "data_files": [], "quantization": "qdq"})  # fmt: skip
+    manifest["files"] = list_files(src)
+    write_manifest(src, manifest)
+
+    out = plans_from_onnx(src, tmp_path / "orin", fp16=True, progress=False)
+    m = Manifest.load(out)
+    plans = {a["precision"]: a for a in m.components["unet"]["artifacts"] if a["format"] == "tensorrt"}
+    assert set(plans) == {"fp16", "int8"} and m.components["unet"]["precision"] == "int8"
+    assert plans["int8"]["onnx"] == "onnx/unet.int8.qdq.onnx" and plans["int8"]["flags"] == []
+    assert any(p.endswith("/onnx/unet.int8.qdq.onnx") for p in log["parsed"])
+    assert (f"unet.int8.{_tag(log)}.plan", "int8", ["sample", "t=1", "t=981"]) in log["verified"]
+    assert set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
+    assert m.data["files"]["onnx/unet.int8.qdq.onnx"] == sha256_file(qdq)
+
+
 def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path, monkeypatch, capsys):
     calls = _calls()
     fake = fake_trt(calls, version="11.4.0")

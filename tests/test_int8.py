@@ -60,7 +60,7 @@ def test_int8_unet_passes_the_held_out_gate_on_the_demo_model_and_runs(int8_dir)
     assert gate["mean"] <= 2.0 and gate["p99"] <= 8.0 and gate["psnr_db"] >= 35.0
     assert gate["calibration_seed"] != gate["gate_seed"], "gated on scenes held out from calibration"
     assert gate["scenes"] == int8_mod.Int8Settings().gate.count + 2 and gate["user_scenes"] == 2
-    int8_art = next(a for a in unet["artifacts"] if a["precision"] == "int8")
+    int8_art = next(a for a in unet["artifacts"] if a["precision"] == "int8" and a["format"] == "openvino")
     assert int8_art["overflow_fix"] == "enable" and int8_art["build_cpu"] == cpu.isa_summary()
     assert int8_art["scope"] in {s.name for s in int8_mod.SCOPES}
     formats = {(a["format"], a["precision"]) for a in unet["artifacts"]}
@@ -70,6 +70,34 @@ def test_int8_unet_passes_the_held_out_gate_on_the_demo_model_and_runs(int8_dir)
     assert "unet_fp32" not in ov.info()["components"], "no NaN fallback copy for an INT8 UNet"
     ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu")
     assert ort.info()["components"]["unet"]["precision"] == "fp32", "ORT runs the fp32 ONNX of an INT8 dir"
+
+
+def test_the_qdq_unet_for_tensorrt_is_symmetric_checked_gated_and_runs_on_onnxruntime(int8_dir, gate_images):
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = json.loads((int8_dir / "manifest.json").read_text())
+    unet = manifest["components"]["unet"]
+    qdq = next(a for a in unet["artifacts"] if a["format"] == "onnx" and a["precision"] == "int8")
+    assert qdq["quantization"] == "qdq" and qdq["gate"]["passed"] and qdq["gate"]["backend"] == "onnxruntime"
+    path = int8_dir / qdq["file"]
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize, "activations are quantized"
+    for node in [*quantize, *(n for n in model.graph.node if n.op_type == "DequantizeLinear")]:
+        zero_point = consts[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any(), f"{node.name}: zero point must be 0 (symmetric)"
+    per_channel = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and consts[n.input[1]].size > 1]
+    assert per_channel, "weights quantized per output channel"
+    # The gate's recorded numbers come back when it is run again on the same held-out scenes (ONNX Runtime CPU).
+    scenes = int8_mod.Int8Settings(gate_images=gate_images).gate_scenes(manifest["model"]["height"])
+    again = int8_mod.gate_metrics(int8_dir, scenes, qdq["gate"]["steps"], "onnxruntime")
+    for key in ("mean", "p99", "psnr_db"):
+        assert again[key] == pytest.approx(qdq["gate"][key], rel=1e-6, abs=1e-9), key
+    ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu", precision_overrides={"unet": "int8"})
+    assert ort.info()["components"]["unet"]["precision"] == "int8", "asked by name, ORT runs the Q/DQ graph"
 
 
 @pytest.mark.skipif(not cpu.is_x86(), reason="pre-VNNI saturation is an x86 matter; oneDNN's ISA cap is x86's")

@@ -149,9 +149,7 @@ def _open_engine(
 ) -> tuple[Engine, str]:
     entry = manifest.components[name]
     io = (entry["inputs"], entry["outputs"])
-    if precision == "int8" and backend != "openvino":  # INT8 is an OpenVINO IR; others run the fp32 ONNX
-        precision = "fp32"
-    if backend == "onnxruntime":
+    if backend == "onnxruntime":  # int8: the Q/DQ ONNX where the dir has one (asked for explicitly), else fp32
         from runtime.onnxruntime_engine import OrtEngine
 
         art, precision = _onnx(entry, precision)
@@ -178,12 +176,22 @@ def _open_engine(
         if not ok:
             raise BackendUnavailableError(f"backend 'tensorrt' for {name}: {why}; backend='onnxruntime' works here")
         art = _artifact(entry, "tensorrt", precision)
+        if art is None and precision == "int8":  # an INT8 dir without an INT8 plan: its fp16, else fp32, plan
+            precision = "fp16" if _artifact(entry, "tensorrt", "fp16") else "fp32"
+            art = _artifact(entry, "tensorrt", precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no TensorRT plan; build with `--backend tensorrt`")
         plan = manifest.path(art["file"], verify)
         engine = TensorRTEngine(name, plan, *io, art, device, allow_unverified=options.allow_unverified_plans)
         return engine, precision
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
+
+
+def _precision_on(backend: str, precision: str, explicit: bool) -> str:
+    """What a backend runs of a component's precision: an INT8 dir's UNet is OpenVINO's INT8 IR or TensorRT's INT8
+    plan; ONNX Runtime runs its fp32 ONNX unless INT8 was asked for by name (then its Q/DQ ONNX, which the build
+    gated on ONNX Runtime CPU: what the TensorRT INT8 plan is made from)."""
+    return "fp32" if precision == "int8" and backend == "onnxruntime" and not explicit else precision
 
 
 def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
@@ -257,14 +265,16 @@ def parts_from_engine_dir(
         if overrides.get(name, backend) == "auto" and device.type == "cpu" and len(cpu_backends) > 1:
 
             def open_on(b: str, name: str = name, precision: str = precision) -> Engine:
-                return load_engine(name, manifest, b, precision, torch.device("cpu"), verify, options)
+                prec = _precision_on(b, precision, explicit=name in precisions)
+                return load_engine(name, manifest, b, prec, torch.device("cpu"), verify, options)
 
             order, failed = choice.order(name, precision, open_on, entry)
             candidates.sort(key=lambda c: order.index(c[0]) if c[0] in order else len(order))
             tried += [f"{b} on cpu: {why}" for b, why in failed.items()]
         for chosen, dev in candidates:
             try:
-                engines[name] = load_engine(name, manifest, chosen, precision, dev, verify, options)
+                prec = _precision_on(chosen, precision, explicit=name in precisions)
+                engines[name] = load_engine(name, manifest, chosen, prec, dev, verify, options)
                 break
             except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
                 if backend != "auto" or name in overrides:
