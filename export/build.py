@@ -31,6 +31,7 @@ from acsdk.errors import ACSDKError, BackendUnavailableError, CheckpointError
 from acsdk.models.checkpoint import Checkpoint, checkpoint_digest
 from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
+from runtime.compat import parse_compute_capability
 from runtime.cpu import isa_summary
 from runtime.files import atomic_dir
 from runtime.manifest import Manifest, list_files, manifest_sha256, write_manifest
@@ -43,7 +44,7 @@ from . import tensorrt as trt_build
 from . import verify as verification
 from .errors import BuildArgumentError, BuildError
 from .onnx_export import artifact_files, convert_fp16, export_onnx
-from .specs import SPECS, Dims
+from .specs import QUANTIZED, SPECS, Dims
 
 log = logging.getLogger(__name__)
 
@@ -248,16 +249,27 @@ def _build_component(
 INT8_COMPONENT = "unet"  # ~all of the compute: 35 calls per image; the rest runs once or twice
 
 
-def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> None:
+def _gate_lines(tried: list[dict]) -> str:
+    """A gate's tries, one clause each, for the error or warning that reports them."""
+    clauses = (f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried)
+    return "; ".join(clauses)
+
+
+def _calibrate(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> tuple[list, list]:
+    """The UNet inputs the fp32 pipeline produces on the calibration scenes, and the held-out gate scenes."""
+    size = manifest["model"]["height"]  # procedural scenes are square at the model's size
+    gate_scenes = plan.gate_scenes(size)
+    return int8_mod.calibration_inputs(root, plan.calibration.make(size), plan.calibration.steps), gate_scenes
+
+
+def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings, data: tuple[list, list] | None = None) -> None:
     """Quantize the UNet from its fp32 ONNX, calibrated on the fp32 pipeline's own UNet inputs, and gate it on
     held-out scenes: the widest INT8 scope whose final images pass is kept, in the manifest with its numbers; none
-    passing fails."""
+    passing fails. Then the same for TensorRT's Q/DQ graph (which may miss its gate without failing the build)."""
     entry = manifest["components"][INT8_COMPONENT]
     fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
     t0 = time.perf_counter()
-    size = manifest["model"]["height"]  # procedural scenes are square at the model's size
-    gate_scenes = plan.gate_scenes(size)
-    calibration = int8_mod.calibration_inputs(root, plan.calibration.make(size), plan.calibration.steps)
+    calibration, gate_scenes = data or _calibrate(root, manifest, plan)
     xml = root / "openvino" / f"{INT8_COMPONENT}.int8.xml"
     artifact = {
         "format": "openvino",
@@ -288,11 +300,9 @@ def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> None:
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             write_manifest(root, manifest)
-            _add_qdq(root, manifest, calibration, gate_scenes, plan)
+            _add_qdq(root, manifest, (calibration, gate_scenes), plan, "int8")
             return
-    lines = "; ".join(
-        f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried
-    )
+    lines = _gate_lines(tried)
     raise BuildError(
         f"INT8 {INT8_COMPONENT} misses the quality gate against fp32 (mean <= {gate.mean_max}, p99 <= "
         f"{gate.p99_max} grey levels inside the label, PSNR >= {gate.psnr_min} dB over the blend region, on "
@@ -300,34 +310,45 @@ def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> None:
     )
 
 
-def _add_qdq(root: Path, manifest: dict, calibration: list, gate_scenes: list, plan: int8_mod.Int8Settings) -> None:
-    """The UNet as a Q/DQ ONNX for TensorRT's INT8 plans (`--from-onnx` builds them on the target), from the same
-    calibration inputs and through the same scope search and gate as the OpenVINO INT8, run on ONNX Runtime CPU.
-    None passing is no failure (the OpenVINO INT8 stands): nothing is written for it, the numbers are recorded."""
+def _add_qdq(root: Path, manifest: dict, data: tuple[list, list], plan: int8_mod.Int8Settings, kind: str) -> None:
+    """The UNet as a Q/DQ ONNX of `kind` (int8, fp8) for TensorRT's quantized plans (`--from-onnx` builds them on
+    the target), from the pipeline's calibration inputs, through the INT8 scope search, gated like the OpenVINO
+    INT8 on ONNX Runtime CPU (which runs the Q/DQ arithmetic). An INT8 graph missing the gate is no failure (the
+    OpenVINO INT8 stands; nothing is written for it, the numbers are recorded); an FP8 one, asked for with --fp8,
+    fails the build."""
+    calibration, gate_scenes = data
     entry = manifest["components"][INT8_COMPONENT]
     fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
-    path = root / "onnx" / f"{INT8_COMPONENT}.int8.qdq.onnx"
+    path = root / "onnx" / f"{INT8_COMPONENT}.{kind}.qdq.onnx"
     artifacts, gate, tried = list(entry["artifacts"]), int8_mod.Gate(), []
     t0 = time.perf_counter()
     for scope in int8_mod.SCOPES:
-        int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope)
-        qdq = {"format": "onnx", "precision": "int8", "file": path.relative_to(root).as_posix(), "data_files": [],
-               "quantization": "qdq", "symmetric": True, "per_channel_weights": True, "scope": scope.name,
+        int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope, kind)
+        qdq = {"format": "onnx", "precision": kind, "file": path.relative_to(root).as_posix(), "data_files": [],
+               "quantization": "qdq", "symmetric": True, "per_channel_weights": kind == "int8", "scope": scope.name,
                "calibration_samples": len(calibration)}  # fmt: skip
         entry["artifacts"] = [*artifacts, qdq]
         manifest["files"] = list_files(root)
         write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
-        record = int8_mod.gate_record(int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, "onnxruntime"), gate)
+        metrics = int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, "onnxruntime", kind)
+        record = int8_mod.gate_record(metrics, gate)
         tried.append({"scope": scope.name, **record})
-        log.info("Q/DQ INT8 gate, %s: %s", scope.name, record)
+        log.info("Q/DQ %s gate, %s: %s", kind, scope.name, record)
         if record["passed"]:
             qdq["gate"] = {**record, "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
-            break
-    else:
-        path.unlink()
-        entry["artifacts"] = artifacts
-        entry["int8_qdq_gate"] = {"passed": False, "tried": tried}
-        log.warning("Q/DQ INT8 %s misses the gate in every scope: no INT8 ONNX for TensorRT here", INT8_COMPONENT)
+            manifest["files"] = list_files(root)
+            write_manifest(root, manifest)
+            return
+    path.unlink()
+    entry["artifacts"] = artifacts
+    lines = _gate_lines(tried)
+    if kind == "fp8":
+        raise BuildError(
+            f"FP8 {INT8_COMPONENT} misses the quality gate against fp32 on ONNX Runtime in every scope tried "
+            f"({lines}): nothing was written; build without --fp8"
+        )
+    entry[f"{kind}_qdq_gate"] = {"passed": False, "tried": tried}
+    log.warning("Q/DQ %s %s misses the gate in every scope (%s): none for TensorRT here", kind, INT8_COMPONENT, lines)
     manifest["files"] = list_files(root)
     write_manifest(root, manifest)
 
@@ -348,6 +369,7 @@ def build_engine_dir(
     timing_cache: str | os.PathLike | None = None,
     int8: bool = False,
     int8_settings: int8_mod.Int8Settings | None = None,
+    fp8: bool = False,
     progress: bool = True,
 ) -> Path:
     """Build (or, with `components` on an existing dir, rebuild part of) an engine dir; return its path."""
@@ -359,18 +381,19 @@ def build_engine_dir(
         raise BuildArgumentError(f"--components: expected names from {', '.join(SPECS)}, got {', '.join(unknown)}")
     if max_batch < 1:
         raise BuildArgumentError(f"--max-batch: expected an integer >= 1, got {max_batch}")
-    if int8 and INT8_COMPONENT not in names:
-        raise BuildArgumentError(f"--int8 quantizes the {INT8_COMPONENT}: include it in --components")
-    if int8:
+    for flag, asked in (("--int8", int8), ("--fp8", fp8)):
+        if asked and INT8_COMPONENT not in names:
+            raise BuildArgumentError(f"{flag} quantizes the {INT8_COMPONENT}: include it in --components")
+    if int8 or fp8:
         from runtime.openvino_engine import openvino_usable
 
-        ok, why = openvino_usable()
+        ok, why = openvino_usable()  # the calibration records the fp32 pipeline on OpenVINO
         if not ok:
-            raise BuildArgumentError(f"--int8: {why}")
+            raise BuildArgumentError(f"{'--int8' if int8 else '--fp8'}: {why}")
         if int8_settings is not None and int8_settings.gate_images is not None:
             int8_mod.gate_image_files(int8_settings.gate_images)
     elif int8_settings is not None and int8_settings.gate_images is not None:
-        raise BuildArgumentError("--gate-images: expected only with --int8 (it adds images to the INT8 gate)")
+        raise BuildArgumentError("--gate-images: expected only with --int8 or --fp8 (it adds images to their gate)")
     if not 18 <= opset <= 23:
         raise BuildArgumentError(f"--opset: expected 18..23 (ONNX Runtime's attention fusions need 18+), got {opset}")
     partial_update = bool(components) and out.exists()
@@ -438,8 +461,13 @@ def build_engine_dir(
             if settings.backend == "tensorrt":
                 manifest["tensorrt"] = _tensorrt_record()
             write_manifest(tmp, manifest)
-            if int8:
-                _add_int8(tmp, manifest, int8_settings or int8_mod.Int8Settings())
+            if int8 or fp8:
+                plan = int8_settings or int8_mod.Int8Settings()
+                data = _calibrate(tmp, manifest, plan)  # once for both
+                if int8:
+                    _add_int8(tmp, manifest, plan, data)
+                if fp8:
+                    _add_qdq(tmp, manifest, data, plan, "fp8")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise BuildError(f"no space left on device while building into {out.parent}; nothing was written") from exc
@@ -453,6 +481,7 @@ def plans_from_onnx(
     out: str | os.PathLike,
     *,
     fp16: bool = False,
+    fp8: bool = False,
     max_batch: int | None = None,
     timing_cache: str | os.PathLike | None = None,
     force: bool = False,
@@ -468,6 +497,8 @@ def plans_from_onnx(
     started = time.perf_counter()
     out = Path(out)
     src = Manifest.load(source)
+    if fp8:
+        _check_fp8_here(src)
     for rel in src.data["files"]:
         src.path(rel, verify=True)  # IntegrityError names a changed file: refused before building
     if max_batch is not None and max_batch < 1:
@@ -489,23 +520,26 @@ def plans_from_onnx(
             entry, spec = manifest["components"][name], SPECS[name]
             onnx = {a["precision"]: a for a in entry["artifacts"] if a["format"] == "onnx"}
             reference_graph = tmp / (onnx.get("fp32") or onnx[entry["precision"]])["file"]
-            precisions = sorted(onnx)
+            precisions = sorted(p for p in onnx if p != "fp8")  # FP8 plans only when asked for
             if fp16 and spec.fp16:  # fp16 plans; fp32 ones only where fp32 is the NaN fallback
                 precisions = ["fp16"] + (["fp32"] if spec.keep_fp32_variant and "fp32" in onnx else [])
                 entry["precision"] = "int8" if entry["precision"] == "int8" else "fp16"
             if "int8" in onnx and "int8" not in precisions:  # an INT8 dir's INT8 plan (Q/DQ ONNX) beside fp16
                 precisions.append("int8")
+            if fp8 and "fp8" in onnx:
+                precisions.append("fp8")
+                entry["precision"] = "fp8"
             ref = verification.reference_from_onnx(spec, reference_graph, dims) if verify else None
             if "fp16" in precisions and "fp16" not in onnx:  # shipped fp32 only: the fp16 graph is made here
                 onnx["fp16"] = _fp16_onnx_here(spec, tmp, reference_graph, ref, entry)
             graphs = {prec: tmp / onnx[prec]["file"] for prec in precisions}
             io = {"inputs": entry["inputs"], "outputs": entry["outputs"]}
             entry["profile"] = spec.profile(dims, batch)
-            qdq = {p: graphs.pop(p) for p in list(graphs) if p == "int8"}
+            quantized = {p: graphs.pop(p) for p in list(graphs) if p in QUANTIZED}
             plans = build_plans(name, tmp, graphs, entry["profile"], io, ref, cache)
-            if qdq:  # the INT8 plan is checked against its own Q/DQ graph on ONNX Runtime CPU (same integers)
-                qdq_ref = verification.reference_from_onnx(spec, qdq["int8"], dims) if verify else None
-                plans += build_plans(name, tmp, qdq, entry["profile"], io, qdq_ref, cache)
+            for prec, graph in quantized.items():  # each checked against its own Q/DQ graph on ONNX Runtime CPU
+                qdq_ref = verification.reference_from_onnx(spec, graph, dims) if verify else None
+                plans += build_plans(name, tmp, {prec: graph}, entry["profile"], io, qdq_ref, cache)
             entry["artifacts"] = [a for a in entry["artifacts"] if a["format"] != "tensorrt"] + plans
         manifest.update(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -520,6 +554,26 @@ def plans_from_onnx(
         write_manifest(tmp, manifest)
     log.info("engine dir with TensorRT plans ready: %s", out)
     return out
+
+
+def _check_fp8_here(src: Manifest) -> None:
+    """--fp8 before any work: the dir must hold the FP8 Q/DQ UNet, and this GPU must have FP8 tensor cores."""
+    unet = src.components.get(INT8_COMPONENT, {})
+    if not any(a["format"] == "onnx" and a["precision"] == "fp8" for a in unet.get("artifacts", [])):
+        raise BuildArgumentError(
+            f"--fp8: expected an engine dir with the FP8 Q/DQ {INT8_COMPONENT} (`export.build --fp8`), got "
+            f"'{src.root}' without one"
+        )
+    gpu = trt_build.gpu_info()
+    if gpu is None:
+        return  # no CUDA GPU: tensorrt_usable() refuses the build with that reason
+    cc = parse_compute_capability(gpu["compute_capability"])
+    if cc is None or cc < int8_mod.FP8_MIN_COMPUTE_CAPABILITY:
+        need = ".".join(map(str, int8_mod.FP8_MIN_COMPUTE_CAPABILITY))
+        raise BuildArgumentError(
+            f"--fp8: expected a GPU with FP8 tensor cores (compute capability >= {need}: Ada, Hopper or newer), got "
+            f"{gpu['name']} (compute capability {gpu['compute_capability']}); build INT8 or fp16 plans instead"
+        )
 
 
 def _fp16_onnx_here(spec, root: Path, fp32_graph: Path, ref: verification.Reference | None, entry: dict) -> dict:
@@ -614,6 +668,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --int8: a directory of your own good images the INT8 gate also generates defects into (a mask "
         "drawn on each, a procedural reference), so the gate covers your domain",
     )
+    p.add_argument(
+        "--fp8",
+        action="store_true",
+        help="with --checkpoint: also an FP8 (E4M3) Q/DQ UNet for TensorRT, calibrated and gated like --int8 (on "
+        "ONNX Runtime CPU); with --from-onnx: build its FP8 plan, on GPUs with FP8 tensor cores only (compute "
+        "capability >= 8.9: Ada, Hopper; not Orin, A100 or other Ampere cards)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch check (not recommended)")
     p.add_argument("--timing-cache", help="TensorRT timing cache file to reuse across builds")
@@ -629,8 +690,8 @@ def _check_from_onnx_flags(args: argparse.Namespace) -> None:
     moot += [f"--backend {args.backend}"] if args.backend not in ("auto", "tensorrt") else []
     if moot:
         raise BuildArgumentError(
-            f"--from-onnx: expected only --fp16, --max-batch, --timing-cache, --force, --no-verify beside it; got "
-            f"{', '.join(moot)}, which apply to exports from a checkpoint (the ONNX files are already made)"
+            f"--from-onnx: expected only --fp16, --fp8, --max-batch, --timing-cache, --force, --no-verify beside it; "
+            f"got {', '.join(moot)}, which apply to exports from a checkpoint (the ONNX files are already made)"
         )
 
 
@@ -646,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.from_onnx,
                 args.out,
                 fp16=args.fp16,
+                fp8=args.fp8,
                 max_batch=args.max_batch,
                 timing_cache=args.timing_cache,
                 force=args.force,
@@ -668,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                 timing_cache=args.timing_cache,
                 int8=args.int8,
                 int8_settings=int8_mod.Int8Settings(gate_images=args.gate_images) if args.gate_images else None,
+                fp8=args.fp8,
                 progress=not args.quiet,
             )
     except ACSDKError as exc:  # BuildError and other failures 1, bad arguments 2 (ACSDKError.exit_code)

@@ -35,6 +35,8 @@ PROMPT = "a photo of a surface with a defect"
 # Weights at 7 bits on every layer: no u8 x s8 pair can saturate pre-VNNI x86's int16 accumulator, so the integers,
 # and hence the gate, are the same on every x86 CPU (measured: identical images under ONEDNN_MAX_CPU_ISA=AVX2).
 OVERFLOW_FIX = "enable"
+QDQ_KINDS = ("int8", "fp8")  # the Q/DQ graphs made for TensorRT
+FP8_MIN_COMPUTE_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later; not Orin (8.7), A100 (8.0)
 
 
 @dataclass(frozen=True)
@@ -229,10 +231,14 @@ def quantize_unet(
     return out_xml
 
 
-def quantize_unet_qdq(onnx_path: Path, calibration: list[dict[str, np.ndarray]], out_path: Path, scope: Scope) -> Path:
-    """The UNet as a Q/DQ ONNX for TensorRT's explicit quantization: INT8 weights per output channel and INT8
-    activations, both symmetric (zero point 0, which TensorRT requires), min/max calibrated on `calibration`;
-    biases stay float (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization).
+def quantize_unet_qdq(
+    onnx_path: Path, calibration: list[dict[str, np.ndarray]], out_path: Path, scope: Scope, kind: str = "int8"
+) -> Path:
+    """The UNet as a Q/DQ ONNX for TensorRT's explicit quantization. `kind` "int8": INT8 weights per output channel
+    and INT8 activations, both symmetric (zero point 0, which TensorRT requires), min/max calibrated on
+    `calibration`; "fp8": E4M3 weights and activations, per tensor, scaled from the activations' distribution
+    (ONNX Runtime's one FP8 calibration; the graph moves to opset 19, which defines float8 Q/DQ). Biases stay float
+    (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization).
     Left in float: the scope's fp32 modules and, as NNCF's transformer mode does for OpenVINO, the attention's
     activation-by-activation matmuls (scores and their product with the values)."""
     import onnx
@@ -266,12 +272,16 @@ def quantize_unet_qdq(onnx_path: Path, calibration: list[dict[str, np.ndarray]],
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
+    if kind not in QDQ_KINDS:
+        raise BuildArgumentError(f"Q/DQ kind: expected one of {', '.join(QDQ_KINDS)}, got {kind!r}")
+    fp8 = kind == "fp8"
+    qtype = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
     out_path.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(onnx_path), str(out_path), Reader(),
-        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        per_channel=True, op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
-        calibrate_method=CalibrationMethod.MinMax,
+        quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype, per_channel=not fp8,
+        op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
+        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )  # fmt: skip
     onnx.checker.check_model(str(out_path), full_check=True)
@@ -293,18 +303,21 @@ def _blend_region(result, label: np.ndarray, model_size: tuple[int, int]) -> np.
     return region
 
 
-def gate_metrics(engine_dir: Path, scenes: list[Scene], steps: int, backend: str = "openvino") -> dict:
-    """INT8 UNet against fp32 UNet, everything else equal, on the scenes: the numbers the gate judges. `backend`
-    "openvino" gates the OpenVINO INT8 IR, "onnxruntime" the Q/DQ ONNX (ONNX Runtime CPU runs its arithmetic)."""
+def gate_metrics(
+    engine_dir: Path, scenes: list[Scene], steps: int, backend: str = "openvino", precision: str = "int8"
+) -> dict:
+    """The quantized UNet against the fp32 one, everything else equal, on the scenes: the numbers the gate judges.
+    `backend` "openvino" gates the OpenVINO INT8 IR, "onnxruntime" a Q/DQ ONNX of `precision` (int8, fp8), whose
+    arithmetic ONNX Runtime CPU runs."""
     from acsdk.inference.synthesizer import Synthesizer
 
     results = {}
-    for precision in ("int8", "fp32"):
-        synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": precision})
+    for prec in (precision, "fp32"):
+        synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": prec})
         model_size = (synth.parts.config.height, synth.parts.config.width)
-        results[precision] = [_generate(synth, scene, steps) for scene in scenes]
+        results[prec] = [_generate(synth, scene, steps) for scene in scenes]
     inside, blended = [], []
-    for a, b in zip(results["int8"], results["fp32"], strict=True):
+    for a, b in zip(results[precision], results["fp32"], strict=True):
         da = np.abs(a.pixels.astype(np.float64) - b.pixels.astype(np.float64))  # 8-bit scenes: grey levels
         label = np.asarray(a.mask) > 0
         inside.append(da[label].ravel())

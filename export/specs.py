@@ -117,10 +117,11 @@ FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
 # are normal (measured on the tiny model: 1e-3..4e-3 of scale). Loose enough for that, tight enough
 # to catch overflow or a wrong graph, which give O(1) errors or NaN.
 FP16_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-2)
-# An INT8 TensorRT plan against its own Q/DQ ONNX on ONNX Runtime CPU: the same quantized integers, different
+# An INT8 or FP8 TensorRT plan against its own Q/DQ ONNX on ONNX Runtime CPU: the same quantized values, other
 # float parts and rounding around them. Not measured on a GPU yet (none with TensorRT here); the image-level
 # gate on ONNX Runtime is what the Q/DQ graph itself passed.
-INT8_TOLERANCE = Tolerance(atol=5e-2, rtol=5e-2)
+QDQ_TOLERANCE = Tolerance(atol=5e-2, rtol=5e-2)
+QUANTIZED = ("int8", "fp8")  # precisions that come from a Q/DQ graph
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 Profile = Mapping[str, Mapping[str, Sequence[int]]]
 
-PRECISIONS = ("fp16", "fp32", "int8")  # int8: parsed from the Q/DQ ONNX (explicit quantization)
+PRECISIONS = ("fp16", "fp32", "int8", "fp8")  # int8, fp8: parsed from a Q/DQ ONNX (explicit quantization)
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -108,8 +108,8 @@ def builder_flag_names(precision: str) -> list[str]:
 
     Precision is the graph's, never a flag's. An fp32 plan clears TF32, which TensorRT enables by default: TF32
     keeps ~10 mantissa bits, which breaks the fp32 verification tolerance (1e-4) and defeats the purpose of the
-    fp32 variants kept as exact fallbacks (e.g. the VAE decoder). fp16 and int8 plans keep TensorRT's default: their
-    float islands are small and their tolerances dwarf TF32's error.
+    fp32 variants kept as exact fallbacks (e.g. the VAE decoder). fp16, int8 and fp8 plans keep TensorRT's default:
+    their float islands are small and their tolerances dwarf TF32's error.
     """
     if precision not in PRECISIONS:
         raise TensorRTBuildError(f"precision must be one of {PRECISIONS}, got {precision!r}")

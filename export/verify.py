@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import BuildError
-from .specs import FP16_TOLERANCE, FP32_TOLERANCE, INT8_TOLERANCE, ComponentSpec, Dims
+from .specs import FP16_TOLERANCE, FP32_TOLERANCE, QDQ_TOLERANCE, QUANTIZED, ComponentSpec, Dims
 
 
 @dataclass
@@ -39,7 +39,7 @@ def reference(spec: ComponentSpec, module: nn.Module, dims: Dims) -> Reference:
 
 
 def compare(reference: dict[str, torch.Tensor], candidate: dict[str, np.ndarray], precision: str) -> dict:
-    tol = {"fp16": FP16_TOLERANCE, "int8": INT8_TOLERANCE}.get(precision, FP32_TOLERANCE)
+    tol = FP16_TOLERANCE if precision == "fp16" else QDQ_TOLERANCE if precision in QUANTIZED else FP32_TOLERANCE
     worst_abs, worst_rel, scale, finite = 0.0, 0.0, 0.0, True
     for name, ref in reference.items():
         ref = ref.numpy()

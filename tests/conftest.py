@@ -3,6 +3,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -78,3 +82,27 @@ def demo_engine_dir():
     from acsdk.apps.demo import demo_engines
 
     return demo_engines()
+
+
+def quantized_engine_dir(engine_dir: Path, dest: Path, kind: str) -> Path:
+    """The tiny dir with the UNet's Q/DQ graph of `kind` added as `export.build --int8/--fp8` lists it (calibrated
+    on the spec's sample inputs; the image gate is test_int8's business)."""
+    from export import int8 as int8_mod
+    from export.specs import SPECS, Dims
+    from runtime.manifest import list_files, write_manifest
+
+    src = shutil.copytree(engine_dir, dest, ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest.pop("schema_version")
+    dims = Dims(**manifest["dims"])
+    calibration = [{k: v.numpy() for k, v in SPECS["unet"].sample_inputs(dims, seed=i).items()} for i in range(4)]
+    rel = f"onnx/unet.{kind}.qdq.onnx"
+    int8_mod.quantize_unet_qdq(src / "onnx" / "unet.onnx", calibration, src / rel, int8_mod.SCOPES[1], kind)
+    unet = manifest["components"]["unet"]
+    unet["precision"] = "int8" if kind == "int8" else unet["precision"]
+    unet["artifacts"].append(
+        {"format": "onnx", "precision": kind, "file": rel, "data_files": [], "quantization": "qdq"}
+    )
+    manifest["files"] = list_files(src)
+    write_manifest(src, manifest)
+    return src

@@ -12,6 +12,7 @@ import types
 import onnx
 import pytest
 import torch
+from conftest import quantized_engine_dir
 from trt_api import PRECISION_FLAGS, api, strongly_typed_bits
 
 from export import build as build_mod
@@ -180,24 +181,7 @@ def test_plans_from_a_shipped_fp16_dir_without_the_flag(engine_dir_fp16, tmp_pat
 def test_an_int8_dir_gets_an_int8_plan_from_its_qdq_onnx(engine_dir, tmp_path, log):
     """The Q/DQ UNet `export.build --int8` writes becomes a strongly typed INT8 plan on the target, checked against
     that Q/DQ graph (not the fp32 one), beside the fp16 plans; the UNet stays INT8."""
-    from export import int8 as int8_mod
-    from export.specs import SPECS, Dims
-    from runtime.manifest import list_files, write_manifest
-
-    src = shutil.copytree(engine_dir, tmp_path / "int8", ignore=shutil.ignore_patterns("cache"))
-    manifest = json.loads((src / MANIFEST_NAME).read_text())
-    manifest.pop("schema_version")
-    dims = Dims(**manifest["dims"])
-    calibration = [{k: v.numpy() for k, v in SPECS["unet"].sample_inputs(dims, seed=i).items()} for i in range(4)]
-    qdq = int8_mod.quantize_unet_qdq(src / "onnx" / "unet.onnx", calibration, src / "onnx" / "unet.int8.qdq.onnx",
-                                     int8_mod.SCOPES[1])  # fmt: skip
-    unet = manifest["components"]["unet"]
-    unet["precision"] = "int8"
-    unet["artifacts"].append({"format": "onnx", "precision": "int8", "file": "onnx/unet.int8.qdq.onnx",
-                              "data_files": [], "quantization": "qdq"})  # fmt: skip
-    manifest["files"] = list_files(src)
-    write_manifest(src, manifest)
-
+    src = quantized_engine_dir(engine_dir, tmp_path / "int8", "int8")
     out = plans_from_onnx(src, tmp_path / "orin", fp16=True, progress=False)
     m = Manifest.load(out)
     plans = {a["precision"]: a for a in m.components["unet"]["artifacts"] if a["format"] == "tensorrt"}
@@ -206,7 +190,45 @@ def test_an_int8_dir_gets_an_int8_plan_from_its_qdq_onnx(engine_dir, tmp_path, l
     assert any(p.endswith("/onnx/unet.int8.qdq.onnx") for p in log["parsed"])
     assert (f"unet.int8.{_tag(log)}.plan", "int8", ["sample", "t=1", "t=981"]) in log["verified"]
     assert set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
-    assert m.data["files"]["onnx/unet.int8.qdq.onnx"] == sha256_file(qdq)
+    assert m.data["files"]["onnx/unet.int8.qdq.onnx"] == sha256_file(out / "onnx" / "unet.int8.qdq.onnx")
+
+
+def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log, monkeypatch, capsys):
+    """FP8 is opt-in: an E4M3 Q/DQ UNet (zero points 0, opset 19, runs on ONNX Runtime CPU) becomes an FP8 plan on
+    an Ada/Hopper GPU; on Orin (8.7) `--fp8` is refused before any work, naming the GPU; without --fp8 no FP8 plan."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    src = quantized_engine_dir(engine_dir, tmp_path / "fp8", "fp8")
+    model = onnx.load(str(src / "onnx" / "unet.fp8.qdq.onnx"))
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {19}
+    consts = {t.name: t for t in model.graph.initializer}
+    zero_points = [consts[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zero_points and all(z.data_type == onnx.TensorProto.FLOAT8E4M3FN for z in zero_points)
+    assert all(not numpy_helper.to_array(z).astype(np.float32).any() for z in zero_points), "zero points are 0"
+    session = ort.InferenceSession(str(src / "onnx" / "unet.fp8.qdq.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].name == "noise_pred"
+
+    assert main(["--from-onnx", str(src), "--out", str(tmp_path / "orin"), "--fp8", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--fp8" in err and "Jetson AGX Orin" in err and "8.7" in err
+    assert log["parsed"] == [] and not (tmp_path / "orin").exists()
+
+    plain = plans_from_onnx(src, tmp_path / "no-fp8", progress=False)
+    assert "fp8" not in {a["precision"] for a in Manifest.load(plain).components["unet"]["artifacts"]
+                         if a["format"] == "tensorrt"}  # fmt: skip
+    monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: {**GPU, "name": "L4", "compute_capability": "8.9"})
+    out = plans_from_onnx(src, tmp_path / "l4", fp8=True, progress=False)
+    unet = Manifest.load(out).components["unet"]
+    plans = {a["precision"]: a for a in unet["artifacts"] if a["format"] == "tensorrt"}
+    assert unet["precision"] == "fp8" and plans["fp8"]["onnx"] == "onnx/unet.fp8.qdq.onnx"
+    assert plans["fp8"]["file"].endswith(".sm89.plan") and plans["fp8"]["flags"] == []
+
+
+def test_fp8_needs_the_fp8_graph(engine_dir, tmp_path, log, capsys):
+    assert main(["--from-onnx", str(engine_dir), "--out", str(tmp_path / "o"), "--fp8", "-q"]) == 2
+    assert "export.build --fp8" in capsys.readouterr().err and log["parsed"] == []
 
 
 def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path, monkeypatch, capsys):

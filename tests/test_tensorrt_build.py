@@ -72,7 +72,7 @@ def test_plan_filename(component, precision, version, cc, expected):
 @pytest.mark.parametrize(
     ("component", "precision", "version", "cc"),
     [
-        ("unet", "int8", "10.6.0", "8.9"),  # unknown precision
+        ("unet", "int4", "10.6.0", "8.9"),  # unknown precision
         ("unet", "fp16", "ten", "8.9"),  # unparsable version
         ("unet", "fp16", "10", "8.9"),  # no minor version
         ("unet", "fp16", "10.6.0", "89"),  # compute capability without the dot
@@ -93,8 +93,10 @@ def test_builder_flag_names():
     assert trt_build.builder_flag_names("fp16") == []
     # fp32 plans turn TF32 (on by default in TensorRT) off to meet the fp32 tolerance
     assert trt_build.builder_flag_names("fp32") == ["-TF32"]
+    # Q/DQ graphs (INT8, FP8) carry their precision too
+    assert trt_build.builder_flag_names("int8") == [] and trt_build.builder_flag_names("fp8") == []
     with pytest.raises(TensorRTBuildError, match="precision"):
-        trt_build.builder_flag_names("int8")
+        trt_build.builder_flag_names("int4")
 
 
 def test_check_plan_compatibility_match():

@@ -176,7 +176,7 @@ def _open_engine(
         if not ok:
             raise BackendUnavailableError(f"backend 'tensorrt' for {name}: {why}; backend='onnxruntime' works here")
         art = _artifact(entry, "tensorrt", precision)
-        if art is None and precision == "int8":  # an INT8 dir without an INT8 plan: its fp16, else fp32, plan
+        if art is None and precision in ("int8", "fp8"):  # a quantized UNet without its plan: fp16, else fp32
             precision = "fp16" if _artifact(entry, "tensorrt", "fp16") else "fp32"
             art = _artifact(entry, "tensorrt", precision)
         if art is None:
@@ -188,10 +188,14 @@ def _open_engine(
 
 
 def _precision_on(backend: str, precision: str, explicit: bool) -> str:
-    """What a backend runs of a component's precision: an INT8 dir's UNet is OpenVINO's INT8 IR or TensorRT's INT8
-    plan; ONNX Runtime runs its fp32 ONNX unless INT8 was asked for by name (then its Q/DQ ONNX, which the build
-    gated on ONNX Runtime CPU: what the TensorRT INT8 plan is made from)."""
-    return "fp32" if precision == "int8" and backend == "onnxruntime" and not explicit else precision
+    """What a backend runs of a component's precision. An INT8 UNet is OpenVINO's INT8 IR or TensorRT's INT8 plan,
+    an FP8 one TensorRT's FP8 plan; ONNX Runtime (and OpenVINO, for FP8) run the fp32 ONNX unless the precision was
+    asked for by name (then the Q/DQ ONNX, which the build gated on ONNX Runtime CPU: what the plan is made from)."""
+    if explicit or backend == "tensorrt":
+        return precision
+    if (precision == "int8" and backend == "onnxruntime") or precision == "fp8":
+        return "fp32"
+    return precision
 
 
 def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
