@@ -236,8 +236,10 @@ def quantize_unet_qdq(
 ) -> Path:
     """The UNet as a Q/DQ ONNX for TensorRT's explicit quantization. `kind` "int8": INT8 weights per output channel
     and INT8 activations, both symmetric (zero point 0, which TensorRT requires), min/max calibrated on
-    `calibration`; "fp8": E4M3 weights and activations, per tensor, scaled from the activations' distribution
-    (ONNX Runtime's one FP8 calibration; the graph moves to opset 19, which defines float8 Q/DQ). Biases stay float
+    `calibration`; "fp8": E4M3 weights and activations, per tensor, scaled so the calibrated |max| lands on E4M3's
+    largest value 448 (TensorRT's FP8 recipe; ONNX Runtime's own FP8 scale matches standard deviations, which
+    clips the outliers: mean 5.5 / p99 28 grey levels on the demo model's gate, against 0.8 / 6 for INT8); the
+    graph moves to opset 19, which defines float8 Q/DQ. Biases stay float
     (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization).
     Left in float: the scope's fp32 modules and, as NNCF's transformer mode does for OpenVINO, the attention's
     activation-by-activation matmuls (scores and their product with the values)."""
@@ -276,16 +278,57 @@ def quantize_unet_qdq(
         raise BuildArgumentError(f"Q/DQ kind: expected one of {', '.join(QDQ_KINDS)}, got {kind!r}")
     fp8 = kind == "fp8"
     qtype = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    if fp8:
+        options["TensorQuantOverrides"] = _fp8_amax_scales(onnx_path, calibration, scope.onnx_op_types)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(onnx_path), str(out_path), Reader(),
         quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype, per_channel=not fp8,
         op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
-        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax, extra_options=options,
     )  # fmt: skip
     onnx.checker.check_model(str(out_path), full_check=True)
     return out_path
+
+
+E4M3_MAX = 448.0
+
+
+def _fp8_amax_scales(onnx_path: Path, calibration: list[dict[str, np.ndarray]], op_types: tuple[str, ...]) -> dict:
+    """ONNX Runtime TensorQuantOverrides giving every input of the quantized op types scale = |max| / 448, zero
+    point 0: activations' |max| from a min/max pass over `calibration`, weights' from their values."""
+    import tempfile
+
+    import onnx
+    from ml_dtypes import float8_e4m3fn
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    model = onnx.load(str(onnx_path))
+    weights = {t.name: t for t in model.graph.initializer}
+    inputs = {i for n in model.graph.node if n.op_type in op_types for i in n.input[:2]}
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrator = create_calibrator(
+            onnx_path, list(op_types), Path(tmp) / "augmented.onnx", CalibrationMethod.MinMax,
+            extra_options={"symmetric": True},
+        )  # fmt: skip
+
+        class Reader:
+            feeds = iter(calibration)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.feeds, None)
+
+        calibrator.collect_data(Reader())
+        ranges = calibrator.compute_data()
+    amax = {n: float(np.abs(numpy_helper.to_array(weights[n])).max()) for n in inputs if n in weights}
+    for name in inputs - set(weights):
+        if name in ranges:
+            amax[name] = float(np.abs(np.concatenate([np.ravel(v) for v in ranges[name].range_value])).max())
+    zero = np.array(0, dtype=float8_e4m3fn)
+    return {n: [{"scale": np.array(max(a, 1e-12) / E4M3_MAX, np.float32), "zero_point": zero}] for n, a in amax.items()}
 
 
 def _blend_region(result, label: np.ndarray, model_size: tuple[int, int]) -> np.ndarray:

@@ -207,6 +207,11 @@ def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log,
     zero_points = [consts[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert zero_points and all(z.data_type == onnx.TensorProto.FLOAT8E4M3FN for z in zero_points)
     assert all(not numpy_helper.to_array(z).astype(np.float32).any() for z in zero_points), "zero points are 0"
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(src / "onnx" / "unet.onnx")).graph.initializer}
+    scaled = [(n, numpy_helper.to_array(consts[f"{n}_scale"])) for n in original if f"{n}_scale" in consts]
+    assert scaled, "weights quantized"
+    for name, scale in scaled:  # TensorRT's FP8 recipe: the weight's |max| lands on E4M3's largest value, 448
+        assert float(scale) == pytest.approx(float(np.abs(original[name]).max()) / 448, rel=1e-6), name
     session = ort.InferenceSession(str(src / "onnx" / "unet.fp8.qdq.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].name == "noise_pred"
 

@@ -239,3 +239,41 @@ def test_bad_gate_images_are_refused_before_anything_is_written(tiny_ckpt, tmp_p
     assert main(args + ([] if case == "without --int8" else ["--int8"])) == 2
     assert "--gate-images" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_a_qdq_graph_that_misses_the_gate_is_not_kept(engine_dir, tmp_path, monkeypatch, kind):
+    """INT8's Q/DQ graph missing its gate leaves the build standing (the OpenVINO INT8 does the CPU work) with the
+    numbers recorded; FP8, asked for with --fp8, fails it. Neither leaves its graph behind."""
+    from export import build as build_mod
+    from export.errors import BuildError
+
+    root = shutil.copytree(engine_dir, tmp_path / "e", ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("schema_version")
+
+    def quantize(onnx_path, calibration, out_path, scope, kind):
+        out_path.write_bytes(b"a Q/DQ graph")
+        return out_path
+
+    bad = {
+        "mean": 9.0,
+        "p99": 40.0,
+        "psnr_db": 20.0,
+        "scenes": 1,
+        "user_scenes": 0,
+        "steps": 2,
+        "backend": "onnxruntime",
+    }
+    monkeypatch.setattr(int8_mod, "quantize_unet_qdq", quantize)
+    monkeypatch.setattr(int8_mod, "gate_metrics", lambda *a, **k: dict(bad))
+    data = ([], [])
+    if kind == "fp8":
+        with pytest.raises(BuildError, match="FP8 unet misses the quality gate"):
+            build_mod._add_qdq(root, manifest, data, int8_mod.Int8Settings(), kind)
+    else:
+        build_mod._add_qdq(root, manifest, data, int8_mod.Int8Settings(), kind)
+        unet = json.loads((root / "manifest.json").read_text())["components"]["unet"]
+        assert unet["int8_qdq_gate"]["passed"] is False and len(unet["int8_qdq_gate"]["tried"]) == len(int8_mod.SCOPES)
+        assert all(a["precision"] != "int8" for a in unet["artifacts"])
+    assert not (root / "onnx" / f"unet.{kind}.qdq.onnx").exists()
