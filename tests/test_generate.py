@@ -176,6 +176,11 @@ def test_bad_inputs(first_run, gen_synth, data, tmp_path):
     with pytest.raises(InputError, match="other settings") as err:
         generate(None, data, "plate", 3, out, synthesizer=gen_synth, seed=8, resume=True, progress=False, **FAST)
     assert "seed" in str(err.value)
+    for other in ({"sampler": "dpmpp-2m"}, {"cfg_cutoff": 0.5}):  # recorded in generate.json, compared on resume
+        with pytest.raises(InputError, match="other settings") as err:
+            generate(None, data, "plate", 3, out, synthesizer=gen_synth, seed=7, resume=True, progress=False,
+                     **FAST, **other)  # fmt: skip
+        assert next(iter(other)) in str(err.value)
     (tmp_path / "busy" / "plate").mkdir(parents=True)
     (tmp_path / "busy" / "plate" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="holds other files"):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ACSDKError, InputError
+from ..inference.schedules import SAMPLERS
 from ..inference.settings import SamplingSettings
 from .evaluate import add_evaluate_parser
 
@@ -154,6 +155,8 @@ def _sampling(args: argparse.Namespace) -> SamplingSettings:
         guidance_scale=args.guidance,
         semantic_scale=args.semantic_scale,
         asea_steps=args.asea_steps,
+        sampler=args.sampler,
+        cfg_cutoff=args.cfg_cutoff,
     )
 
 
@@ -280,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--guidance", type=float, default=PAPER.guidance_scale, help="classifier-free guidance scale (paper: 7)"
         )
         p.add_argument("--semantic-scale", type=float, default=PAPER.semantic_scale, help="SGA lambda (paper: 1.0)")
+        p.add_argument(
+            "--sampler",
+            default=PAPER.sampler,
+            help=f"one of {', '.join(SAMPLERS)} (paper: ddim); every sampler starts where DDIM-50 starts at --strength",
+        )
+        p.add_argument(
+            "--cfg-cutoff",
+            type=float,
+            default=PAPER.cfg_cutoff,
+            help="fraction of the UNet calls that run guidance (both rows); the rest run the conditional row alone "
+            "(default: all)",
+        )
 
     def roi_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -52,6 +52,8 @@ class GenerateSettings:
     roi: str = "auto"
     roi_padding: int = 32
     batch_size: int = 1  # batched arithmetic may round differently: part of what decides the bytes
+    sampler: str = "ddim"  # a run recorded before samplers existed lacks these two: resuming it is refused, since
+    cfg_cutoff: float | None = None  # its step counts other than 50 started elsewhere (schedules.py)
 
     @property
     def sampling(self) -> SamplingSettings:

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
 from runtime import Engine
 
 from . import imaging
+from .schedules import stepper, visited_timesteps
+from .settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ class InpaintSampler:
         semantic_tokens: torch.Tensor,
         *,
         seeds: list[int],
-        num_inference_steps: int,
-        strength: float,
-        guidance_scale: float,
-        semantic_scale: float,
+        sampling: SamplingSettings,
         timings: dict[str, float],
         notes: list[str] | None = None,
         progress: bool = False,
@@ -95,7 +93,10 @@ class InpaintSampler:
         dev, dt = self.device, self.dtype
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         cfg = text_embeds.shape[0] == 2 * n
-        scheduler = DDIMScheduler.from_config(self.scheduler_config)  # per call: schedulers hold state
+        timesteps = visited_timesteps(self.scheduler_config, sampling.num_inference_steps, sampling.strength)
+        scheduler = stepper(sampling.sampler, self.scheduler_config, timesteps)  # per call: samplers hold state
+        # With a CFG cut-off, only the first steps run both rows; the rest the conditional row alone (batch n).
+        cfg_steps = len(timesteps) if sampling.cfg_cutoff is None else round(sampling.cfg_cutoff * len(timesteps))
 
         t0 = time.perf_counter()
         x = (image * 2.0 - 1.0).to(dev, dt)
@@ -111,16 +112,13 @@ class InpaintSampler:
         timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        scheduler.set_timesteps(num_inference_steps, device=dev)
-        init = min(int(num_inference_steps * strength), num_inference_steps)
-        timesteps = scheduler.timesteps[num_inference_steps - init :]
         noise = torch.cat(
             [torch.randn((1, *image_latents.shape[1:]), generator=gen, dtype=torch.float32) for gen in generators]
         ).to(dev)
-        if strength >= 1.0:
+        if sampling.strength >= 1.0:
             latents = noise * scheduler.init_noise_sigma
         else:
-            latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+            latents = scheduler.add_noise(image_latents, noise, timesteps[0])
 
         rows = 2 if cfg else 1
         c = g.channels
@@ -131,30 +129,35 @@ class InpaintSampler:
         tstep = torch.empty((rows * n,), device=dev, dtype=torch.float32)
         text = text_embeds.to(dev, dt)
         sem = semantic_tokens.to(dev, dt)
-        lam = torch.full((1,), float(semantic_scale), device=dev, dtype=dt)
+        lam = torch.full((1,), float(sampling.semantic_scale), device=dev, dtype=dt)
         unet = self.engines["unet"]
-        for t in tqdm(timesteps, desc="denoise", disable=not progress, leave=False):
-            sample[:, :c] = scheduler.scale_model_input(latents, t).repeat(rows, 1, 1, 1)
+        calls = 0.0
+        for i, t in enumerate(tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
+            both = cfg and i < cfg_steps
+            first = 0 if both or not cfg else n  # after the cut-off: the conditional rows (the second n) alone
+            sample[first:, :c] = scheduler.scale_model_input(latents, t).repeat(rows if both else 1, 1, 1, 1)
             tstep.fill_(t)
             noise_pred = (
                 unet.run(
                     {
-                        "sample": sample,
-                        "timestep": tstep,
-                        "text_embeds": text,
-                        "semantic_tokens": sem,
+                        "sample": sample[first:],
+                        "timestep": tstep[first:],
+                        "text_embeds": text[first:],
+                        "semantic_tokens": sem[first:],
                         "semantic_scale": lam,
                     }
                 )["noise_pred"]
                 .to(dev)
                 .float()
             )  # an engine may run elsewhere (backend auto fell back to the CPU)
-            if cfg:
+            calls += (2 if both else 1) * n
+            if both:
                 uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
+                noise_pred = uncond + sampling.guidance_scale * (cond - uncond)
+            latents = scheduler.step(noise_pred, t, latents)
         timings["denoise"] = timings.get("denoise", 0.0) + time.perf_counter() - t0
         timings["denoise_steps"] = float(len(timesteps))
+        timings["unet_rows"] = timings.get("unet_rows", 0.0) + calls
 
         t0 = time.perf_counter()
         scaled = (latents / g.scaling_factor).to(dt)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError, check_int, check_real
+from .schedules import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class SamplingSettings:
     guidance_scale: float = 7.0  # classifier-free guidance; <= 1 runs without the unconditional row (paper: 7)
     semantic_scale: float = 1.0  # lambda, the SGA branch's weight (paper: 1)
     asea_steps: int = 5  # ASEA's gradient steps per reference (paper: 5)
+    sampler: str = "ddim"  # "ddim" (paper) or "dpmpp-2m"; every sampler starts where DDIM-50 starts (schedules.py)
+    cfg_cutoff: float | None = None  # fraction of the calls that run CFG; the rest run the conditional row alone
 
     def __post_init__(self) -> None:
         steps = check_int("num_inference_steps", self.num_inference_steps, 1)
@@ -36,7 +39,10 @@ class SamplingSettings:
             "guidance_scale": check_real("guidance_scale", self.guidance_scale, 0.0, 1e3),
             "semantic_scale": check_real("semantic_scale", self.semantic_scale, -1e3, 1e3),
             "asea_steps": check_int("asea_steps", self.asea_steps, 0),
+            "cfg_cutoff": None if self.cfg_cutoff is None else check_real("cfg_cutoff", self.cfg_cutoff, 0.0, 1.0),
         }
+        if self.sampler not in SAMPLERS:
+            raise InputError("sampler", f"one of {', '.join(SAMPLERS)}", repr(self.sampler))
         for name, value in values.items():
             object.__setattr__(self, name, value)
 

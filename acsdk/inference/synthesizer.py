@@ -29,6 +29,7 @@ from .features import SemanticFeatures
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
+from .schedules import SAMPLERS
 from .settings import SamplingSettings
 from .windows import Window, crop, feather_sigma, plan_windows
 
@@ -139,6 +140,7 @@ class Synthesizer:
             "fallbacks": list(self.parts.fallbacks),
             "backend_choice": self.parts.backend_choice,
             "tensorrt": tensorrt_status(),  # which major is here, and whether this acsdk builds and runs it
+            "samplers": list(SAMPLERS),
         }
 
     # -- reference encoding ------------------------------------------------------------------
@@ -387,10 +389,7 @@ class Synthesizer:
                 text,
                 semantic,
                 seeds=[window_seed(prepared[j].seed, k) for j, k, _ in chunk],
-                num_inference_steps=sampling.num_inference_steps,
-                strength=sampling.strength,
-                guidance_scale=sampling.guidance_scale,
-                semantic_scale=sampling.semantic_scale,
+                sampling=sampling,
                 timings=shared,
                 notes=notes,
                 progress=progress,

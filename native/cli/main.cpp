@@ -22,13 +22,15 @@ const char* kUsage = R"(usage: acsdk-native synth --engines DIR --bank DIR --ima
                           [--mask-out PATH] [--seed N] [--steps N] [--strength F] [--guidance F]
                           [--semantic-scale F] [--roi auto|full] [--roi-padding N] [--roi-min-size N]
                           [--blur-sigma F] [--backend openvino|tensorrt] [--device CPU|GPU|...]
-                          [--bit-depth N] [--no-verify] [--json] [--repeat N]
+                          [--bit-depth N] [--sampler ddim] [--cfg-cutoff F] [--no-verify] [--json]
+                          [--repeat N]
        acsdk-native --version
 
 Paints the defect type prepared in --bank (`acsdk prepare`) into --image inside --mask with the engine dir's
 VAE and SGA UNet, as `acsdk synth` does; a seed gives the same noise as the Python runtime. Writes --out (the
 input's size, layout and depth) and the label (default: OUT_mask.png). Defaults: seed 0, steps 50, strength
-0.7, guidance 7, semantic scale 1, roi auto with padding 32, backend openvino on device CPU. --repeat N runs
+0.7, guidance 7, semantic scale 1, roi auto with padding 32, sampler ddim starting where DDIM-50 starts at the
+strength (as the Python runtime), guidance on every call, backend openvino on device CPU. --repeat N runs
 the same synthesis N times in this process (for benchmarks: --json then lists each run's timings).
 )";
 
@@ -42,7 +44,7 @@ const std::map<std::string, bool> kOptions = {  // name -> takes a value
     {"mask-out", true},  {"seed", true},       {"steps", true},   {"strength", true},   {"guidance", true},
     {"semantic-scale", true}, {"roi", true},   {"roi-padding", true}, {"roi-min-size", true},
     {"blur-sigma", true}, {"backend", true},   {"device", true},  {"no-verify", false}, {"json", false},
-    {"repeat", true},    {"bit-depth", true}};
+    {"repeat", true},    {"bit-depth", true},  {"sampler", true}, {"cfg-cutoff", true}};
 
 Args parse(int argc, char** argv, int first) {
   Args a;
@@ -102,6 +104,10 @@ int synth(const Args& a) {
   s.blur_sigma = to_real(a, "blur-sigma", s.blur_sigma);
   if (a.values.count("blur-sigma") && s.blur_sigma < 0)
     throw acsdk::InputError("blur-sigma", "a number >= 0", a.values.at("blur-sigma"));
+  s.sampler = a.values.count("sampler") ? a.values.at("sampler") : s.sampler;
+  s.cfg_cutoff = to_real(a, "cfg-cutoff", s.cfg_cutoff);
+  if (a.values.count("cfg-cutoff") && !(s.cfg_cutoff >= 0.0 && s.cfg_cutoff <= 1.0))
+    throw acsdk::InputError("cfg-cutoff", "a number in [0, 1]", a.values.at("cfg-cutoff"));
   const int64_t repeat = to_int(a, "repeat", 1);
   if (repeat < 1) throw acsdk::InputError("repeat", "an integer >= 1", std::to_string(repeat));
   acsdk::check_settings(s);  // before anything is opened: a bad flag costs nothing

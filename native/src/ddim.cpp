@@ -76,7 +76,7 @@ DDIM::DDIM(const nlohmann::json& c) {
 // diffusers' DDIMScheduler.set_timesteps, with numpy's arithmetic reproduced (np.round and nearbyint both round half
 // to even; np.arange over floats is start + i * (second - first) and has ceil(span / step) elements, which can be
 // one more than `steps` for trailing spacing, e.g. 62 for 61), then the pipeline's slice from index steps - init.
-std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
+std::vector<int64_t> DDIM::diffusers_timesteps(int64_t steps, double strength) const {
   if (steps < 1 || steps > train_steps_)
     throw InputError("steps", "an integer in [1, " + std::to_string(train_steps_) + "]", std::to_string(steps));
   std::vector<int64_t> all;
@@ -100,14 +100,35 @@ std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
   return std::vector<int64_t>(all.begin() + (steps - init), all.end());
 }
 
+std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
+  constexpr int64_t kReference = 50;  // the paper's DDIM count: its start at a strength is every run's
+  const std::vector<int64_t> reference = diffusers_timesteps(kReference, 1.0);
+  const int64_t init = std::min<int64_t>(static_cast<int64_t>(kReference * strength), kReference);
+  const std::vector<int64_t> paper(reference.begin() + std::min(kReference - init, kReference - 1), reference.end());
+  if (steps < 1) throw InputError("steps", "an integer >= 1", std::to_string(steps));
+  const int64_t calls = std::min<int64_t>(static_cast<int64_t>(steps * strength), steps);
+  if (calls == static_cast<int64_t>(paper.size())) return paper;
+  const int64_t first = paper.front(), last = paper.back();
+  if (calls > first - last + 1)
+    throw InputError("steps", "at most " + std::to_string(first - last + 1) + " UNet calls at this strength",
+                     std::to_string(calls) + " calls");
+  // np.linspace(first, last, calls): start + i * ((stop - start) / (num - 1)), the last exactly stop; np.round.
+  std::vector<int64_t> out(calls);
+  const double step = calls > 1 ? static_cast<double>(last - first) / static_cast<double>(calls - 1) : 0.0;
+  for (int64_t i = 0; i < calls; ++i) {
+    const double v = i == calls - 1 && calls > 1 ? static_cast<double>(last) : static_cast<double>(i) * step + first;
+    out[i] = static_cast<int64_t>(std::nearbyint(v));
+  }
+  return out;
+}
+
 void DDIM::add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const {
   const float a = std::sqrt(alphas_cumprod_.at(t)), b = std::sqrt(1.0f - alphas_cumprod_.at(t));
   out = Tensor(x0.shape);
   for (size_t i = 0; i < out.numel(); ++i) out.data[i] = a * x0.data[i] + b * noise.data[i];
 }
 
-void DDIM::step(const Tensor& model_output, int64_t t, int64_t steps, Tensor& latents) const {
-  const int64_t prev = t - train_steps_ / steps;
+void DDIM::step(const Tensor& model_output, int64_t t, int64_t prev, Tensor& latents) const {
   const float abar = alphas_cumprod_.at(t);
   const float abar_prev = prev >= 0 ? alphas_cumprod_.at(prev) : final_alpha_cumprod_;
   const float sa = std::sqrt(abar), sb = std::sqrt(1.0f - abar);

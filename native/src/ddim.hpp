@@ -16,13 +16,16 @@ class DDIM {
   // thresholding, zero-SNR rescaling, beta schedules other than linear / scaled_linear / trained betas.
   explicit DDIM(const nlohmann::json& config);
 
-  // The timesteps a run of `steps` at `strength` visits, as the Python sampler picks them (the last
-  // int(steps * strength) of set_timesteps(steps)).
+  // What diffusers' pipeline visits for `steps` at `strength`: the last int(steps * strength) of set_timesteps(steps).
+  std::vector<int64_t> diffusers_timesteps(int64_t steps, double strength) const;
+  // The timesteps a run visits, as the Python runtime picks them (acsdk/inference/schedules.py): int(steps *
+  // strength) of them, from where DDIM-50 starts at `strength` to its last timestep (numpy's linspace, rounded half
+  // to even); at 50 steps exactly diffusers' DDIM-50 slice. InputError naming "steps" for more calls than timesteps.
   std::vector<int64_t> timesteps(int64_t steps, double strength) const;
   // x0 noised to timestep t: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
   void add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const;
-  // One DDIM step from t to t - T / steps on `latents`, in place.
-  void step(const Tensor& model_output, int64_t t, int64_t steps, Tensor& latents) const;
+  // One DDIM step from t to the next visited timestep `prev` (-1: the end) on `latents`, in place.
+  void step(const Tensor& model_output, int64_t t, int64_t prev, Tensor& latents) const;
 
   const std::vector<float>& alphas_cumprod() const { return alphas_cumprod_; }
 

@@ -62,6 +62,10 @@ void check_settings(const Settings& s) {
   if (!(s.guidance >= 0.0 && s.guidance <= 1e3)) throw InputError("guidance", "a number in [0, 1000]", num(s.guidance));
   if (!(std::abs(s.semantic_scale) <= 1e3))
     throw InputError("semantic-scale", "a number in [-1000, 1000]", num(s.semantic_scale));
+  if (s.sampler != "ddim")
+    throw InputError("sampler", "ddim (DPM-Solver++ runs in the Python runtime only, for now)", "'" + s.sampler + "'");
+  if (!(s.cfg_cutoff == -1.0 || (s.cfg_cutoff >= 0.0 && s.cfg_cutoff <= 1.0)))
+    throw InputError("cfg-cutoff", "a number in [0, 1]", num(s.cfg_cutoff));
   if (s.roi != "auto" && s.roi != "full") throw InputError("roi", "auto or full", "'" + s.roi + "'");
   if (s.roi_padding < 0) throw InputError("roi-padding", "an integer >= 0", std::to_string(s.roi_padding));
   if (s.roi_min_size == 0 || s.roi_min_size < -1)
@@ -181,20 +185,41 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
                        {"text_embeds", &text},
                        {"semantic_tokens", &semantic},
                        {"semantic_scale", &lam}};
+  // After a CFG cut-off the UNet runs the conditional row alone (batch 1), as the Python sampler does.
+  Tensor cond_in({1, 2 * C + 1, h, w}), tstep1({1});
+  std::copy_n(unet_in.ptr() + (rows - 1) * (2 * C + 1) * hw, (2 * C + 1) * hw, cond_in.ptr());
+  Tensor text1 = row(bank.text_embeds, 1), semantic1 = row(bank.semantic_tokens, 1);
+  const Feeds cond_feeds = {{"sample", &cond_in},
+                            {"timestep", &tstep1},
+                            {"text_embeds", &text1},
+                            {"semantic_tokens", &semantic1},
+                            {"semantic_scale", &lam}};
+  const auto n_calls = static_cast<int64_t>(timesteps.size());
+  const int64_t cfg_steps = s.cfg_cutoff < 0 ? n_calls : static_cast<int64_t>(std::nearbyint(s.cfg_cutoff * n_calls));
   Tensor guided({1, C, h, w});  // CFG's combination of the two rows, written each step
   const float gs = static_cast<float>(s.guidance);
-  for (int64_t t : timesteps) {
-    for (int64_t r = 0; r < rows; ++r) std::copy_n(latents.ptr(), C * hw, unet_in.ptr() + r * (2 * C + 1) * hw);
-    std::fill(tstep.data.begin(), tstep.data.end(), static_cast<float>(t));
-    const Tensor pred = engines_.at("unet")->run(feeds).at("noise_pred");
-    expect_shape("unet", "noise_pred", pred, {rows, C, h, w});
-    if (cfg) {
-      for (int64_t i = 0; i < C * hw; ++i) {
-        const float u = pred.data[i], c = pred.data[C * hw + i];
-        guided.data[i] = u + gs * (c - u);
+  for (int64_t i = 0; i < n_calls; ++i) {
+    const int64_t t = timesteps[i];
+    const bool both = cfg && i < cfg_steps;
+    Tensor pred;
+    if (both || !cfg) {
+      for (int64_t r = 0; r < rows; ++r) std::copy_n(latents.ptr(), C * hw, unet_in.ptr() + r * (2 * C + 1) * hw);
+      std::fill(tstep.data.begin(), tstep.data.end(), static_cast<float>(t));
+      pred = engines_.at("unet")->run(feeds).at("noise_pred");
+      expect_shape("unet", "noise_pred", pred, {rows, C, h, w});
+    } else {
+      std::copy_n(latents.ptr(), C * hw, cond_in.ptr());
+      tstep1.data[0] = static_cast<float>(t);
+      pred = engines_.at("unet")->run(cond_feeds).at("noise_pred");
+      expect_shape("unet", "noise_pred", pred, {1, C, h, w});
+    }
+    if (both) {
+      for (int64_t k = 0; k < C * hw; ++k) {
+        const float u = pred.data[k], c = pred.data[C * hw + k];
+        guided.data[k] = u + gs * (c - u);
       }
     }
-    ddim_.step(cfg ? guided : pred, t, s.steps, latents);
+    ddim_.step(both ? guided : pred, t, i + 1 < n_calls ? timesteps[i + 1] : -1, latents);
   }
   result.timings["denoise"] += since(t0);
   result.timings["denoise_steps"] = static_cast<double>(timesteps.size());

@@ -25,6 +25,8 @@ struct Settings {
   int64_t roi_padding = 32;
   int64_t roi_min_size = -1;  // -1: half the model's size
   double blur_sigma = -1.0;   // -1: 5 model pixels of the window
+  std::string sampler = "ddim";  // the one this runtime has; Python's "dpmpp-2m" is not ported yet
+  double cfg_cutoff = -1.0;      // -1: guidance on every call; else the fraction of calls that run both rows
 };
 
 // Checks the settings as Synthesizer.run_batch does; InputError naming the setting otherwise.

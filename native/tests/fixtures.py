@@ -33,6 +33,9 @@ PARITY = {
                                                                "guidance": 7.0, "bit_depth": 12, "roi": "full"}),
     "tiny_rgba_strength1": ("tiny", "tiny_plain", "rgba80", {"seed": 5, "steps": 6, "strength": 1.0,
                                                              "guidance": 4.0, "blur_sigma": 2.0}),
+    # Guidance for the first half of the calls, then the conditional row alone (batch 1), in both runtimes.
+    "tiny_cfg_cutoff": ("tiny", "tiny_plain", "rgb64", {"seed": 4, "steps": 12, "strength": 0.75, "guidance": 5.0,
+                                                        "cfg_cutoff": 0.5, "roi": "full"}),
     "tiny_fp16_engines": ("tiny_fp16", "tiny_fp16_plain", "rgb64", {"seed": 9, "steps": 10, "strength": 0.8,
                                                                     "guidance": 7.0}),
     "demo_int8_engines": ("demo_int8", "demo_int8_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7,
@@ -89,6 +92,8 @@ BAD = {
                            E + r"engines: vae_encoder: OpenVINO failed on CPU: \S"),
     # Both outputs are staged before either is renamed into place: a label path that cannot be written leaves no
     # --out behind (bad() checks), and --out and --mask-out naming one file is refused up front.
+    "sampler_not_ported": ({"sampler": "dpmpp-2m"}, E + r"sampler: expected ddim"),
+    "cfg_cutoff_out_of_range": ({"cfg-cutoff": "1.5"}, E + r"cfg-cutoff: expected a number in \[0, 1\], got 1.5"),
     "mask_out_unwritable": ({"mask-out": "absent_dir/label.png"}, E + r"mask-out: expected a writable path"),
     "mask_out_is_out": ({"mask-out": "native/bad_mask_out_is_out.png"},
                         E + r"mask-out: expected a path other than --out"),
@@ -168,6 +173,7 @@ def _golden(root: Path) -> None:
     from safetensors.torch import save_file
 
     from acsdk.apps.demo import demo_engines
+    from acsdk.inference.schedules import visited_timesteps
 
     base = json.loads((demo_engines() / "scheduler" / "scheduler_config.json").read_text())
     configs = [
@@ -186,7 +192,14 @@ def _golden(root: Path) -> None:
             s.set_timesteps(steps)
             init = min(int(steps * strength), steps)
             tensors[f"ddim/{k}/timesteps_{steps}_{int(strength * 100)}"] = s.timesteps[steps - init :].double()
-        sweep = []  # every step count 1..200 at strengths 1 and 0.7, as the Python runtime slices them
+        visited = []  # what a run visits (acsdk/inference/schedules.py): steps 1..200 at strengths 1, 0.7, 0.3
+        for steps in range(1, 201):
+            for strength in (1.0, 0.7, 0.3):
+                if int(steps * strength) >= 1:
+                    ts = visited_timesteps(config, steps, strength)
+                    visited += [float(len(ts)), *map(float, ts)]
+        tensors[f"ddim/{k}/visited"] = torch.tensor(visited, dtype=torch.float64)
+        sweep = []  # every step count 1..200 at strengths 1 and 0.7, as diffusers' pipeline slices them
         for steps in range(1, 201):
             s.set_timesteps(steps)
             for strength in (1.0, 0.7):
@@ -260,6 +273,7 @@ def make(root: Path) -> None:
             seed=settings["seed"], num_inference_steps=settings["steps"], strength=settings["strength"],
             guidance_scale=settings["guidance"], semantic_scale=settings.get("semantic_scale", 1.0),
             roi=settings.get("roi", "auto"), blur_sigma=settings.get("blur_sigma"), bit_depth=settings.get("bit_depth"),
+            cfg_cutoff=settings.get("cfg_cutoff"),
         )  # fmt: skip
         result = synths[model].run(image, mask, prompt, **ref, **run_kwargs)
         expected = root / "python" / f"{name}.png"

@@ -58,13 +58,24 @@ int main(int argc, char** argv) {
     std::vector<float> got;
     for (int64_t steps = 1; steps <= 200; ++steps)
       for (double strength : {1.0, 0.7}) {
-        const auto ts = ddim.timesteps(steps, strength);
+        const auto ts = ddim.diffusers_timesteps(steps, strength);
         got.push_back(static_cast<float>(ts.size()));
         got.insert(got.end(), ts.begin(), ts.end());
       }
     check(p + "timesteps, steps 1..200 x 2 strengths", got, sweep, 0.0);
+    // What a run visits (the start-point rule): every step count 1..200 at strengths 1, 0.7, 0.3 against Python.
+    const auto& visited = golden.at(p + "visited").data;
+    std::vector<float> runs;
+    for (int64_t steps = 1; steps <= 200; ++steps)
+      for (double strength : {1.0, 0.7, 0.3}) {
+        if (static_cast<int64_t>(steps * strength) < 1) continue;
+        const auto ts = ddim.timesteps(steps, strength);
+        runs.push_back(static_cast<float>(ts.size()));
+        runs.insert(runs.end(), ts.begin(), ts.end());
+      }
+    check(p + "visited timesteps, steps 1..200 x 3 strengths", runs, visited, 0.0);
     for (auto [steps, strength] : {std::pair<int, double>{50, 0.7}, {10, 1.0}, {7, 0.5}}) {
-      const auto ts = ddim.timesteps(steps, strength);
+      const auto ts = ddim.diffusers_timesteps(steps, strength);
       const std::string key = p + "timesteps_" + std::to_string(steps) + "_" + std::to_string(int(strength * 100));
       check(key, std::vector<float>(ts.begin(), ts.end()), golden.at(key).data, 0.0);
     }
@@ -73,7 +84,7 @@ int main(int argc, char** argv) {
     ddim.add_noise(golden.at(p + "x0"), golden.at(p + "noise"), t, noisy);
     check(p + "add_noise", noisy.data, golden.at(p + "add_noise").data, 1e-5);
     acsdk::Tensor latents = golden.at(p + "x0");
-    ddim.step(golden.at(p + "model_output"), t, 10, latents);
+    ddim.step(golden.at(p + "model_output"), t, t - 100, latents);  // diffusers' DDIM at 10 steps goes back 100
     check(p + "step", latents.data, golden.at(p + "step").data, 1e-5);
   }
 
