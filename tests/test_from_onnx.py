@@ -108,10 +108,9 @@ def _calls() -> dict:
     return {"parsed": [], "shapes": {}, "flags": {}, "verified": [], "network_flags": []}
 
 
-@pytest.fixture(params=["10.3.0", "11.4.0"], ids=["trt10", "trt11"])
-def log(monkeypatch, request):
-    calls = {**_calls(), "version": request.param}
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, version=request.param))
+def _install(monkeypatch, version: str) -> dict:
+    calls = {**_calls(), "version": version}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, version=version))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
 
@@ -121,6 +120,18 @@ def log(monkeypatch, request):
 
     monkeypatch.setattr(build_mod, "verify_plan", verify)
     return calls
+
+
+@pytest.fixture(params=["10.3.0", "11.4.0"], ids=["trt10", "trt11"])
+def log(monkeypatch, request):
+    """Both API generations: for the builds whose calls into TensorRT differ between them."""
+    return _install(monkeypatch, request.param)
+
+
+@pytest.fixture
+def log11(monkeypatch):
+    """TensorRT 11 (pip's today): for what happens around the build, the same on both generations."""
+    return _install(monkeypatch, "11.4.0")
 
 
 def _tag(log: dict) -> str:
@@ -167,15 +178,15 @@ def test_plans_from_a_shipped_fp32_dir_with_fp16(engine_dir, tmp_path, log):
     assert (out / "onnx" / "unet.onnx").is_file(), "the ONNX files stay for other backends"
 
 
-def test_plans_from_a_shipped_fp16_dir_without_the_flag(engine_dir_fp16, tmp_path, log):
+def test_plans_from_a_shipped_fp16_dir_without_the_flag(engine_dir_fp16, tmp_path, log11):
     """An `--fp16` engine dir ships only `*.fp16.onnx` for the UNet: its plans come from those graphs."""
     out = plans_from_onnx(engine_dir_fp16, tmp_path / "orin", progress=False)
     m = Manifest.load(out)
     unet = {a["precision"]: a for a in m.components["unet"]["artifacts"] if a["format"] == "tensorrt"}
     assert set(unet) == {"fp16"} and unet["fp16"]["onnx"] == "onnx/unet.fp16.onnx"
-    assert any(p.endswith("/onnx/unet.fp16.onnx") for p in log["parsed"])
-    assert not any(p.endswith("/onnx/unet.onnx") for p in log["parsed"]), "no fp32 UNet graph shipped"
-    assert set(log["network_flags"]) == {strongly_typed_bits(log["version"])}
+    assert any(p.endswith("/onnx/unet.fp16.onnx") for p in log11["parsed"])
+    assert not any(p.endswith("/onnx/unet.onnx") for p in log11["parsed"]), "no fp32 UNet graph shipped"
+    assert set(log11["network_flags"]) == {strongly_typed_bits(log11["version"])}
 
 
 def test_an_int8_dir_gets_an_int8_plan_from_its_qdq_onnx(engine_dir, tmp_path, log):
@@ -193,7 +204,7 @@ def test_an_int8_dir_gets_an_int8_plan_from_its_qdq_onnx(engine_dir, tmp_path, l
     assert m.data["files"]["onnx/unet.int8.qdq.onnx"] == sha256_file(out / "onnx" / "unet.int8.qdq.onnx")
 
 
-def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log, monkeypatch, capsys):
+def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log11, monkeypatch, capsys):
     """FP8 is opt-in: an E4M3 Q/DQ UNet (zero points 0, opset 19, runs on ONNX Runtime CPU) becomes an FP8 plan on
     an Ada/Hopper GPU; on Orin (8.7) `--fp8` is refused before any work, naming the GPU; without --fp8 no FP8 plan."""
     import numpy as np
@@ -218,7 +229,7 @@ def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log,
     assert main(["--from-onnx", str(src), "--out", str(tmp_path / "orin"), "--fp8", "-q"]) == 2
     err = capsys.readouterr().err
     assert "--fp8" in err and "Jetson AGX Orin" in err and "8.7" in err
-    assert log["parsed"] == [] and not (tmp_path / "orin").exists()
+    assert log11["parsed"] == [] and not (tmp_path / "orin").exists()
 
     plain = plans_from_onnx(src, tmp_path / "no-fp8", progress=False)
     assert "fp8" not in {a["precision"] for a in Manifest.load(plain).components["unet"]["artifacts"]
@@ -231,9 +242,9 @@ def test_fp8_plans_only_on_gpus_with_fp8_tensor_cores(engine_dir, tmp_path, log,
     assert plans["fp8"]["file"].endswith(".sm89.plan") and plans["fp8"]["flags"] == []
 
 
-def test_fp8_needs_the_fp8_graph(engine_dir, tmp_path, log, capsys):
+def test_fp8_needs_the_fp8_graph(engine_dir, tmp_path, log11, capsys):
     assert main(["--from-onnx", str(engine_dir), "--out", str(tmp_path / "o"), "--fp8", "-q"]) == 2
-    assert "export.build --fp8" in capsys.readouterr().err and log["parsed"] == []
+    assert "export.build --fp8" in capsys.readouterr().err and log11["parsed"] == []
 
 
 def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path, monkeypatch, capsys):
@@ -249,7 +260,7 @@ def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path
     assert calls["parsed"] == [] and not (tmp_path / "orin").exists()
 
 
-def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine_dir, tmp_path, log, monkeypatch):
+def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine_dir, tmp_path, log11, monkeypatch):
     """The decoder's fp32 fallback in a TensorRT fp16 dir is its fp32 plan, not an ORT session (which would need
     onnxruntime-gpu on the Jetson)."""
     import runtime.tensorrt_engine as trt_engine
@@ -269,18 +280,18 @@ def test_the_fp16_dir_loads_every_engine_and_the_nan_fallback_on_tensorrt(engine
     # CPU tensors stand in for the GPU: the plans are stubs, the torch-side Q-Former cannot go to CUDA here
     parts, _ = parts_from_engine_dir(out, "tensorrt", torch.device("cpu"), True, None, None)
     assert parts.fallbacks == [] and {e.backend for e in parts.engines.values()} == {"tensorrt"}
-    assert opened["vae_decoder"] == [f"vae_decoder.fp16.{_tag(log)}.plan", f"vae_decoder.fp32.{_tag(log)}.plan"]
+    assert opened["vae_decoder"] == [f"vae_decoder.fp16.{_tag(log11)}.plan", f"vae_decoder.fp32.{_tag(log11)}.plan"]
     assert parts.engines["vae_decoder_fp32"].precision == "fp32"
 
 
-def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_path, log, capsys):
+def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_path, log11, capsys):
     work = shutil.copytree(engine_dir, tmp_path / "shipped")
     data = bytearray((work / "onnx" / "vae_decoder.onnx").read_bytes())
     data[-5] ^= 0xFF
     (work / "onnx" / "vae_decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="vae_decoder.onnx"):
         plans_from_onnx(work, tmp_path / "orin", progress=False)
-    assert log["parsed"] == [] and not (tmp_path / "orin").exists()
+    assert log11["parsed"] == [] and not (tmp_path / "orin").exists()
     assert main(["--from-onnx", str(work), "--out", str(tmp_path / "orin"), "-q"]) == 1, "a failure, not bad usage"
     assert "vae_decoder.onnx" in capsys.readouterr().err
     with pytest.raises(BuildArgumentError, match="--timing-cache"):
