@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acsdk.inference.agreement import Gate, agreement
+
 from .errors import BuildArgumentError, BuildError
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,6 @@ PROMPT = "a photo of a surface with a defect"
 OVERFLOW_FIX = "enable"
 QDQ_KINDS = ("int8", "fp8")  # the Q/DQ graphs made for TensorRT
 FP8_MIN_COMPUTE_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later; not Orin (8.7), A100 (8.0)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """The agreed tolerance: INT8 final images against fp32 ones, same scenes and seeds."""
-
-    mean_max: float = 2.0  # mean |difference| inside the label, grey levels
-    p99_max: float = 8.0  # 99th percentile inside the label
-    psnr_min: float = 35.0  # dB over the blend region (label + feather): the pixels generation may change
-
-    def check(self, m: Mapping[str, float]) -> bool:
-        return m["mean"] <= self.mean_max and m["p99"] <= self.p99_max and m["psnr_db"] >= self.psnr_min
 
 
 @dataclass(frozen=True)
@@ -331,21 +321,6 @@ def _fp8_amax_scales(onnx_path: Path, calibration: list[dict[str, np.ndarray]], 
     return {n: [{"scale": np.array(max(a, 1e-12) / E4M3_MAX, np.float32), "zero_point": zero}] for n, a in amax.items()}
 
 
-def _blend_region(result, label: np.ndarray, model_size: tuple[int, int]) -> np.ndarray:
-    """The pixels the paste may change: the label and its feather, inside each generation window."""
-    from acsdk.inference.imaging import blend_mask
-    from acsdk.inference.windows import Window, feather_sigma
-
-    region = np.zeros_like(label)
-    t = torch.from_numpy(label.astype(np.float32))
-    for w in result.windows:
-        window = Window(**w)
-        rows, cols, _, _ = window.within(*label.shape)
-        feather = blend_mask(t, feather_sigma(window, model_size)).numpy() > 0
-        region[rows, cols] |= feather[rows, cols]
-    return region
-
-
 def gate_metrics(
     engine_dir: Path, scenes: list[Scene], steps: int, backend: str = "openvino", precision: str = "int8"
 ) -> dict:
@@ -359,18 +334,8 @@ def gate_metrics(
         synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": prec})
         model_size = (synth.parts.config.height, synth.parts.config.width)
         results[prec] = [_generate(synth, scene, steps) for scene in scenes]
-    inside, blended = [], []
-    for a, b in zip(results[precision], results["fp32"], strict=True):
-        da = np.abs(a.pixels.astype(np.float64) - b.pixels.astype(np.float64))  # 8-bit scenes: grey levels
-        label = np.asarray(a.mask) > 0
-        inside.append(da[label].ravel())
-        blended.append(da[_blend_region(a, label, model_size)].ravel())
-    inside_all, blend_all = np.concatenate(inside), np.concatenate(blended)
-    mse = float(np.mean(blend_all**2))
     return {
-        "mean": float(inside_all.mean()),
-        "p99": float(np.percentile(inside_all, 99)),
-        "psnr_db": float(10 * np.log10(255**2 / max(mse, 1e-12))),
+        **agreement(list(zip(results[precision], results["fp32"], strict=True)), model_size),
         "scenes": len(scenes),
         "user_scenes": sum(s.source != "procedural" for s in scenes),
         "steps": steps,

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import acsdk
+from acsdk.inference.agreement import blend_region
 from export import int8 as int8_mod
 from export.build import _add_int8, build_engine_dir, main
 from export.errors import BuildArgumentError
@@ -194,7 +195,7 @@ def test_psnr_is_over_the_blend_region_only():
     class Result:
         windows = [Window(0, 0, 64, 64).as_dict()]
 
-    region = int8_mod._blend_region(Result, label, (64, 64))
+    region = blend_region(Result, label, (64, 64))
     expected = blend_mask(torch.from_numpy(label.astype(np.float32)), feather_sigma(Window(0, 0, 64, 64), (64, 64)))
     assert np.array_equal(region, expected.numpy() > 0)
     assert region[label].all() and 0 < region.sum() < 64 * 64 / 4, "the label and its feather, not the image"
@@ -202,7 +203,7 @@ def test_psnr_is_over_the_blend_region_only():
     class Cropped:
         windows = [Window(0, 0, 25, 25).as_dict()]
 
-    assert not int8_mod._blend_region(Cropped, label, (64, 64))[25:].any(), "nothing outside the window"
+    assert not blend_region(Cropped, label, (64, 64))[25:].any(), "nothing outside the window"
 
 
 def test_a_sabotaged_int8_unet_fails_the_gate_and_nothing_is_written(tiny_ckpt, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,8 @@ byte for byte, each sampler converges to DDIM's fine solution, and the CFG cut-o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,28 @@ def test_the_cfg_cutoff_runs_the_conditional_row_alone(synth, scene):
     none = _run(synth, scene, num_inference_steps=20, cfg_cutoff=0.0)
     unguided = _run(synth, scene, num_inference_steps=20, guidance_scale=1.0)
     assert none.pixels.tobytes() == unguided.pixels.tobytes(), "cut-off 0 is the conditional row throughout"
+
+
+def test_acsdk_tune_writes_its_table_chart_and_a_recommendation(engine_dir, tmp_path, capsys):
+    from acsdk.apps.cli import main
+    from acsdk.data.procedural import make_mvtec_like
+
+    data = make_mvtec_like(tmp_path / "data", size=64, defects=("hole",), n_good=2, n_per_defect=3)
+    out = tmp_path / "tune"
+    argv = ["tune", "--engines", str(engine_dir), "--backend", "onnxruntime", "--device", "cpu", "--data", str(data),
+            "--category", "plate", "--defects", "1", "--seeds", "1", "--calls", "7,35", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "tune.json").read_text())
+    assert len(report["rows"]) == len(SAMPLERS) * 2 * 2 and len(report["scenes"]) == 1
+    rows = {(r["sampler"], r["calls"], r["cfg_cutoff"]): r for r in report["rows"]}
+    default = rows[("ddim", 35, None)]
+    assert default["vs_default"]["mean"] == 0.0 and default["passes"], "the default's own setting is the default"
+    assert rows[("ddim", 35, 0.5)]["unet_rows"] < default["unet_rows"], "the cut-off runs fewer UNet rows"
+    assert rows[("ddim", 7, None)]["vs_fine"]["mean"] > default["vs_fine"]["mean"], "fewer calls, farther off"
+    rec = report["recommendation"]
+    assert rec["passes"] and rec["unet_rows"] <= default["unet_rows"]
+    assert rec["command"].startswith("acsdk generate") and f"--sampler {rec['sampler']}" in rec["command"]
+    assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "tune.md").read_text()
+    assert "Recommendation:" in table and table in capsys.readouterr().out
+    assert main([*argv[:-2], "--out", str(tmp_path / "bad"), "--calls", "7,x"]) == 2

@@ -237,6 +237,21 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from ..inference.synthesizer import Synthesizer
+    from .tune import table, tune
+
+    try:
+        calls = tuple(int(c) for c in args.calls.split(",") if c.strip())
+    except ValueError as exc:
+        raise InputError("--calls", "comma-separated integers, e.g. 7,14,35", repr(args.calls)) from exc
+    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
+    report = tune(synth, args.data, args.category, args.out, defects=args.defects, seeds=args.seeds, calls=calls,
+                  engines=args.engines)  # fmt: skip
+    print(table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acsdk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -320,6 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--bit-depth", type=int, help="bit depth of integer images (e.g. 12 for 12-bit data in 16-bit)")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synth)
+
+    tun = sub.add_parser(
+        "tune", help="measure which sampler, UNet call count and CFG cut-off keep the picture on your data"
+    )
+    engine_args(tun)
+    tun.add_argument("--data", required=True, help="MVTec AD root (<category>/train/good, test/<defect>, ...)")
+    tun.add_argument("--category", required=True, help="e.g. bottle")
+    tun.add_argument("--out", default="acsdk-tune", help="where tune.md, tune.json and tune.png go")
+    tun.add_argument("--defects", type=int, default=2, help="defect types measured (default 2)")
+    tun.add_argument("--seeds", type=int, default=2, help="targets per defect type (default 2)")
+    tun.add_argument("--calls", default="7,10,14,20,35", help="UNet calls per image to try (default 7,10,14,20,35)")
+    tun.set_defaults(func=_tune)
 
     gen = sub.add_parser("generate", help="synthesize a training set from MVTec-shaped data (resumable)")
     engine_args(gen)
