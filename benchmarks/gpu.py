@@ -19,7 +19,7 @@ import torch
 from .compute import flops
 from .configs import PAPER, checkpoint
 from .measure import measure
-from .report import _end_to_end_one, environment
+from .report import end_to_end_one, environment
 
 log = logging.getLogger("benchmarks.gpu")
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import acsdk
 
     synth = acsdk.Synthesizer.from_checkpoint(ckpt, device=device)
-    results["end_to_end"] = _end_to_end_one(synth, dict(PAPER), repeat=3)
+    results["end_to_end"] = end_to_end_one(synth, dict(PAPER), repeat=3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

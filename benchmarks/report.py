@@ -149,7 +149,7 @@ def throughput(config: str, steps: int, batches: tuple[int, ...] = (1, 2, 4)) ->
     return out
 
 
-def _end_to_end_one(synth, settings: dict, repeat: int) -> dict:
+def end_to_end_one(synth, settings: dict, repeat: int) -> dict:
     size = synth.parts.config.height
     image, mask, ref, ref_mask = _scene(size)
     features = synth.encode_reference(ref, ref_mask, PROMPT, asea_steps=settings["asea_steps"])
@@ -189,7 +189,7 @@ def end_to_end(ckpt: Path, engine_dir: Path, repeat: int, steps: int) -> dict:
     settings = dict(PAPER, num_inference_steps=steps)
     out = {}
     for name, make in backends_for(ckpt, engine_dir).items():
-        out[name] = r = _end_to_end_one(make(), settings, repeat)
+        out[name] = r = end_to_end_one(make(), settings, repeat)
         log.info(
             "%s: e2e %.3f s, cached ref %.3f s, overhead %.1f %%",
             name,

@@ -219,19 +219,19 @@ def _build_component(
         del variants["fp32"]
     artifacts, checks = [], []
     for prec, path in variants.items():
-        rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
+        artifact = _onnx_artifact(root, path, prec, opset=s.opset)
         if ref is not None:
             result = verification.verify_onnx(spec, ref, path, prec)
-            checks.append({"artifact": rel[0], **result})
+            checks.append({"artifact": artifact["file"], **result})
             log.info(
                 "%s %s: max_abs %.3g (rel %.3g) %s",
                 name,
-                rel[0],
+                artifact["file"],
                 result["max_abs"],
                 result["max_rel"],
                 "ok" if result["passed"] else "FAILED",
             )
-        artifacts.append({"format": "onnx", "precision": prec, "file": rel[0], "data_files": rel[1:], "opset": s.opset})
+        artifacts.append(artifact)
     artifacts += plans
     checks += [{"artifact": p["file"], **p["verification"]} for p in plans if "max_abs" in p["verification"]]
     return {
@@ -253,6 +253,12 @@ def _gate_lines(tried: list[dict]) -> str:
     """A gate's tries, one clause each, for the error or warning that reports them."""
     clauses = (f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried)
     return "; ".join(clauses)
+
+
+def _onnx_artifact(root: Path, path: Path, precision: str, **extra: object) -> dict:
+    """The manifest entry of an ONNX file under `root`: the graph and its external-data files, if any."""
+    rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
+    return {"format": "onnx", "precision": precision, "file": rel[0], "data_files": rel[1:], **extra}
 
 
 def _calibrate(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> tuple[list, list]:
@@ -324,9 +330,8 @@ def _add_qdq(root: Path, manifest: dict, data: tuple[list, list], plan: int8_mod
     t0 = time.perf_counter()
     for scope in int8_mod.SCOPES:
         int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope, kind)
-        qdq = {"format": "onnx", "precision": kind, "file": path.relative_to(root).as_posix(), "data_files": [],
-               "quantization": "qdq", "symmetric": True, "per_channel_weights": kind == "int8", "scope": scope.name,
-               "calibration_samples": len(calibration)}  # fmt: skip
+        qdq = _onnx_artifact(root, path, kind, quantization="qdq", symmetric=True, per_channel_weights=kind == "int8",
+                             scope=scope.name, calibration_samples=len(calibration))  # fmt: skip
         entry["artifacts"] = [*artifacts, qdq]
         manifest["files"] = list_files(root)
         write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
@@ -580,15 +585,14 @@ def _fp16_onnx_here(spec, root: Path, fp32_graph: Path, ref: verification.Refere
     """The fp16 ONNX of a component whose engine dir shipped fp32 only, made on the target with the converter
     and checks `export.build --fp16` uses, and added to the entry as that build would have listed it."""
     path = convert_fp16(fp32_graph, fp32_graph.with_name(f"{spec.name}.fp16.onnx"), spec.fp32_scopes)
-    rel = [f.relative_to(root).as_posix() for f in artifact_files(path)]
     opset = next((a.get("opset") for a in entry["artifacts"] if a["format"] == "onnx"), None)
-    artifact = {"format": "onnx", "precision": "fp16", "file": rel[0], "data_files": rel[1:], "opset": opset}
+    artifact = _onnx_artifact(root, path, "fp16", opset=opset)
     if ref is not None:
         result = verification.verify_onnx(spec, ref, path, "fp16")
-        entry.setdefault("verification", []).append({"artifact": rel[0], **result})
+        entry.setdefault("verification", []).append({"artifact": artifact["file"], **result})
         if not result["passed"]:
             raise BuildError(
-                f"{spec.name} ({rel[0]}): the fp16 ONNX made here failed verification: max_abs "
+                f"{spec.name} ({artifact['file']}): the fp16 ONNX made here failed verification: max_abs "
                 f"{result['max_abs']:.3g} (reference scale {result['reference_scale']:.3g})"
             )
     entry["artifacts"].append(artifact)

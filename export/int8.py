@@ -244,7 +244,8 @@ def quantize_unet_qdq(
 
     from .onnx_export import nodes_in_scopes
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph = model.graph
     weights = {t.name for t in graph.initializer}
     produced_by = {o: n for n in graph.node for o in n.output}
 
@@ -255,7 +256,7 @@ def quantize_unet_qdq(
         return name in weights or (node is not None and node.op_type == "Constant")
 
     attention = [n.name for n in graph.node if n.op_type == "MatMul" and not any(constant(i) for i in n.input)]
-    excluded = nodes_in_scopes(onnx.load(str(onnx_path), load_external_data=False), scope.keep_fp32_scopes)
+    excluded = nodes_in_scopes(model, scope.keep_fp32_scopes)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

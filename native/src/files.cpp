@@ -70,11 +70,6 @@ StagedFile::StagedFile(const std::string& path, const std::string& bytes, const 
   ::close(fd);
 }
 
-StagedFile::StagedFile(StagedFile&& other) noexcept
-    : path_(std::move(other.path_)), tmp_(std::move(other.tmp_)), argument_(std::move(other.argument_)) {
-  other.tmp_.clear();
-}
-
 StagedFile::~StagedFile() {
   if (!tmp_.empty()) ::unlink(tmp_.c_str());
 }

@@ -14,10 +14,8 @@ std::string read_file(const std::string& path, const std::string& argument);
 class StagedFile {
  public:
   StagedFile(const std::string& path, const std::string& bytes, const std::string& argument);
-  StagedFile(StagedFile&& other) noexcept;
   StagedFile(const StagedFile&) = delete;
   StagedFile& operator=(const StagedFile&) = delete;
-  StagedFile& operator=(StagedFile&&) = delete;
   ~StagedFile();
   void commit();
 
