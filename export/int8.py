@@ -230,7 +230,9 @@ def quantize_unet_qdq(
     largest value 448 (TensorRT's FP8 recipe; ONNX Runtime's own FP8 scale matches standard deviations, which
     clips the outliers: mean 5.5 / p99 28 grey levels on the demo model's gate, against 0.8 / 6 for INT8); the
     graph moves to opset 19, which defines float8 Q/DQ. Biases stay float
-    (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization).
+    (TensorRT's Q/DQ takes 8-bit types, not ONNX Runtime's int32 bias quantization). INT8 weights span 7 bits (as
+    OpenVINO's overflow fix): ONNX Runtime's pre-VNNI x86 kernels multiply in saturating int16 pairs, so the gate
+    it measures holds on AVX2-only CPUs too; TensorRT reads them as ordinary INT8.
     Left in float: the scope's fp32 modules and, as NNCF's transformer mode does for OpenVINO, the attention's
     activation-by-activation matmuls (scores and their product with the values)."""
     import onnx
@@ -275,7 +277,8 @@ def quantize_unet_qdq(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(onnx_path), str(out_path), Reader(),
-        quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype, per_channel=not fp8,
+        quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype,
+        per_channel=not fp8, reduce_range=not fp8,
         op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
         calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax, extra_options=options,
     )  # fmt: skip
