@@ -22,16 +22,17 @@ const char* kUsage = R"(usage: acsdk-native synth --engines DIR --bank DIR --ima
                           [--mask-out PATH] [--seed N] [--steps N] [--strength F] [--guidance F]
                           [--semantic-scale F] [--roi auto|full] [--roi-padding N] [--roi-min-size N]
                           [--blur-sigma F] [--backend openvino|tensorrt] [--device CPU|GPU|...]
-                          [--bit-depth N] [--sampler ddim] [--cfg-cutoff F] [--no-verify] [--json]
+                          [--bit-depth N] [--sampler ddim|dpmpp-2m] [--cfg-cutoff F] [--no-verify] [--json]
                           [--repeat N]
        acsdk-native --version
 
 Paints the defect type prepared in --bank (`acsdk prepare`) into --image inside --mask with the engine dir's
 VAE and SGA UNet, as `acsdk synth` does; a seed gives the same noise as the Python runtime. Writes --out (the
 input's size, layout and depth) and the label (default: OUT_mask.png). Defaults: seed 0, steps 50, strength
-0.7, guidance 7, semantic scale 1, roi auto with padding 32, sampler ddim starting where DDIM-50 starts at the
-strength (as the Python runtime), guidance on every call, backend openvino on device CPU. --repeat N runs
-the same synthesis N times in this process (for benchmarks: --json then lists each run's timings).
+0.7, guidance 7, semantic scale 1, roi auto with padding 32, sampler ddim (or dpmpp-2m, DPM-Solver++ 2M) starting
+where DDIM-50 starts at the strength (as the Python runtime), guidance on every call, backend openvino on device
+CPU. --repeat N runs the same synthesis N times in this process (for benchmarks: --json then lists each run's
+timings).
 )";
 
 struct Args {

@@ -19,25 +19,30 @@ std::vector<float> linspace(double start, double end, int64_t n) {
   return out;
 }
 
+}  // namespace
+
 template <typename T>
-T get(const nlohmann::json& c, const char* key, T fallback) {
+T config_value(const nlohmann::json& c, const char* key, T fallback) {
   return c.contains(key) && !c[key].is_null() ? c[key].get<T>() : fallback;
 }
-
-}  // namespace
+template bool config_value(const nlohmann::json&, const char*, bool);
+template int64_t config_value(const nlohmann::json&, const char*, int64_t);
+template double config_value(const nlohmann::json&, const char*, double);
+template float config_value(const nlohmann::json&, const char*, float);
+template std::string config_value(const nlohmann::json&, const char*, std::string);
 
 DDIM::DDIM(const nlohmann::json& c) {
   auto refuse = [](const std::string& what) {
     return EngineDirError("scheduler/scheduler_config.json: " + what + " is not supported by the native runtime");
   };
-  train_steps_ = get<int64_t>(c, "num_train_timesteps", 1000);
-  steps_offset_ = get<int64_t>(c, "steps_offset", 0);
-  spacing_ = get<std::string>(c, "timestep_spacing", "leading");
-  const std::string prediction = get<std::string>(c, "prediction_type", "epsilon");
-  clip_sample_ = get<bool>(c, "clip_sample", true);
-  clip_range_ = get<float>(c, "clip_sample_range", 1.0f);
-  if (get<bool>(c, "thresholding", false)) throw refuse("thresholding");
-  if (get<bool>(c, "rescale_betas_zero_snr", false)) throw refuse("rescale_betas_zero_snr");
+  train_steps_ = config_value<int64_t>(c, "num_train_timesteps", 1000);
+  steps_offset_ = config_value<int64_t>(c, "steps_offset", 0);
+  spacing_ = config_value<std::string>(c, "timestep_spacing", "leading");
+  const std::string prediction = config_value<std::string>(c, "prediction_type", "epsilon");
+  clip_sample_ = config_value<bool>(c, "clip_sample", true);
+  clip_range_ = config_value<float>(c, "clip_sample_range", 1.0f);
+  if (config_value<bool>(c, "thresholding", false)) throw refuse("thresholding");
+  if (config_value<bool>(c, "rescale_betas_zero_snr", false)) throw refuse("rescale_betas_zero_snr");
   if (spacing_ != "leading" && spacing_ != "trailing" && spacing_ != "linspace")
     throw refuse("timestep_spacing '" + spacing_ + "'");
   if (prediction == "epsilon") {
@@ -51,8 +56,8 @@ DDIM::DDIM(const nlohmann::json& c) {
   }
 
   std::vector<float> betas;
-  const std::string schedule = get<std::string>(c, "beta_schedule", "linear");
-  const double b0 = get<double>(c, "beta_start", 0.0001), b1 = get<double>(c, "beta_end", 0.02);
+  const std::string schedule = config_value<std::string>(c, "beta_schedule", "linear");
+  const double b0 = config_value<double>(c, "beta_start", 0.0001), b1 = config_value<double>(c, "beta_end", 0.02);
   if (c.contains("trained_betas") && !c["trained_betas"].is_null()) {
     betas = c["trained_betas"].get<std::vector<float>>();
     train_steps_ = static_cast<int64_t>(betas.size());
@@ -70,7 +75,7 @@ DDIM::DDIM(const nlohmann::json& c) {
     acc *= static_cast<double>(1.0f - betas[i]);
     alphas_cumprod_[i] = static_cast<float>(acc);
   }
-  final_alpha_cumprod_ = get<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
+  final_alpha_cumprod_ = config_value<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
 }
 
 // diffusers' DDIMScheduler.set_timesteps, with numpy's arithmetic reproduced (np.round and nearbyint both round half

@@ -10,6 +10,13 @@
 
 namespace acsdk {
 
+// A scheduler-config value; `fallback` where the key is missing or null (diffusers writes nulls). Defined for bool,
+// int64_t, double, float and std::string.
+template <typename T>
+T config_value(const nlohmann::json& config, const char* key, T fallback);
+
+enum class Prediction { kEpsilon, kSample, kV };  // what the UNet predicts: the config's prediction_type
+
 class DDIM {
  public:
   // Refuses (EngineDirError) the options the Python sampler's scheduler would treat differently than this port:
@@ -28,6 +35,7 @@ class DDIM {
   void step(const Tensor& model_output, int64_t t, int64_t prev, Tensor& latents) const;
 
   const std::vector<float>& alphas_cumprod() const { return alphas_cumprod_; }
+  Prediction prediction() const { return prediction_; }
 
  private:
   std::vector<float> alphas_cumprod_;
@@ -35,7 +43,7 @@ class DDIM {
   int64_t train_steps_ = 1000;
   int64_t steps_offset_ = 0;
   std::string spacing_ = "leading";
-  enum class Prediction { kEpsilon, kSample, kV } prediction_ = Prediction::kEpsilon;
+  Prediction prediction_ = Prediction::kEpsilon;
   bool clip_sample_ = false;
   float clip_range_ = 1.0f;
 };

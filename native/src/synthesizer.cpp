@@ -1,5 +1,6 @@
 #include "synthesizer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include "cpu.hpp"
 #include "errors.hpp"
 #include "imageops.hpp"
+#include "samplers.hpp"
 #include "torch_rng.hpp"
 
 namespace acsdk {
@@ -62,8 +64,12 @@ void check_settings(const Settings& s) {
   if (!(s.guidance >= 0.0 && s.guidance <= 1e3)) throw InputError("guidance", "a number in [0, 1000]", num(s.guidance));
   if (!(std::abs(s.semantic_scale) <= 1e3))
     throw InputError("semantic-scale", "a number in [-1000, 1000]", num(s.semantic_scale));
-  if (s.sampler != "ddim")
-    throw InputError("sampler", "ddim (DPM-Solver++ runs in the Python runtime only, for now)", "'" + s.sampler + "'");
+  const auto& samplers = sampler_names();
+  if (std::find(samplers.begin(), samplers.end(), s.sampler) == samplers.end()) {
+    std::string names;
+    for (const auto& name : samplers) names += (names.empty() ? "" : " or ") + name;
+    throw InputError("sampler", names, "'" + s.sampler + "'");
+  }
   if (!(s.cfg_cutoff == -1.0 || (s.cfg_cutoff >= 0.0 && s.cfg_cutoff <= 1.0)))
     throw InputError("cfg-cutoff", "a number in [0, 1]", num(s.cfg_cutoff));
   if (s.roi != "auto" && s.roi != "full") throw InputError("roi", "auto or full", "'" + s.roi + "'");
@@ -76,19 +82,26 @@ void check_settings(const Settings& s) {
 
 namespace {
 
-DDIM make_ddim(EngineDir& dir) {
+EngineDirError wrong_type(const nlohmann::json::exception& e) {
+  return EngineDirError("scheduler/scheduler_config.json has a value of the wrong type (" + std::string(e.what()) +
+                        "); rebuild the engine dir");
+}
+
+DDIM make_ddim(const nlohmann::json& config) {
   try {
-    return DDIM(dir.scheduler_config());
+    return DDIM(config);
   } catch (const nlohmann::json::exception& e) {
-    throw EngineDirError("scheduler/scheduler_config.json has a value of the wrong type (" + std::string(e.what()) +
-                         "); rebuild the engine dir");
+    throw wrong_type(e);
   }
 }
 
 }  // namespace
 
 Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify)
-    : dir_(engine_dir, verify), geometry_(dir_.geometry()), ddim_(make_ddim(dir_)) {
+    : dir_(engine_dir, verify),
+      geometry_(dir_.geometry()),
+      scheduler_config_(dir_.scheduler_config()),
+      ddim_(make_ddim(scheduler_config_)) {
   BackendOptions opts = options;
   if (opts.backend == "openvino" && opts.cache_dir.empty()) opts.cache_dir = openvino_cache_dir(dir_);
   for (const char* name : {"vae_encoder", "unet", "vae_decoder"}) {
@@ -160,13 +173,19 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
 
   t0 = Clock::now();
   const std::vector<int64_t> timesteps = ddim_.timesteps(s.steps, s.strength);
+  std::unique_ptr<Stepper> stepper;
+  try {
+    stepper = make_stepper(s.sampler, ddim_, scheduler_config_, timesteps);
+  } catch (const nlohmann::json::exception& e) {
+    throw wrong_type(e);
+  }
   Tensor noise({1, C, h, w});
   noise.data = gen.randn(static_cast<size_t>(C * hw));
   Tensor latents;
   if (s.strength >= 1.0) {
-    latents = noise;  // init_noise_sigma is 1 for DDIM
+    latents = noise;  // init_noise_sigma is 1 for both samplers
   } else {
-    ddim_.add_noise(image_latent, noise, timesteps.front(), latents);
+    stepper->add_noise(image_latent, noise, latents);
   }
   latents.shape = {1, C, h, w};
   // UNet inputs, made once: [latents | mask | masked latents] per row; with CFG the unconditional row first.
@@ -219,7 +238,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
         guided.data[k] = u + gs * (c - u);
       }
     }
-    ddim_.step(both ? guided : pred, t, i + 1 < n_calls ? timesteps[i + 1] : -1, latents);
+    stepper->step(both ? guided : pred, static_cast<size_t>(i), latents);
   }
   result.timings["denoise"] += since(t0);
   result.timings["denoise_steps"] = static_cast<double>(timesteps.size());

@@ -1,4 +1,4 @@
-// The target side of AnomalyControl on engines: windows -> VAE encode -> DDIM with CFG on the SGA UNet ->
+// The target side of AnomalyControl on engines: windows -> VAE encode -> DDIM or DPM-Solver++ with CFG on the SGA UNet ->
 // VAE decode -> soft paste, as acsdk.Synthesizer.run does it with a bank's text embeddings and semantic tokens.
 #pragma once
 
@@ -25,7 +25,7 @@ struct Settings {
   int64_t roi_padding = 32;
   int64_t roi_min_size = -1;  // -1: half the model's size
   double blur_sigma = -1.0;   // -1: 5 model pixels of the window
-  std::string sampler = "ddim";  // the one this runtime has; Python's "dpmpp-2m" is not ported yet
+  std::string sampler = "ddim";  // or "dpmpp-2m" (samplers.hpp)
   double cfg_cutoff = -1.0;      // -1: guidance on every call; else the fraction of calls that run both rows
 };
 
@@ -59,7 +59,8 @@ class Synthesizer {
 
   EngineDir dir_;
   Geometry geometry_;
-  DDIM ddim_;
+  nlohmann::json scheduler_config_;
+  DDIM ddim_;  // the schedule: visited timesteps, and DDIM's step
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // vae_encoder, unet, vae_decoder (+ _fp32 variants)
   std::vector<std::string> load_notes_;  // e.g. an INT8 UNet whose gate does not cover this CPU, run as fp32
 };

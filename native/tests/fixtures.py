@@ -36,6 +36,14 @@ PARITY = {
     # Guidance for the first half of the calls, then the conditional row alone (batch 1), in both runtimes.
     "tiny_cfg_cutoff": ("tiny", "tiny_plain", "rgb64", {"seed": 4, "steps": 12, "strength": 0.75, "guidance": 5.0,
                                                         "cfg_cutoff": 0.5, "roi": "full"}),
+    # DPM-Solver++ (2M): with guidance on every call at strength 0.7, and from pure noise with a CFG cut-off.
+    "tiny_dpmpp": ("tiny", "tiny_plain", "rgb64", {"seed": 6, "steps": 14, "strength": 0.7, "guidance": 7.0,
+                                                   "sampler": "dpmpp-2m", "roi": "full"}),
+    "tiny_dpmpp_strength1_cutoff": ("tiny", "tiny_plain", "rgba80", {"seed": 8, "steps": 8, "strength": 1.0,
+                                                                     "guidance": 5.0, "sampler": "dpmpp-2m",
+                                                                     "cfg_cutoff": 0.6}),
+    "demo_dpmpp": ("demo", "demo_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7, "guidance": 7.0,
+                                                    "sampler": "dpmpp-2m"}),
     "tiny_fp16_engines": ("tiny_fp16", "tiny_fp16_plain", "rgb64", {"seed": 9, "steps": 10, "strength": 0.8,
                                                                     "guidance": 7.0}),
     "demo_int8_engines": ("demo_int8", "demo_int8_hole", "demo160", {"seed": 7, "steps": 20, "strength": 0.7,
@@ -49,7 +57,7 @@ PARITY = {
 # Cases whose tolerance is shown to be tight enough: the native output compared with what Python makes with every
 # DDIM timestep one lower (the size of the trailing/linspace rounding errors issue 23 found) must FAIL the parity
 # check, so an off-by-one in the native schedule cannot pass unnoticed.
-SENSITIVITY = ("tiny_rgb_full", "demo_reference")
+SENSITIVITY = ("tiny_rgb_full", "demo_reference", "tiny_dpmpp")
 # name -> a note the native runtime's --json must carry
 NOTES = {"demo_int8_uncovered_cpu": "unet: fp32 instead of INT8, because its INT8 gate was measured on"}
 
@@ -92,7 +100,7 @@ BAD = {
                            E + r"engines: vae_encoder: OpenVINO failed on CPU: \S"),
     # Both outputs are staged before either is renamed into place: a label path that cannot be written leaves no
     # --out behind (bad() checks), and --out and --mask-out naming one file is refused up front.
-    "sampler_not_ported": ({"sampler": "dpmpp-2m"}, E + r"sampler: expected ddim"),
+    "sampler_unknown": ({"sampler": "unipc"}, E + r"sampler: expected ddim or dpmpp-2m, got 'unipc'"),
     "cfg_cutoff_out_of_range": ({"cfg-cutoff": "1.5"}, E + r"cfg-cutoff: expected a number in \[0, 1\], got 1.5"),
     "mask_out_unwritable": ({"mask-out": "absent_dir/label.png"}, E + r"mask-out: expected a writable path"),
     "mask_out_is_out": ({"mask-out": "native/bad_mask_out_is_out.png"},
@@ -167,13 +175,13 @@ def _inputs(root: Path, data: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def _golden(root: Path) -> None:
-    """DDIM schedules under several configs and torch's generator, for test_core."""
+    """DDIM and DPM-Solver++ under several scheduler configs and torch's generator, for test_core."""
     import torch
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
 
     from acsdk.apps.demo import demo_engines
-    from acsdk.inference.schedules import visited_timesteps
+    from acsdk.inference.schedules import stepper, visited_timesteps
 
     base = json.loads((demo_engines() / "scheduler" / "scheduler_config.json").read_text())
     configs = [
@@ -213,6 +221,19 @@ def _golden(root: Path) -> None:
         tensors[f"ddim/{k}/t"] = torch.tensor([float(t)])
         tensors[f"ddim/{k}/add_noise"] = s.add_noise(x0, noise, torch.tensor([t]))
         tensors[f"ddim/{k}/step"] = s.step(out, t, x0, eta=0.0).prev_sample
+        # DPM-Solver++ over a run's timesteps (7 calls at steps 10, strength 0.7): the noised start, then each step
+        # on a fresh model output (first order first and last, second order between).
+        timesteps = visited_timesteps(config, 10, 0.7)
+        dpm = stepper("dpmpp-2m", config, timesteps)
+        latents = dpm.add_noise(x0, noise, timesteps[0])
+        outputs, trajectory = [], [latents]
+        for t in timesteps:
+            outputs.append(torch.randn(1, 4, 8, 8, generator=g))
+            latents = dpm.step(outputs[-1], t, latents)
+            trajectory.append(latents)
+        tensors[f"dpmpp/{k}/timesteps"] = torch.tensor(timesteps, dtype=torch.float64)
+        tensors[f"dpmpp/{k}/model_outputs"] = torch.cat(outputs)
+        tensors[f"dpmpp/{k}/trajectory"] = torch.cat(trajectory)
     for seed in (0, 7, 2**40 + 3, 2**63 - 5):
         gen = torch.Generator("cpu").manual_seed(seed)
         draws = [torch.randn(n, generator=gen, dtype=torch.float32) for n in (1024, 36, 4 * 16 * 16)]
@@ -273,7 +294,7 @@ def make(root: Path) -> None:
             seed=settings["seed"], num_inference_steps=settings["steps"], strength=settings["strength"],
             guidance_scale=settings["guidance"], semantic_scale=settings.get("semantic_scale", 1.0),
             roi=settings.get("roi", "auto"), blur_sigma=settings.get("blur_sigma"), bit_depth=settings.get("bit_depth"),
-            cfg_cutoff=settings.get("cfg_cutoff"),
+            cfg_cutoff=settings.get("cfg_cutoff"), sampler=settings.get("sampler", "ddim"),
         )  # fmt: skip
         result = synths[model].run(image, mask, prompt, **ref, **run_kwargs)
         expected = root / "python" / f"{name}.png"

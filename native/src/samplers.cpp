@@ -1,0 +1,133 @@
+#include "samplers.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "errors.hpp"
+
+namespace acsdk {
+
+namespace {
+
+// DDIM (eta 0) from each visited timestep to the next.
+class DDIMStepper final : public Stepper {
+ public:
+  DDIMStepper(const DDIM& ddim, std::vector<int64_t> timesteps) : ddim_(ddim), timesteps_(std::move(timesteps)) {}
+
+  void add_noise(const Tensor& x0, const Tensor& noise, Tensor& out) const override {
+    ddim_.add_noise(x0, noise, timesteps_.front(), out);
+  }
+  void step(const Tensor& model_output, size_t i, Tensor& latents) override {
+    ddim_.step(model_output, timesteps_.at(i), i + 1 < timesteps_.size() ? timesteps_[i + 1] : -1, latents);
+  }
+
+ private:
+  const DDIM& ddim_;
+  std::vector<int64_t> timesteps_;
+};
+
+// DPM-Solver++ (2M) as diffusers' DPMSolverMultistepScheduler steps it with algorithm_type "dpmsolver++" and
+// solver_order 2 over explicit timesteps: sigma = sqrt((1 - abar) / abar) per visited timestep then the final one,
+// alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha_t, lambda = log alpha_t - log sigma_t; the first step and the
+// final one first order, the others the multistep second-order update. Every scalar in float32 in diffusers' order
+// of operations, so that the steps agree with the Python runtime's to float32 rounding.
+class DPMSolverPP final : public Stepper {
+ public:
+  DPMSolverPP(const DDIM& ddim, const nlohmann::json& c, std::vector<int64_t> timesteps) : prediction_(ddim.prediction()) {
+    auto refuse = [](const std::string& what) {
+      return EngineDirError("scheduler/scheduler_config.json: " + what + " is not supported by the native DPM-Solver++");
+    };
+    const std::string solver = config_value<std::string>(c, "solver_type", "midpoint");
+    if (solver == "heun") {
+      heun_ = true;
+    } else if (solver != "midpoint" && solver != "logrho" && solver != "bh1" && solver != "bh2") {  // diffusers: midpoint
+      throw refuse("solver_type '" + solver + "'");
+    }
+    for (const char* key : {"use_lu_lambdas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas"})
+      if (config_value<bool>(c, key, false)) throw refuse(key);
+    const std::string variance = config_value<std::string>(c, "variance_type", "");
+    if (!variance.empty()) throw refuse("variance_type '" + variance + "'");
+    const std::string final_sigmas = config_value<std::string>(c, "final_sigmas_type", "zero");
+    if (final_sigmas != "zero" && final_sigmas != "sigma_min") throw refuse("final_sigmas_type '" + final_sigmas + "'");
+    final_zero_ = final_sigmas == "zero";
+    euler_at_final_ = config_value<bool>(c, "euler_at_final", false);
+    lower_order_final_ = config_value<bool>(c, "lower_order_final", true);
+
+    const std::vector<float>& abar = ddim.alphas_cumprod();
+    auto sigma = [&](int64_t t) { return std::sqrt((1.0f - abar.at(t)) / abar.at(t)); };
+    for (int64_t t : timesteps) sigmas_.push_back(sigma(t));
+    sigmas_.push_back(final_zero_ ? 0.0f : sigma(0));
+  }
+
+  void add_noise(const Tensor& x0, const Tensor& noise, Tensor& out) const override {
+    const auto [a, s] = alpha_sigma(sigmas_.front());
+    out = Tensor(x0.shape);
+    for (size_t k = 0; k < out.numel(); ++k) out.data[k] = a * x0.data[k] + s * noise.data[k];
+  }
+
+  void step(const Tensor& model_output, size_t i, Tensor& latents) override {
+    const size_t n = sigmas_.size() - 1;  // visited timesteps
+    const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_.at(i));
+    const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_.at(i + 1));
+    Tensor x0 = data_prediction(model_output, latents, alpha_s0, sigma_s0);
+
+    const float lambda_t = std::log(alpha_t) - std::log(sigma_t), lambda_s0 = std::log(alpha_s0) - std::log(sigma_s0);
+    const float h = lambda_t - lambda_s0;
+    const float a = sigma_t / sigma_s0, b = alpha_t * (std::exp(-h) - 1.0f);
+    const bool lower_final = i == n - 1 && (euler_at_final_ || (lower_order_final_ && n < 15) || final_zero_);
+    if (previous_.data.empty() || lower_final) {
+      for (size_t k = 0; k < latents.numel(); ++k) latents.data[k] = a * latents.data[k] - b * x0.data[k];
+    } else {
+      const auto [alpha_s1, sigma_s1] = alpha_sigma(sigmas_.at(i - 1));
+      const float lambda_s1 = std::log(alpha_s1) - std::log(sigma_s1);
+      const float r0 = (lambda_s0 - lambda_s1) / h, inv_r0 = 1.0f / r0;
+      const float c = heun_ ? alpha_t * ((std::exp(-h) - 1.0f) / h + 1.0f) : 0.5f * b;
+      for (size_t k = 0; k < latents.numel(); ++k) {
+        const float d1 = inv_r0 * (x0.data[k] - previous_.data[k]);
+        const float base = a * latents.data[k] - b * x0.data[k];
+        latents.data[k] = heun_ ? base + c * d1 : base - c * d1;
+      }
+    }
+    previous_ = std::move(x0);
+  }
+
+ private:
+  static std::pair<float, float> alpha_sigma(float sigma) {
+    const float alpha = 1.0f / std::sqrt(sigma * sigma + 1.0f);
+    return {alpha, sigma * alpha};
+  }
+
+  // What DPM-Solver++ integrates: the model's prediction of the clean latents (no clipping, as diffusers).
+  Tensor data_prediction(const Tensor& m, const Tensor& x, float alpha, float sigma) const {
+    Tensor out(x.shape);
+    for (size_t k = 0; k < out.numel(); ++k) {
+      if (prediction_ == Prediction::kEpsilon) {
+        out.data[k] = (x.data[k] - sigma * m.data[k]) / alpha;
+      } else if (prediction_ == Prediction::kSample) {
+        out.data[k] = m.data[k];
+      } else {
+        out.data[k] = alpha * x.data[k] - sigma * m.data[k];
+      }
+    }
+    return out;
+  }
+
+  Prediction prediction_;
+  std::vector<float> sigmas_;
+  bool heun_ = false, final_zero_ = true, euler_at_final_ = false, lower_order_final_ = true;
+  Tensor previous_;  // the data prediction of the step before; empty before the first
+};
+
+}  // namespace
+
+std::unique_ptr<Stepper> make_stepper(const std::string& sampler, const DDIM& ddim, const nlohmann::json& config,
+                                      std::vector<int64_t> timesteps) {
+  if (sampler == "ddim") return std::make_unique<DDIMStepper>(ddim, std::move(timesteps));
+  if (sampler == "dpmpp-2m") return std::make_unique<DPMSolverPP>(ddim, config, std::move(timesteps));
+  std::string names;
+  for (const auto& name : sampler_names()) names += (names.empty() ? "" : ", ") + name;
+  throw InputError("sampler", "one of " + names, "'" + sampler + "'");
+}
+
+}  // namespace acsdk
