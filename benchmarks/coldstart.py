@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     synth = (
         acsdk.Synthesizer.from_checkpoint(args.path)
         if args.backend == "torch"
-        else acsdk.Synthesizer(args.path, backend=args.backend)
+        else acsdk.Synthesizer(args.path, backend=args.backend).load()  # components open at first use otherwise
     )
     size = synth.parts.config.height
     t_loaded = time.perf_counter()

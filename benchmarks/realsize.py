@@ -20,11 +20,116 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("sources", "init_folder", "init_single_file", "export_fp32", "export_fp16", "synth_fp32", "synth_fp16")
+# Peak memory per stage of one image (issue 25), each scenario in its own process: engine dir precision, where the
+# UNet's conditioning comes from (a fresh reference, the same with low_memory, or a bank that `prepare` wrote),
+# the runtime, the backend and its memory options (ONNX Runtime's arena and pre-packing, OpenVINO's mmap).
+MEMORY = {
+    "memory_py_fp32_reference": ("fp32", "reference", "python", "openvino", {}),
+    "memory_py_fp32_reference_low": ("fp32", "reference_low", "python", "openvino", {}),
+    "memory_py_fp32_bank": ("fp32", "bank", "python", "openvino", {}),
+    "memory_py_fp32_bank_nommap": ("fp32", "bank", "python", "openvino", {"mmap": False}),
+    "memory_py_fp32_bank_ort": ("fp32", "bank", "python", "onnxruntime", {}),
+    "memory_py_fp32_bank_ort_noprepack": ("fp32", "bank", "python", "onnxruntime", {"prepacking": False}),
+    "memory_py_fp32_bank_ort_noarena": ("fp32", "bank", "python", "onnxruntime", {"arena": False}),
+    "memory_py_fp16_reference_low": ("fp16", "reference_low", "python", "openvino", {}),
+    "memory_py_fp16_bank": ("fp16", "bank", "python", "openvino", {}),
+    "memory_native_fp32_bank": ("fp32", "bank", "native", "openvino", {}),
+    "memory_native_fp16_bank": ("fp16", "bank", "native", "openvino", {}),
+}
+STAGES = ("sources", "init_folder", "init_single_file", "export_fp32", "export_fp16", "synth_fp32", "synth_fp16",
+          *MEMORY)  # fmt: skip
+PROMPT = "a photo of a metal plate with a hole"
+
+
+def _scene():
+    from acsdk.testing import make_box_mask, make_defect_pair, make_texture
+
+    ref, ref_mask = make_defect_pair(512, seed=3)
+    return make_texture(512, seed=1), make_box_mask(512, 200, 220, 90, 70), ref, ref_mask
+
+
+def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
+    """One image's peak resident memory per stage: load, reference (text + CSM + ASEA), encode, denoise, decode."""
+    import numpy as np
+    from PIL import Image
+
+    import acsdk
+    import runtime.onnxruntime_engine as ort_engine
+    import runtime.openvino_engine as ov_engine
+    from acsdk.inference.bank import Bank
+    from runtime.process import peak_rss_mb, reset_peak_rss
+
+    precision, source, runtime, backend, knobs = MEMORY[name]
+    engines, bank_dir = work / f"engines-{precision}", work / f"bank-{precision}"
+    image, mask, ref, ref_mask = _scene()
+    if runtime == "native":
+        if not Path(binary).is_file():
+            return {"skipped": f"no acsdk-native at {binary} (cmake -S . -B build && cmake --build build)"}
+        Image.fromarray(image).save(work / "target.png")
+        Image.fromarray(mask).save(work / "target_mask.png")
+        cmd = [binary, "synth", "--engines", str(engines), "--bank", str(bank_dir), "--image", str(work / "target.png"),
+               "--mask", str(work / "target_mask.png"), "--out", str(work / f"{name}.png"), "--seed", "7",
+               "--steps", str(steps), "--json"]  # fmt: skip
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        return {"peak_rss_mib": {k: round(v) for k, v in out["peak_rss_mib"].items()}, "timings": out["timings"]}
+    ort_engine.CPU_MEMORY.update({k: v for k, v in knobs.items() if k in ort_engine.CPU_MEMORY})
+    if "mmap" in knobs:
+        make_core = ov_engine._core
+
+        def _core():
+            core = make_core()
+            core.set_property({"ENABLE_MMAP": knobs["mmap"]})
+            return core
+
+        ov_engine._core = _core
+    peaks: dict[str, float] = {}
+
+    def stage(label: str, fn):
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        value = fn()
+        peaks[label] = max(peaks.get(label, 0.0), peak_rss_mb())
+        seconds[label] = round(time.perf_counter() - t0, 2)
+        return value
+
+    seconds: dict[str, float] = {}
+    synth = acsdk.Synthesizer(engines, backend=backend, device="cpu", low_memory=source == "reference_low")
+    if source == "bank":
+        bank = Bank.load(bank_dir)
+    else:
+        stage("load reference side", lambda: synth.load("reference"))
+        bank = stage("reference", lambda: synth.prepare(PROMPT, ref, ref_mask))
+        bank.save(bank_dir, overwrite=True)  # for the bank scenarios after it (the same bytes each time)
+    stage("load target side", lambda: synth.load("unet", "vae_encoder", "vae_decoder"))
+    for component in ("vae_encoder", "unet", "vae_decoder"):  # each engine call's own peak
+        engine = synth.parts.engines[component]
+        run = engine.run
+
+        def timed(inputs, run=run, component=component):
+            reset_peak_rss()
+            out = run(inputs)
+            peaks[component] = max(peaks.get(component, 0.0), peak_rss_mb())
+            return out
+
+        engine.run = timed
+    res = stage("image", lambda: synth.run(image, mask, bank=bank, seed=7, num_inference_steps=steps))
+    res.image.save(work / f"{name}.png")
+    loaded = [n for n, c in synth.info()["components"].items() if c["loaded"]]
+    return {
+        "peak_rss_mib": {k: round(v) for k, v in peaks.items()},
+        "seconds": seconds,
+        "timings": {k: round(v, 3) for k, v in res.timings.items()},
+        "loaded": loaded,
+        "image_mean": float(np.asarray(res.image, dtype=np.float64).mean()),
+    }
+
+
 log = logging.getLogger("benchmarks.realsize")
 
 
-def _stage(name: str, work: Path, steps: int, preset: str) -> dict:
+def _stage(name: str, work: Path, steps: int, preset: str, binary: str) -> dict:
+    if name in MEMORY:
+        return _memory(name, work, steps, binary)
     from safetensors.torch import load_file
 
     from acsdk.models.importers import init_checkpoint
@@ -87,16 +192,15 @@ def _stage(name: str, work: Path, steps: int, preset: str) -> dict:
         }
     if name.startswith("synth_"):
         import acsdk
-        from acsdk.testing import make_box_mask, make_defect_pair, make_texture
 
         t0 = time.perf_counter()
-        synth = acsdk.Synthesizer(work / f"engines-{name[6:]}", backend="onnxruntime", device="cpu")
+        synth = acsdk.Synthesizer(work / f"engines-{name[6:]}", backend="onnxruntime", device="cpu").load()
         load_s = time.perf_counter() - t0
-        ref, ref_mask = make_defect_pair(512, seed=3)
+        image, mask, ref, ref_mask = _scene()
         res = synth.run(
-            make_texture(512, seed=1),
-            make_box_mask(512, 200, 220, 90, 70),
-            "a photo of a metal plate with a hole",
+            image,
+            mask,
+            PROMPT,
             ref,
             ref_mask,
             seed=7,
@@ -115,13 +219,13 @@ def _stage(name: str, work: Path, steps: int, preset: str) -> dict:
     raise ValueError(name)
 
 
-def run_stage(name: str, work: Path, steps: int, preset: str) -> None:
+def run_stage(name: str, work: Path, steps: int, preset: str, binary: str) -> None:
     """In this process: run one stage and write its record (the driver starts one process per stage)."""
     from runtime.files import atomic_write
     from runtime.process import peak_rss_mb
 
     t0 = time.perf_counter()
-    record = _stage(name, work, steps, preset)
+    record = _stage(name, work, steps, preset, binary)
     record.update(seconds=round(time.perf_counter() - t0, 1), peak_rss_mb=round(peak_rss_mb()))
     atomic_write(work / "stages" / f"{name}.json", json.dumps(record, indent=2))
 
@@ -146,6 +250,24 @@ def report(work: Path) -> str:
                   f"{r['seconds_per_unet_call']:.2f} s per UNet call (CFG batch 2), load {r['load_seconds']:.0f} s, "
                   f"stages {r['timings']}, ASEA r {r['asea']['r_before']:.3f} -> {r['asea']['r_after']:.3f}, "
                   f"peak RSS {r['peak_rss_mb']} MiB"]  # fmt: skip
+    cols = ("load reference side", "reference", "load target side", "vae_encoder", "unet", "vae_decoder")
+    head = f"| scenario | {' | '.join(cols)} | peak | seconds per image |"
+    lines += ["", "Peak resident memory per stage (MiB; each scenario its own process; native: opening engines + bank, "
+              "then the whole synthesis in the unet column)", "", head,
+              "|---|" + "---:|" * (len(cols) + 2)]  # fmt: skip
+    for name in MEMORY:
+        r = stages[name]
+        if "skipped" in r:
+            lines.append(f"| {name[7:]} | {r['skipped']} |")
+            continue
+        p = r["peak_rss_mib"]
+        if "run" in p:  # native
+            row = ["-", "-", p["load"], "-", p["run"], "-"]
+            image_s = r["timings"]["total"]
+        else:
+            row = [p.get(c, "-") for c in cols]
+            image_s = r["seconds"]["image"]
+        lines.append(f"| {name[7:]} | {' | '.join(map(str, row))} | {max(p.values())} | {image_s:.1f} |")
     text = "\n".join(lines) + "\n"
     (work / "report.md").write_text(text)
     (work / "report.json").write_text(json.dumps(stages, indent=2))
@@ -158,13 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4, help="DDIM steps before strength 0.7 (default 4: 2 UNet calls)")
     p.add_argument("--redo", choices=STAGES, help="run this stage and the later ones again")
     p.add_argument("--preset", default="sd15", help="model sizes (sd15; tiny for a dry run of the script)")
+    p.add_argument("--native-binary", default="build/native/acsdk-native", help="acsdk-native, for its memory stages")
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
     if args.stage:
-        run_stage(args.stage, work, args.steps, args.preset)
+        run_stage(args.stage, work, args.steps, args.preset, args.native_binary)
         return 0
     redo = STAGES.index(args.redo) if args.redo else len(STAGES)
     for i, stage in enumerate(STAGES):
@@ -174,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log.info("stage %s", stage)
         cmd = [sys.executable, "-m", "benchmarks.realsize", "--work", str(work), "--steps", str(args.steps)]
-        cmd += ["--preset", args.preset]
+        cmd += ["--preset", args.preset, "--native-binary", args.native_binary]
         if subprocess.run([*cmd, "--stage", stage]).returncode != 0:
             log.error("stage %s failed", stage)
             return 1

@@ -140,7 +140,7 @@ def throughput(config: str, steps: int, batches: tuple[int, ...] = (1, 2, 4)) ->
          "prompt": PROMPT, "reference": features, "seed": i}
         for i in range(max(batches))
     ]  # fmt: skip
-    backend = synth.info()["components"]["unet"]["backend"]
+    backend = synth.parts.engines["unet"].backend
     out = {"backend": backend}
     for b in batches:
         stats = measure(lambda b=b: synth.run_batch(jobs[:b], batch_size=b, num_inference_steps=steps), 1, 2)

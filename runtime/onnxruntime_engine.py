@@ -27,6 +27,30 @@ def providers_for(device: torch.device) -> list:
     return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
 
 
+# ONNX Runtime's CPU memory options: its allocation arena, and pre-packed copies of weights laid out for its GEMM
+# kernels. Both are ONNX Runtime's defaults, kept because turning them off did not lower the real-size peak without
+# costing speed (benchmarks.realsize's memory stages measure both; docs/real-size.md has the numbers).
+CPU_MEMORY = {"arena": True, "prepacking": True}
+
+
+def check_providers(name: str, device: torch.device, names: Sequence[str] | None = None) -> list[str]:
+    """The providers `device` needs (or `names`); BackendUnavailableError, saying what to install, where this ONNX
+    Runtime lacks one (a check before any session opens)."""
+    import onnxruntime as ort
+
+    names = names or (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+    )
+    missing = [p for p in names if p not in ort.get_available_providers()]
+    if missing:
+        raise BackendUnavailableError(
+            f"{name}: ONNX Runtime here has no {', '.join(missing)} "
+            f"(it has {', '.join(ort.get_available_providers())}); "
+            "install onnxruntime-gpu (`pip install acsdk[gpu]`, never beside onnxruntime) or use device='cpu'"
+        )
+    return list(names)
+
+
 class OrtEngine(Engine):
     """One ONNX file on one InferenceSession. `session.run` is thread-safe; bindings are made per call.
 
@@ -57,16 +81,7 @@ class OrtEngine(Engine):
         self.input_names = tuple(i["name"] for i in inputs)
         self.output_names = tuple(o["name"] for o in outputs)
         names = [p[0] if isinstance(p, tuple) else p for p in providers] if providers else None
-        names = names or (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-        )
-        missing = [p for p in names if p not in ort.get_available_providers()]
-        if missing:
-            raise BackendUnavailableError(
-                f"{name}: ONNX Runtime here has no {', '.join(missing)} "
-                f"(it has {', '.join(ort.get_available_providers())}); "
-                "install onnxruntime-gpu (`pip install acsdk[gpu]`, never beside onnxruntime) or use device='cpu'"
-            )
+        names = check_providers(name, device, names)
         if device.type == "cuda" and device.index is None:
             device = self.device = torch.device("cuda", torch.cuda.current_device())
         requested = list(providers or providers_for(device))
@@ -76,6 +91,9 @@ class OrtEngine(Engine):
         # ORT's pool threads spin after each run by default; between engine calls torch runs the scheduler and
         # ASEA on the same cores, and spinning threads starve it (measured: ASEA 2.4x slower beside them).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device.type == "cpu":
+            opts.enable_cpu_mem_arena = CPU_MEMORY["arena"]
+            opts.add_session_config_entry("session.disable_prepacking", "0" if CPU_MEMORY["prepacking"] else "1")
         if threads is None and device.type == "cpu":
             threads = torch.get_num_threads()  # ORT would take every core; torch's count is the process's share
         if threads:

@@ -55,6 +55,17 @@ def _core():
     return ov.Core()
 
 
+def check_device(name: str, device: str) -> None:
+    """BackendUnavailableError where OpenVINO is not installed or has no `device` (a check before any model is
+    read)."""
+    ok, why = openvino_usable()
+    if not ok:
+        raise BackendUnavailableError(f"{name}: backend 'openvino' unavailable: {why}")
+    available = _core().available_devices
+    if device.split(".")[0] not in {d.split(".")[0] for d in available}:
+        raise BackendUnavailableError(f"{name}: OpenVINO has no device {device!r} here (it has {', '.join(available)})")
+
+
 class OpenVINOEngine(Engine):
     """One model on one OpenVINO device; thread-safe (one infer request per call, pooled)."""
 
@@ -71,19 +82,12 @@ class OpenVINOEngine(Engine):
         cache_dir: Path | None = None,
         threads: int | None = None,
     ):
-        ok, why = openvino_usable()
-        if not ok:
-            raise BackendUnavailableError(f"{name}: backend 'openvino' unavailable: {why}")
+        check_device(name, device)
         self.name = name
         self.inputs, self.outputs = list(inputs), list(outputs)
         self.input_names = tuple(i["name"] for i in inputs)
         self.output_names = tuple(o["name"] for o in outputs)
         self.core = _core()
-        available = self.core.available_devices
-        if device.split(".")[0] not in {d.split(".")[0] for d in available}:
-            raise BackendUnavailableError(
-                f"{name}: OpenVINO has no device {device!r} here (it has {', '.join(available)})"
-            )
         self.device = device
         self.precision = precision
         if cache_dir is not None:

@@ -1,4 +1,5 @@
-"""This process's peak resident memory, per stage: what the build records per component and benchmarks report."""
+"""This process's resident memory: peak per stage (what the build records per component and benchmarks report),
+now, and handing freed heap back to the OS."""
 
 from __future__ import annotations
 
@@ -26,3 +27,30 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def rss_mb() -> float:
+    """Resident memory now (VmRSS), in MiB; 0 where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed inside the C heap back to the OS (glibc's malloc_trim), so that a released engine lowers
+    the resident size and not only the heap's free lists; nothing where the C library has no malloc_trim."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass

@@ -66,10 +66,10 @@ def test_int8_unet_passes_the_held_out_gate_on_the_demo_model_and_runs(int8_dir)
     assert int8_art["scope"] in {s.name for s in int8_mod.SCOPES}
     formats = {(a["format"], a["precision"]) for a in unet["artifacts"]}
     assert {("openvino", "int8"), ("onnx", "fp32")} <= formats, "the fp32 ONNX stays for other backends"
-    ov = acsdk.Synthesizer(int8_dir, backend="openvino", device="cpu")
+    ov = acsdk.Synthesizer(int8_dir, backend="openvino", device="cpu").load("unet")
     assert ov.info()["components"]["unet"]["precision"] == "int8"
     assert "unet_fp32" not in ov.info()["components"], "no NaN fallback copy for an INT8 UNet"
-    ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu")
+    ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu").load("unet")
     assert ort.info()["components"]["unet"]["precision"] == "fp32", "ORT runs the fp32 ONNX of an INT8 dir"
 
 
@@ -97,7 +97,9 @@ def test_the_qdq_unet_for_tensorrt_is_symmetric_checked_gated_and_runs_on_onnxru
     again = int8_mod.gate_metrics(int8_dir, scenes, qdq["gate"]["steps"], "onnxruntime")
     for key in ("mean", "p99", "psnr_db"):
         assert again[key] == pytest.approx(qdq["gate"][key], rel=1e-6, abs=1e-9), key
-    ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu", precision_overrides={"unet": "int8"})
+    ort = acsdk.Synthesizer(int8_dir, backend="onnxruntime", device="cpu", precision_overrides={"unet": "int8"}).load(
+        "unet"
+    )
     assert ort.info()["components"]["unet"]["precision"] == "int8", "asked by name, ORT runs the Q/DQ graph"
 
 
@@ -128,14 +130,14 @@ def test_an_int8_dir_whose_gate_does_not_cover_this_cpu_runs_fp32_and_says_why(i
     art["build_cpu"] = {"machine": "x86_64", "int8_vnni": ["avx512_vnni"], "int8_accumulates_exactly": True}
     write_manifest(copy, manifest)
     if cpu.int8_accumulates_exactly():
-        vnni = acsdk.Synthesizer(copy, backend="openvino").info()
+        vnni = acsdk.Synthesizer(copy, backend="openvino").load("unet").info()
         assert vnni["components"]["unet"]["precision"] == "int8", "on a VNNI CPU the VNNI-gated INT8 runs"
     monkeypatch.setenv(cpu.ISA_ENV, "AVX2")  # this process now counts as a pre-VNNI CPU
-    synth = acsdk.Synthesizer(copy, backend="openvino")
+    synth = acsdk.Synthesizer(copy, backend="openvino").load("unet")
     info = synth.info()
     assert info["components"]["unet"]["precision"] == "fp32"
     assert any("instead of INT8" in f and "VNNI" in f for f in info["fallbacks"]), info["fallbacks"]
-    forced = acsdk.Synthesizer(copy, backend="openvino", precision_overrides={"unet": "int8"})
+    forced = acsdk.Synthesizer(copy, backend="openvino", precision_overrides={"unet": "int8"}).load("unet")
     assert forced.info()["components"]["unet"]["precision"] == "int8", "an explicit override still runs INT8"
 
 

@@ -107,12 +107,12 @@ def test_missing_openvino_and_unknown_device_are_refused_with_what_to_do(engine_
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(BackendUnavailableError, match=r"acsdk\[openvino\]"):
         acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
-    auto = acsdk.Synthesizer(engine_dir, device="cpu")  # auto skips what is not installed
+    auto = acsdk.Synthesizer(engine_dir, device="cpu").load()  # auto skips what is not installed
     assert auto.info()["components"]["unet"]["backend"] == "onnxruntime"
 
 
 def test_fp16_dir_runs_on_openvino_with_its_fallbacks(engine_dir_fp16, synth, scene):
-    s = acsdk.Synthesizer(engine_dir_fp16, backend="openvino", device="cpu")
+    s = acsdk.Synthesizer(engine_dir_fp16, backend="openvino", device="cpu").load()
     info = s.info()["components"]
     assert info["unet"]["precision"] == "fp16" and info["vae_decoder_fp32"]["backend"] == "openvino"
     ours, ref = _run(s, scene), _run(synth, scene)
@@ -145,7 +145,7 @@ def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engi
     from acsdk.inference import backend_choice
 
     monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
-    real = acsdk.Synthesizer(engine_dir, device="cpu").info()  # a real measurement on this machine
+    real = acsdk.Synthesizer(engine_dir, device="cpu").load().info()  # a real measurement on this machine
     for name, record in real["backend_choice"].items():
         assert set(record["ms"]) == {"openvino", "onnxruntime"} and min(record["ms"].values()) > 0, name
         ov, ort = record["ms"]["openvino"], record["ms"]["onnxruntime"]
@@ -160,7 +160,7 @@ def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engi
         return slow_vae.get(engine.name, 1.0) if engine.backend == "openvino" else 1.5
 
     monkeypatch.setattr(backend_choice, "time_engine", fake)
-    info = acsdk.Synthesizer(engine_dir, device="cpu").info()
+    info = acsdk.Synthesizer(engine_dir, device="cpu").load().info()
     chosen = {n: c["backend"] for n, c in info["components"].items()}
     assert chosen["vae_encoder"] == chosen["vae_decoder"] == "onnxruntime"
     assert chosen["unet"] == chosen["text_encoder"] == "openvino"
@@ -170,8 +170,8 @@ def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engi
         raise AssertionError("measured again although the choice is cached")
 
     monkeypatch.setattr(backend_choice, "time_engine", never)
-    again = acsdk.Synthesizer(engine_dir, device="cpu").info()
+    again = acsdk.Synthesizer(engine_dir, device="cpu").load().info()
     assert {n: c["backend"] for n, c in again["components"].items()} == chosen
     assert all(r["cached"] for r in again["backend_choice"].values())
-    explicit = acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").info()
+    explicit = acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").load().info()
     assert explicit["components"]["vae_decoder"]["backend"] == "openvino", "an explicit backend is never reordered"

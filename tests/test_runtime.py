@@ -37,8 +37,10 @@ def test_onnxruntime_matches_torch_reference_within_one_level(ort_synth, synth, 
 
 
 def test_info_reports_what_runs(ort_synth):
-    info = ort_synth.info()
-    assert set(info["components"]) == {
+    info = ort_synth.load().info()
+    components = dict(info["components"])
+    assert components.pop("asea_qformer") == {"loaded": True, "backend": "torch", "precision": "fp32"}
+    assert set(components) == {
         "text_encoder",
         "csm_vision",
         "csm_qformer",
@@ -46,7 +48,8 @@ def test_info_reports_what_runs(ort_synth):
         "vae_encoder",
         "vae_decoder",
     }
-    for c in info["components"].values():
+    for c in components.values():
+        assert c["loaded"] is True
         assert c["backend"] == "onnxruntime"
         assert c["providers"] == ["CPUExecutionProvider"]
         assert c["precision"] == "fp32"
@@ -91,7 +94,7 @@ def test_four_threads_give_the_serial_results(ort_synth, scene):
 
 
 def test_fp16_engines_run_and_stay_close(engine_dir_fp16, synth, scene):
-    s = acsdk.Synthesizer(engine_dir_fp16, backend="onnxruntime", device="cpu")
+    s = acsdk.Synthesizer(engine_dir_fp16, backend="onnxruntime", device="cpu").load()
     assert s.info()["components"]["unet"]["precision"] == "fp16"
     assert s.info()["components"]["vae_decoder_fp32"]["precision"] == "fp32"
     ours, ref = _run(s, scene), _run(synth, scene)
@@ -120,8 +123,11 @@ def test_tampered_engine_file_is_rejected_by_name(engine_dir, tmp_path):
     data = bytearray((work / "onnx" / "text_encoder.onnx").read_bytes())
     data[-10] ^= 0xFF
     (work / "onnx" / "text_encoder.onnx").write_bytes(bytes(data))
+    s = acsdk.Synthesizer(work, backend="onnxruntime", device="cpu")  # a file is checked when it is opened
     with pytest.raises(IntegrityError, match="onnx/text_encoder.onnx"):
-        acsdk.Synthesizer(work, backend="onnxruntime", device="cpu")
+        s.load()
+    with pytest.raises(IntegrityError, match="onnx/text_encoder.onnx"):
+        s.prepare("a photo of a plate with a hole")  # the first use opens it: the same refusal
 
 
 @pytest.mark.parametrize("style", ["dotdot", "absolute"])
@@ -188,7 +194,7 @@ def test_bad_backend_arguments(engine_dir, tiny_ckpt):
 def test_torch_fallback_for_one_component(engine_dir, tiny_ckpt, ort_synth, scene):
     s = acsdk.Synthesizer(
         engine_dir, backend="onnxruntime", device="cpu", component_backends={"unet": "torch"}, checkpoint=tiny_ckpt
-    )
+    ).load()
     assert s.info()["components"]["unet"]["backend"] == "torch"
     assert s.info()["components"]["vae_decoder"]["backend"] == "onnxruntime"
     diff = np.abs(pixels(_run(s, scene).image).astype(int) - pixels(_run(ort_synth, scene).image).astype(int))
@@ -235,12 +241,12 @@ def test_auto_falls_back_down_its_list_and_says_so(engine_dir, monkeypatch, scen
 
     monkeypatch.setattr(ov_mod.OpenVINOEngine, "__init__", refuse)
     s = acsdk.Synthesizer(engine_dir, device="cpu")
-    info = s.info()
+    info = s.load().info()
     assert info["components"]["unet"]["backend"] == "onnxruntime"
     assert any("unet" in f and "simulated" in f for f in info["fallbacks"])
     assert _run(s, scene).image.size == (64, 64)
     with pytest.raises(BackendUnavailableError, match="simulated"):
-        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu")
+        acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").load()
 
 
 def test_auto_order_on_a_gpu(monkeypatch):

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import ACSDKError, InputError
 from ..inference.schedules import SAMPLERS
@@ -60,6 +61,7 @@ def _generate(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         openvino_device=args.openvino_device,
+        low_memory=args.low_memory,
         progress=not args.quiet,
         ray=args.ray,
         workers=args.workers,
@@ -118,11 +120,11 @@ def _synth(args: argparse.Namespace) -> int:
 
     from runtime.files import atomic_path
 
-    from ..inference.synthesizer import Synthesizer
-
     out, mask_out = _synth_outputs(args)
     sampling = _sampling(args)
-    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
+    if args.bank and (args.reference or args.reference_mask or args.reference_prompt):
+        raise InputError("--bank", "a bank instead of --reference/--reference-mask/--reference-prompt", "both")
+    synth = _synthesizer(args)
     res = synth.run(
         args.image,
         args.mask,
@@ -130,6 +132,7 @@ def _synth(args: argparse.Namespace) -> int:
         args.reference,
         args.reference_mask,
         reference_prompt=args.reference_prompt,
+        bank=args.bank,
         seed=args.seed,
         sampling=sampling,
         roi=args.roi,
@@ -145,6 +148,20 @@ def _synth(args: argparse.Namespace) -> int:
     timings = {k: round(v, 4) for k, v in res.timings.items()}
     print(json.dumps({"timings_s": timings, "windows": res.windows, "asea": res.asea, "notes": res.notes}, indent=2))
     return 0
+
+
+def _synthesizer(args: argparse.Namespace, **kwargs: Any):
+    """The Synthesizer the engine flags name."""
+    from ..inference.synthesizer import Synthesizer
+
+    return Synthesizer(
+        args.engines,
+        backend=args.backend,
+        device=args.device,
+        openvino_device=args.openvino_device,
+        low_memory=getattr(args, "low_memory", False),
+        **kwargs,
+    )
 
 
 def _sampling(args: argparse.Namespace) -> SamplingSettings:
@@ -204,9 +221,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from ..inference.synthesizer import Synthesizer
 
-    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
+    synth = _synthesizer(args)
     bank = synth.prepare(
         args.prompt,
         args.reference,
@@ -224,28 +240,19 @@ def _prepare(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import json
 
-    from ..inference.synthesizer import Synthesizer
-
-    synth = Synthesizer(
-        args.engines,
-        backend=args.backend,
-        device=args.device,
-        verify=not args.no_verify,
-        openvino_device=args.openvino_device,
-    )
+    synth = _synthesizer(args, verify=not args.no_verify).load()  # what runs: every component opened
     print(json.dumps(synth.info(), indent=2))
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ..inference.synthesizer import Synthesizer
     from .tune import table, tune
 
     try:
         calls = tuple(int(c) for c in args.calls.split(",") if c.strip())
     except ValueError as exc:
         raise InputError("--calls", "comma-separated integers, e.g. 7,14,35", repr(args.calls)) from exc
-    synth = Synthesizer(args.engines, backend=args.backend, device=args.device, openvino_device=args.openvino_device)
+    synth = _synthesizer(args)
     report = tune(synth, args.data, args.category, args.out, defects=args.defects, seeds=args.seeds, calls=calls,
                   engines=args.engines)  # fmt: skip
     print(table(report))
@@ -276,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
         p.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
+        p.add_argument(
+            "--low-memory",
+            action="store_true",
+            help="hold one side (reference: text encoder, CSM; target: VAE, UNet) in memory at a time",
+        )
 
     def reference_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reference", help="a reference image showing the defect")
@@ -325,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine_args(syn)
     syn.add_argument("--image", required=True, help="the normal (defect-free) image")
     syn.add_argument("--mask", required=True, help="where to paint the defect (white = defect)")
-    syn.add_argument("--prompt", required=True, help='e.g. "a photo of a bottle with a crack"')
+    what = syn.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help='e.g. "a photo of a bottle with a crack"')
+    what.add_argument("--bank", help="a bank from `acsdk prepare` instead of prompts and a reference")
     reference_args(syn)
     syn.add_argument("--out", required=True, help="output image path (.png)")
     syn.add_argument("--mask-out", help="label mask path (default: <out>_mask.png)")

@@ -135,7 +135,7 @@ def run_demo(
     make_mvtec_like(data, CATEGORY, size=64, n_good=6, n_per_defect=6, defects=DEFECTS, seed=seed)
     synth_dir = out / "synthetic"
     synth = Synthesizer(engine_dir, device="cpu")  # the fastest backend installed (OpenVINO, else ONNX Runtime)
-    backend = synth.info()["components"]["unet"]["backend"]
+    backend = synth.parts.engines["unet"].backend  # opens the UNet, which the run needs first anyway
     summary = generate(
         None,
         data,

@@ -48,6 +48,7 @@ def generate(
     backend: str = "auto",
     device: str | None = None,
     openvino_device: str = "CPU",
+    low_memory: bool = False,
     synthesizer=None,
     progress: bool = True,
     ray: str | None = None,
@@ -63,10 +64,13 @@ def generate(
     ray="HOST:PORT" attaches to a running cluster; `workers` actors, each with its own Synthesizer on
     `gpus_per_worker` GPUs (or `cpus_per_worker` CPUs), share the chunks (`acsdk.data.generate_ray`).
     `sampling` (default: the paper's settings) with keyword `overrides` of its fields, as `Synthesizer.run` takes.
+    `low_memory` (local runs) holds one side of the model at a time: references are encoded once per defect type.
     """
     started = time.perf_counter()
     if ray is not None and synthesizer is not None:
         raise InputError("synthesizer", "None with ray (each Ray worker loads its own from engines)", "a Synthesizer")
+    if ray is not None and low_memory:
+        raise InputError("low_memory", "False with ray (each Ray worker holds its Synthesizer whole)", "True")
     plan, cat = plan_run(
         synthesizer.engine_dir if synthesizer is not None else engines,
         data,
@@ -110,7 +114,12 @@ def generate(
 
         n_refs = sum(len(cat.references(d)) for d in cat.anomalies)
         synthesizer = Synthesizer(
-            engines, backend=backend, device=device, cache_size=max(64, n_refs + 8), openvino_device=openvino_device
+            engines,
+            backend=backend,
+            device=device,
+            cache_size=max(64, n_refs + 8),
+            openvino_device=openvino_device,
+            low_memory=low_memory,
         )
     run_info = new_run_info("local")
     chunks, finished = start_run(plan, cat, run_info)

@@ -3,6 +3,7 @@ engines per component, plus the torch Q-Former ASEA needs for its gradient)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from ..models.components import COMPONENT_NAMES, CSMQFormer, CSMVision, SGAUNet,
 from ..models.config import ModelConfig
 from ..models.csm import QFormer
 from .backend_choice import BackendChoice
+from .loading import Components, Lazy
 from .sampler import GUARDED, LatentGeometry
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ class ModelParts:
     """What a Synthesizer needs, whether it came from a checkpoint (torch) or an engine dir."""
 
     config: ModelConfig
-    engines: dict[str, Engine]
-    qformer: QFormer  # torch, for ASEA's gradient
+    engines: Components  # loaded on first use, releasable
+    qformer: Lazy[QFormer]  # torch, for ASEA's gradient
     tokenizer: object
     qformer_tokenizer: object
     scheduler_config: dict
@@ -69,8 +71,8 @@ def parts_from_model(model: AnomalyControlModel) -> ModelParts:
     )
     return ModelParts(
         config=model.config,
-        engines=engines,
-        qformer=model.qformer,
+        engines=Components.pinned(engines),
+        qformer=Lazy.pinned("asea_qformer", model.qformer),
         tokenizer=model.tokenizer,
         qformer_tokenizer=model.qformer_tokenizer,
         scheduler_config=model.scheduler_config,
@@ -170,11 +172,9 @@ def _open_engine(
         )
         return engine, precision
     if backend == "tensorrt":
-        from runtime.tensorrt_engine import TensorRTEngine, tensorrt_usable
+        from runtime.tensorrt_engine import TensorRTEngine
 
-        ok, why = tensorrt_usable()
-        if not ok:
-            raise BackendUnavailableError(f"backend 'tensorrt' for {name}: {why}; backend='onnxruntime' works here")
+        check_backend(name, backend, device, options.openvino_device)
         art = _artifact(entry, "tensorrt", precision)
         if art is None and precision in ("int8", "fp8"):  # a quantized UNet without its plan: fp16, else fp32
             precision = "fp16" if _artifact(entry, "tensorrt", "fp16") else "fp32"
@@ -185,6 +185,25 @@ def _open_engine(
         engine = TensorRTEngine(name, plan, *io, art, device, allow_unverified=options.allow_unverified_plans)
         return engine, precision
     raise InputError("backend", f"one of {', '.join(BACKENDS)}", repr(backend))
+
+
+def check_backend(name: str, backend: str, device: torch.device, openvino_device: str) -> None:
+    """BackendUnavailableError saying what works, before anything is opened, where `backend` cannot run here: an
+    explicit backend's absence shows when the Synthesizer is made, not at its first image."""
+    if backend == "onnxruntime":
+        from runtime.onnxruntime_engine import check_providers
+
+        check_providers(name, device)
+    elif backend == "openvino":
+        from runtime.openvino_engine import check_device
+
+        check_device(name, openvino_device)
+    elif backend == "tensorrt":
+        from runtime.tensorrt_engine import tensorrt_usable
+
+        ok, why = tensorrt_usable()
+        if not ok:
+            raise BackendUnavailableError(f"backend 'tensorrt' for {name}: {why}; backend='onnxruntime' works here")
 
 
 def _precision_on(backend: str, precision: str, explicit: bool) -> str:
@@ -224,7 +243,8 @@ def parts_from_engine_dir(
     precision_overrides: Mapping[str, str] | None = None,
     allow_unverified_plans: bool = False,
 ):
-    """Return ModelParts whose engines come from the engine dir (or torch for overridden components).
+    """Return ModelParts whose engines come from the engine dir (or torch for overridden components), each opened
+    when first used (a run from a bank never opens the reference side).
 
     `precision_overrides` runs a component at another precision the dir holds (e.g. {"unet": "fp32"} in an
     `--int8` dir, for an A/B comparison)."""
@@ -250,12 +270,15 @@ def parts_from_engine_dir(
 
     options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans)
     choice = BackendChoice(options.cache_dir)  # `auto` on a CPU: the faster backend per component, measured here
-    engines: dict[str, Engine] = {}
     fallbacks: list[str] = []
-    for name, entry in manifest.components.items():
+    opened: dict[str, tuple[str, torch.device]] = {}  # component -> the backend and device it was opened on
+
+    def open_component(name: str) -> Engine:
+        """Open `name` on the first backend that can run it (`auto`: in order of preference or measurement)."""
+        entry = manifest.components[name]
         if overrides.get(name) == "torch":
-            engines[name] = torch_parts.engines[name]
-            continue
+            opened[name] = ("torch", device)
+            return torch_parts.engines[name]
         precision = precisions.get(name, entry["precision"])
         on_cpu = overrides.get(name, backend) in ("auto", "openvino") and openvino_device.upper().startswith("CPU")
         if precision == "int8" and name not in precisions and on_cpu:
@@ -268,7 +291,7 @@ def parts_from_engine_dir(
         cpu_backends = [b for b, d in candidates if d.type == "cpu"]
         if overrides.get(name, backend) == "auto" and device.type == "cpu" and len(cpu_backends) > 1:
 
-            def open_on(b: str, name: str = name, precision: str = precision) -> Engine:
+            def open_on(b: str) -> Engine:
                 prec = _precision_on(b, precision, explicit=name in precisions)
                 return load_engine(name, manifest, b, prec, torch.device("cpu"), verify, options)
 
@@ -278,7 +301,7 @@ def parts_from_engine_dir(
         for chosen, dev in candidates:
             try:
                 prec = _precision_on(chosen, precision, explicit=name in precisions)
-                engines[name] = load_engine(name, manifest, chosen, prec, dev, verify, options)
+                engine = load_engine(name, manifest, chosen, prec, dev, verify, options)
                 break
             except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
                 if backend != "auto" or name in overrides:
@@ -287,17 +310,28 @@ def parts_from_engine_dir(
         else:
             raise BackendUnavailableError(f"{name}: no backend could run it here: {'; '.join(tried)}")
         if tried:  # `auto` went further down its list than the first choice: say so, once, loudly
-            fallbacks.append(f"{name}: {engines[name].backend} on {dev.type}, after {' | '.join(tried)}")
+            fallbacks.append(f"{name}: {engine.backend} on {dev.type}, after {' | '.join(tried)}")
             log.warning("backend auto: %s", fallbacks[-1])
-        if precision == "fp16" and name in GUARDED and _artifact(entry, "onnx", "fp32"):
-            same = chosen if chosen != "tensorrt" or _artifact(entry, "tensorrt", "fp32") else "onnxruntime"
-            try:  # the NaN/Inf fallback, on the same backend
-                engines[f"{name}_fp32"] = load_engine(name, manifest, same, "fp32", dev, verify, options)
-            except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
-                if backend != "auto":
-                    raise
-                fallbacks.append(f"{name}: no fp32 variant for NaN/Inf outputs ({same} on {dev.type}: {exc})")
-                log.warning("backend auto: %s", fallbacks[-1])
+        opened[name] = (chosen, dev)
+        return engine
+
+    def open_fp32_variant(name: str) -> Engine:
+        """The fp32 variant of an fp16 VAE, on its backend: loaded the first time an fp16 output is not finite."""
+        engines[name]  # noqa: B018 - opens the fp16 engine, whose backend the variant follows
+        chosen, dev = opened[name]
+        entry = manifest.components[name]
+        same = chosen if chosen != "tensorrt" or _artifact(entry, "tensorrt", "fp32") else "onnxruntime"
+        return load_engine(name, manifest, same, "fp32", dev, verify, options)
+
+    loaders = {}
+    for name, entry in manifest.components.items():
+        if overrides.get(name, backend) != "auto":
+            check_backend(name, overrides.get(name, backend), device, openvino_device)
+        loaders[name] = functools.partial(open_component, name)
+        fp16 = precisions.get(name, entry["precision"]) == "fp16" and overrides.get(name) != "torch"
+        if fp16 and name in GUARDED and _artifact(entry, "onnx", "fp32"):  # the NaN/Inf fallback
+            loaders[f"{name}_fp32"] = functools.partial(open_fp32_variant, name)
+    engines = Components(loaders)
     missing = [n for n in COMPONENT_NAMES if n not in engines]
     if missing:
         raise EngineDirError(f"engine dir '{engine_dir}' lacks {missing}; build them with export.build --components")
@@ -311,16 +345,19 @@ def parts_from_engine_dir(
     manifest.path("acsdk.json", verify)
     config = ModelConfig.load(manifest.root)
     blip2_config = Blip2Config.from_dict(json.loads(manifest.path("torch/blip2_config.json", verify).read_text()))
-    qformer = QFormer.from_config(blip2_config)
-    qformer.load_state_dict(load_file(str(manifest.path("torch/qformer.safetensors", verify))))
-    qformer = qformer.to(device).eval().requires_grad_(False)
+
+    def load_qformer() -> QFormer:
+        qformer = QFormer.from_config(blip2_config)
+        qformer.load_state_dict(load_file(str(manifest.path("torch/qformer.safetensors", verify))))
+        return qformer.to(device).eval().requires_grad_(False)
+
     uncond = load_file(str(manifest.path("torch/constants.safetensors", verify)))["unconditional_semantic_tokens"]
     sched = json.loads(manifest.path("scheduler/scheduler_config.json", verify).read_text())
     model = manifest.data["model"]
     parts = ModelParts(
         config=config,
         engines=engines,
-        qformer=qformer,
+        qformer=Lazy("asea_qformer", load_qformer, engines.lock),
         tokenizer=CLIPTokenizer.from_pretrained(verified_dir("tokenizer")),
         qformer_tokenizer=BertTokenizer.from_pretrained(verified_dir("qformer_tokenizer")),
         scheduler_config=sched,
@@ -329,6 +366,6 @@ def parts_from_engine_dir(
         attention_grid=tuple(model["attention_grid"]),
         unconditional_tokens=uncond,
         fallbacks=fallbacks,
-        backend_choice=choice.summary(),
+        backend_choice=choice.records,  # live: filled as components open
     )
     return parts, manifest

@@ -58,14 +58,15 @@ class InpaintSampler:
     def _guarded(self, name: str, inputs: Mapping[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
         """Run `name`; when it returns NaN/Inf and an fp32 variant was built beside it, run that instead.
 
-        fp16 SD VAEs overflow on some inputs (both directions); the fp32 variant is exact where they do.
+        fp16 SD VAEs overflow on some inputs (both directions); the fp32 variant is exact where they do. It is
+        opened the first time it is needed (`in` does not open it).
         """
         out = self.engines[name].run(inputs)
-        fallback = self.engines.get(f"{name}_fp32")
-        if fallback is not None and not all(bool(torch.isfinite(v).all()) for v in out.values()):
+        variant = f"{name}_fp32"
+        if variant in self.engines and not all(bool(torch.isfinite(v).all()) for v in out.values()):
             log.warning("%s produced NaN/Inf in fp16; running it again with the fp32 variant", name)
             notes.append(f"{name}_fp32_fallback")
-            out = fallback.run(inputs)
+            out = self.engines[variant].run(inputs)
         return out
 
     def __call__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ from ..models.checkpoint import AnomalyControlModel
 from . import imaging
 from .bank import Bank
 from .features import SemanticFeatures
+from .loading import REFERENCE_SIDE, TARGET_SIDE
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
@@ -34,6 +36,8 @@ from .settings import SamplingSettings
 from .windows import Window, crop, feather_sigma, plan_windows
 
 log = logging.getLogger(__name__)
+
+ASEA_QFORMER = "asea_qformer"  # the torch Q-Former ASEA differentiates through (reference side)
 
 
 @dataclass
@@ -54,8 +58,13 @@ class Synthesizer:
 
     `Synthesizer(engine_dir)` runs the compiled engines that `python -m export.build` wrote (ASEA stays in
     torch); `Synthesizer.from_checkpoint(ckpt)` runs the torch reference. Both give the same `run()` and
-    `encode_reference()`. One instance may be called from several threads: engines and weights are shared
-    and read-only, per-call state (scheduler, generator, buffers) is made per call, and the caches lock.
+    `encode_reference()`. An engine dir's components open when first used (`load()` opens them now) and
+    `release()` closes them; a run from a `Bank` never opens the reference side, and `low_memory=True` keeps one
+    side (reference: text encoder, CSM, ASEA's Q-Former; target: VAE, UNet) resident at a time.
+
+    One instance may be called from several threads: engines and weights are shared and read-only, per-call state
+    (scheduler, generator, buffers) is made per call, and the caches and loads lock. (With low_memory, threads
+    working on different sides make each other reload.)
     """
 
     def __init__(
@@ -71,6 +80,7 @@ class Synthesizer:
         openvino_device: str = "CPU",
         precision_overrides: Mapping[str, str] | None = None,
         allow_unverified_plans: bool = False,
+        low_memory: bool = False,
     ):
         dev = torch.device(device) if device is not None else _default_device()
         parts, manifest = parts_from_engine_dir(
@@ -84,7 +94,7 @@ class Synthesizer:
             precision_overrides,
             allow_unverified_plans,
         )
-        self._setup(parts, dev, cache_size, manifest.data)
+        self._setup(parts, dev, cache_size, manifest.data, low_memory)
         self.engine_dir = manifest.root
 
     @classmethod
@@ -95,14 +105,17 @@ class Synthesizer:
         dev = torch.device(device)
         model = AnomalyControlModel.from_pretrained(path, device=dev)
         obj = cls.__new__(cls)
-        obj._setup(parts_from_model(model), dev, cache_size, None)
+        obj._setup(parts_from_model(model), dev, cache_size, None, False)
         obj.engine_dir = None
         return obj
 
-    def _setup(self, parts: ModelParts, device: torch.device, cache_size: int, manifest: dict | None) -> None:
+    def _setup(
+        self, parts: ModelParts, device: torch.device, cache_size: int, manifest: dict | None, low_memory: bool
+    ) -> None:
         self.parts = parts
         self.device = device
         self.manifest = manifest
+        self.low_memory = bool(low_memory)
         self.sampler = InpaintSampler(parts.engines, parts.scheduler_config, parts.geometry, device)
         self._text_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
         self._reference_cache: LRUCache[SemanticFeatures] = LRUCache(cache_size)
@@ -114,18 +127,75 @@ class Synthesizer:
         self._text_cache = LRUCache(self._text_cache.capacity)
         self._reference_cache = LRUCache(self._reference_cache.capacity)
 
+    # -- what is loaded -----------------------------------------------------------------------
+    def load(self, *names: str) -> Synthesizer:
+        """Open components now rather than at first use (all by default, fp32 variants of fp16 VAEs included; or
+        names, "reference", "target"): for an application that wants every backend and file error at start-up,
+        or no load time in its first image. Returns self. With low_memory, loading one side releases the other."""
+        wanted = self._names(names, "load")
+        sides = {side for side, members in self._sides().items() for n in wanted if n in members}
+        if len(sides) == 1:
+            self._enter(sides.pop())
+        for name in wanted:
+            if name == ASEA_QFORMER:
+                self.parts.qformer.get()
+            else:
+                self.parts.engines[name]  # noqa: B018 - indexing opens it
+        return self
+
+    def release(self, *names: str) -> list[str]:
+        """Close components (all by default; or names, "reference", "target") and free their memory; the next use
+        opens them again and gives the same results. Returns the names released (those loaded and releasable:
+        a checkpoint's torch modules stay)."""
+        names = self._names(names, "release")
+        done = self.parts.engines.release([n for n in names if n != ASEA_QFORMER])
+        if ASEA_QFORMER in names and self.parts.qformer.release():
+            done.append(ASEA_QFORMER)
+            gc.collect()
+        if done:
+            log.info("released %s", ", ".join(done))
+        return done
+
+    def _sides(self) -> dict[str, list[str]]:
+        return {
+            "reference": [*REFERENCE_SIDE, ASEA_QFORMER],
+            "target": [n for n in self.parts.engines if n.split("_fp32")[0] in TARGET_SIDE],
+        }
+
+    def _names(self, names: tuple[str, ...], argument: str) -> list[str]:
+        sides = self._sides()
+        known = [*self.parts.engines, ASEA_QFORMER]
+        out: list[str] = []
+        for name in names or tuple(known):
+            if name not in known and name not in sides:
+                raise InputError(argument, f"component names from {known}, 'reference' or 'target'", repr(name))
+            out += [n for n in sides.get(name, [name]) if n not in out]
+        return out
+
+    def _enter(self, side: str) -> None:
+        """With low_memory, one side is resident at a time: entering one releases the other's components."""
+        if self.low_memory:
+            self.release("target" if side == "reference" else "reference")
+
     def info(self) -> dict:
-        """What actually runs: backend, providers and precision per component, and the engine dir's summary."""
+        """What actually runs: backend, providers and precision per loaded component (`loaded` False for one not
+        opened yet or released), and the engine dir's summary."""
         comps = {}
-        for name, engine in self.parts.engines.items():
+        for name in self.parts.engines:
+            if not self.parts.engines.loaded(name):
+                comps[name] = {"loaded": False}
+                continue
+            engine = self.parts.engines[name]
             precision = getattr(engine, "precision", "fp32")
             comps[name] = {
+                "loaded": True,
                 "backend": engine.backend,
                 "providers": list(getattr(engine, "providers", []) or []) or None,
                 "precision": precision,
             }
             if hasattr(engine, "describe"):  # what the backend actually chose (OpenVINO: device, precision)
                 comps[name]["actual"] = engine.describe()
+        comps[ASEA_QFORMER] = {"loaded": self.parts.qformer.loaded, "backend": "torch", "precision": "fp32"}
         summary = None
         if self.manifest is not None:
             m = self.manifest
@@ -138,9 +208,10 @@ class Synthesizer:
             "manifest": summary,
             "cache": {"text": len(self._text_cache), "references": len(self._reference_cache)},
             "fallbacks": list(self.parts.fallbacks),
-            "backend_choice": self.parts.backend_choice,
+            "backend_choice": {k: dict(v) for k, v in self.parts.backend_choice.items()},
             "tensorrt": tensorrt_status(),  # which major is here, and whether this acsdk builds and runs it
             "samplers": list(SAMPLERS),
+            "low_memory": self.low_memory,
         }
 
     # -- reference encoding ------------------------------------------------------------------
@@ -199,6 +270,7 @@ class Synthesizer:
         timings: dict[str, float],
     ) -> SemanticFeatures:
         p = self.parts
+        self._enter("reference")
         t0 = time.perf_counter()
         c = p.config
         pixels, region = imaging.reference_inputs(
@@ -218,7 +290,7 @@ class Synthesizer:
                 return_tensors="pt",
             )
         ids, attn = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
-        result = run_asea(p.qformer, e_v, ids, attn, region, steps=asea_steps, lr=asea_lr, alpha=asea_alpha)
+        result = run_asea(p.qformer.get(), e_v, ids, attn, region, steps=asea_steps, lr=asea_lr, alpha=asea_alpha)
         timings["asea"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -271,6 +343,7 @@ class Synthesizer:
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
         p = self.parts
+        self._enter("reference")
         with self._tokenizer_lock:
             ids = p.tokenizer(
                 prompts,
@@ -286,20 +359,23 @@ class Synthesizer:
         self,
         image: imaging.ImageLike,
         mask: imaging.ImageLike,
-        prompt: str,
+        prompt: str | None = None,
         reference_image: imaging.ImageLike | None = None,
         reference_mask: imaging.ImageLike | None = None,
         *,
         reference_prompt: str | None = None,
         reference: SemanticFeatures | None = None,
+        bank: Bank | str | os.PathLike | None = None,
         seed: int = 0,
         negative_prompt: str | None = None,
         bit_depth: int | None = None,
         **settings,
     ) -> SynthesisResult:
         """Synthesize a defect inside `mask` on `image` (any size). Without a reference the semantic branch gets
-        the unconditional tokens. `settings` are `run_batch`'s (`sampling` or its fields as keywords, windows);
-        this is `run_batch` of one target.
+        the unconditional tokens. Instead of prompts and a reference, `bank` (a `Bank` from `prepare`, or its
+        directory) gives the UNet the tensors they would make, and the reference side is never loaded.
+        `settings` are `run_batch`'s (`sampling` or its fields as keywords, windows); this is `run_batch` of one
+        target.
 
         `bit_depth` declares the depth of integer images (12-bit data in 16-bit files); results keep the input's
         mode and depth.
@@ -312,6 +388,7 @@ class Synthesizer:
             "reference_mask": reference_mask,
             "reference_prompt": reference_prompt,
             "reference": reference,
+            "bank": bank,
             "seed": seed,
             "negative_prompt": negative_prompt,
             "bit_depth": bit_depth,
@@ -383,6 +460,7 @@ class Synthesizer:
             semantic = _rows([prepared[j].semantic for j, _, _ in chunk])
             shared["preprocess"] = shared.get("preprocess", 0.0) + time.perf_counter() - t0
             notes: list[str] = []
+            self._enter("target")
             generated = self.sampler(
                 images,
                 masks,
@@ -418,16 +496,26 @@ class Synthesizer:
         if not isinstance(job, Mapping):
             raise InputError("jobs", "dicts of run()'s per-target arguments", f"item {index}: {type(job).__name__}")
         unknown = sorted(set(job) - set(JOB_KEYS))
-        if unknown or "image" not in job or "mask" not in job or "prompt" not in job:
+        given = {k for k, v in job.items() if v is not None}
+        if unknown or "image" not in job or "mask" not in job or not {"prompt", "bank"} & set(job):
             got = f"item {index} with keys {sorted(job)}"
-            raise InputError("jobs", f"dicts with image, mask, prompt and optionally {JOB_KEYS[3:]}", got)
+            raise InputError("jobs", f"dicts with image, mask, prompt or bank and optionally {JOB_KEYS[4:]}", got)
+        if not given & {"prompt", "bank"}:
+            raise InputError("prompt", "a string (or bank=, a Bank from prepare())", "None")
+        if "bank" in given and given & {"prompt", "negative_prompt", "reference", "reference_image", "reference_mask"}:
+            raise InputError(
+                "bank",
+                "a bank instead of prompts and references (it holds what they make)",
+                f"a bank and {sorted(given & {'prompt', 'negative_prompt', 'reference', 'reference_image'})}",
+            )
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         cache_hits = {"text": False, "reference": False}
         seed = check_int("seed", job.get("seed", 0), 0)
-        prompt, negative = job["prompt"], job.get("negative_prompt")
+        bank = self._bank(job["bank"]) if job.get("bank") is not None else None
+        prompt, negative = job.get("prompt"), job.get("negative_prompt")
         reference, ref_image, ref_mask = job.get("reference"), job.get("reference_image"), job.get("reference_mask")
-        if not isinstance(prompt, str):
+        if bank is None and not isinstance(prompt, str):
             raise InputError("prompt", "a string", type(prompt).__name__)
         if negative is not None and not isinstance(negative, str):
             raise InputError("negative_prompt", "a string or None", type(negative).__name__)
@@ -451,6 +539,12 @@ class Synthesizer:
         else:
             windows, notes = plan_windows(label.numpy() > 0.5, model_size, padding, min_size)
         timings["preprocess"] = time.perf_counter() - t0
+        if bank is not None:  # what prompts and reference made once, in `prepare`: no reference side here
+            text, semantic = (
+                (bank.text_embeds, bank.semantic_tokens) if cfg else (bank.text_embeds[1:], bank.semantic_tokens[1:])
+            )
+            asea = dict(bank.info.get("asea") or {})
+            return _Job(picture, label, windows, text, semantic, seed, asea, cache_hits, notes, timings, t_start)
 
         asea: dict = {}
         if reference is None and ref_image is not None:
@@ -480,6 +574,33 @@ class Synthesizer:
         timings["text_encode"] = time.perf_counter() - t0
         return _Job(picture, label, windows, text, semantic, seed, asea, cache_hits, notes, timings, t_start)
 
+    def _bank(self, bank: Bank | str | os.PathLike) -> Bank:
+        """A bank for this engine dir, its tensors the shapes this model's UNet takes."""
+        digest = None if self.engine_dir is None else manifest_sha256(self.engine_dir)
+        if isinstance(bank, (str, os.PathLike)):
+            bank = Bank.load(bank, digest)
+        if not isinstance(bank, Bank):
+            raise InputError("bank", "a Bank from prepare() or its directory", type(bank).__name__)
+        made_for = bank.info.get("engine_manifest_sha256")
+        if digest is not None and made_for != digest:
+            raise InputError(
+                "bank",
+                f"a bank prepared for this engine dir (manifest sha256 {digest[:16]}...)",
+                f"one prepared for {str(made_for)[:16]}...",
+            )
+        tokens = tuple(self.parts.unconditional_tokens.shape[1:])
+        if (
+            tuple(bank.semantic_tokens.shape) != (2, *tokens)
+            or bank.text_embeds.dim() != 3
+            or len(bank.text_embeds) != 2
+        ):
+            raise InputError(
+                "bank",
+                f"text_embeds [2, L, D] and semantic_tokens [2, {tokens[0]}, {tokens[1]}]",
+                f"{list(bank.text_embeds.shape)} and {list(bank.semantic_tokens.shape)}",
+            )
+        return bank
+
     def _finish(self, job: _Job, shared: dict[str, float], n_windows: int, batch: int) -> SynthesisResult:
         t0 = time.perf_counter()
         pixels = job.picture.compose(job.patches)
@@ -508,6 +629,7 @@ JOB_KEYS = (
     "image",
     "mask",
     "prompt",
+    "bank",
     "reference_image",
     "reference_mask",
     "reference_prompt",

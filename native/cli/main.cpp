@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "bank.hpp"
+#include "cpu.hpp"
 #include "errors.hpp"
 #include "files.hpp"
 #include "picture.hpp"
@@ -135,19 +136,24 @@ int synth(const Args& a) {
   acsdk::BackendOptions options;
   options.backend = a.values.count("backend") ? a.values.at("backend") : "openvino";
   options.device = a.values.count("device") ? a.values.at("device") : "CPU";
+  acsdk::reset_peak_rss();
   acsdk::Synthesizer synth(a.values.at("engines"), options, !a.flags.count("no-verify"));
   const acsdk::Bank bank = acsdk::load_bank(a.values.at("bank"), synth.engine_dir().digest());
+  const double load_peak = acsdk::peak_rss_mib();
+  acsdk::reset_peak_rss();
   nlohmann::json runs = nlohmann::json::array();
   acsdk::Result result;
   for (int64_t i = 0; i < repeat; ++i) {
     result = synth.run(image, mask, bank, s);
     runs.push_back(result.timings);
   }
+  const double run_peak = acsdk::peak_rss_mib();
 
   const std::string out = a.values.at("out");
   const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
   nlohmann::json summary = {{"out", out},     {"mask_out", mask_out}, {"seed", s.seed},
                             {"timings", result.timings}, {"notes", result.notes}, {"engines", synth.describe()}};
+  summary["peak_rss_mib"] = {{"load", load_peak}, {"run", run_peak}};  // engines opened + bank; the synthesis
   if (repeat > 1) summary["runs"] = runs;
   for (const auto& w : result.windows)
     summary["windows"].push_back({{"top", w.top}, {"left", w.left}, {"height", w.height}, {"width", w.width}});

@@ -71,4 +71,18 @@ bool int8_gate_holds_here(const nlohmann::json& artifact, std::string* why) {
   return false;
 }
 
+double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1.0;
+}
+
+bool reset_peak_rss() {
+  std::ofstream refs("/proc/self/clear_refs");
+  refs << "5";
+  return static_cast<bool>(refs.flush());
+}
+
 }  // namespace acsdk

@@ -1,0 +1,116 @@
+"""Components load when first used and can be released (issue 25): what a Synthesizer reports as loaded, runs from
+a bank that never open the reference side, low_memory holding one side at a time, and the same images throughout."""
+
+import numpy as np
+import pytest
+from conftest import pixels
+
+import acsdk
+from acsdk import InputError
+from acsdk.apps.cli import main
+
+PROMPT = "a photo of a surface with a hole"
+REFERENCE_SIDE = {"text_encoder", "csm_vision", "csm_qformer", "asea_qformer"}
+TARGET_SIDE = {"unet", "vae_encoder", "vae_decoder"}
+RUN = {"seed": 4, "num_inference_steps": 6, "asea_steps": 2, "roi": "full"}
+
+
+def loaded(s: acsdk.Synthesizer) -> set[str]:
+    return {name for name, c in s.info()["components"].items() if c["loaded"]}
+
+
+@pytest.fixture(scope="module")
+def bank_and_image(engine_dir, scene):
+    """A bank for the scene's reference, and the image a prompt + reference run makes (the reference for all)."""
+    s = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+    assert loaded(s) == set(), "nothing opens before it is used"
+    bank = s.prepare(PROMPT, scene["reference_image"], scene["reference_mask"], asea_steps=RUN["asea_steps"])
+    assert loaded(s) == REFERENCE_SIDE
+    res = s.run(scene["image"], scene["mask"], PROMPT, scene["reference_image"], scene["reference_mask"], **RUN)
+    assert loaded(s) == REFERENCE_SIDE | TARGET_SIDE
+    return bank, pixels(res.image)
+
+
+def test_a_run_from_a_bank_never_loads_the_reference_side(engine_dir, scene, bank_and_image, tmp_path):
+    bank, expected = bank_and_image
+    s = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+    res = s.run(scene["image"], scene["mask"], bank=bank, **RUN)
+    assert loaded(s) == TARGET_SIDE
+    assert np.array_equal(pixels(res.image), expected)
+    assert res.asea == bank.info["asea"] and res.asea["r_after"] > res.asea["r_before"]
+    # A bank directory works the same, and run_batch takes banks per job.
+    dest = bank.save(tmp_path / "hole")
+    jobs = [{"image": scene["image"], "mask": scene["mask"], "bank": dest, "seed": RUN["seed"]}] * 2
+    batch = s.run_batch(jobs, num_inference_steps=6, roi="full")
+    assert all(np.array_equal(pixels(r.image), expected) for r in batch)
+    assert loaded(s) == TARGET_SIDE
+
+
+def test_release_then_reuse_reopens_and_gives_the_same_image(engine_dir, scene, bank_and_image):
+    bank, expected = bank_and_image
+    s = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+    first = pixels(s.run(scene["image"], scene["mask"], bank=bank, **RUN).image)
+    assert sorted(s.release("target")) == sorted(TARGET_SIDE) and loaded(s) == set()
+    assert s.release() == []  # nothing left to release
+    again = pixels(s.run(scene["image"], scene["mask"], bank=bank, **RUN).image)
+    assert np.array_equal(first, expected) and np.array_equal(again, expected)
+    assert loaded(s.load("unet")) == {"unet", "vae_encoder", "vae_decoder"}
+    assert s.release("unet") == ["unet"] and "unet" not in loaded(s)
+
+
+def test_low_memory_holds_one_side_at_a_time(engine_dir, scene, bank_and_image):
+    _, expected = bank_and_image
+    s = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu", low_memory=True)
+    assert s.info()["low_memory"] is True
+    s.prepare(PROMPT, scene["reference_image"], scene["reference_mask"], asea_steps=RUN["asea_steps"])
+    assert loaded(s) == REFERENCE_SIDE
+    res = s.run(scene["image"], scene["mask"], PROMPT, scene["reference_image"], scene["reference_mask"], **RUN)
+    assert loaded(s) == TARGET_SIDE, "entering the target side released the reference side"
+    assert np.array_equal(pixels(res.image), expected)
+    s.prepare("a photo of a surface with a scratch")  # a new prompt: the text encoder again, the target side out
+    assert loaded(s) == {"text_encoder"}
+
+
+def test_a_checkpoint_synthesizer_keeps_its_modules(synth):
+    assert synth.release() == [] and all(c["loaded"] for c in synth.info()["components"].values())
+
+
+def test_bad_bank_arguments_are_named(engine_dir, demo_engine_dir, scene, bank_and_image, tmp_path):
+    bank, _ = bank_and_image
+    s = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu")
+    with pytest.raises(InputError) as err:
+        s.run(scene["image"], scene["mask"], PROMPT, bank=bank)
+    assert err.value.argument == "bank" and "prompt" in str(err.value)
+    with pytest.raises(InputError) as err:
+        s.run(scene["image"], scene["mask"])
+    assert err.value.argument == "prompt" and "bank" in str(err.value)
+    with pytest.raises(InputError) as err:
+        s.run(scene["image"], scene["mask"], bank=tmp_path / "absent")
+    assert err.value.argument == "bank"
+    with pytest.raises(InputError) as err:
+        s.run(scene["image"], scene["mask"], bank="not a bank object or dir")
+    assert err.value.argument == "bank"
+    other = acsdk.Synthesizer(demo_engine_dir, device="cpu")
+    with pytest.raises(InputError) as err:
+        other.run(scene["image"], scene["mask"], bank=bank)
+    assert err.value.argument == "bank" and "prepared for this engine dir" in str(err.value)
+    with pytest.raises(InputError) as err:
+        s.release("unett")
+    assert err.value.argument == "release" and "unet" in str(err.value)
+    assert loaded(s) == set() and loaded(other) == set(), "refused before anything was opened"
+
+
+def test_synth_command_from_a_bank(engine_dir, scene, bank_and_image, tmp_path, capsys):
+    from PIL import Image
+
+    bank, expected = bank_and_image
+    dest = bank.save(tmp_path / "bank")
+    Image.fromarray(scene["image"]).save(tmp_path / "image.png")
+    Image.fromarray(scene["mask"]).save(tmp_path / "mask.png")
+    args = ["synth", "--engines", str(engine_dir), "--backend", "onnxruntime", "--device", "cpu", "--image",
+            str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "out.png"),
+            "--seed", "4", "--steps", "6", "--roi", "full", "-q", "--low-memory"]  # fmt: skip
+    assert main([*args, "--bank", str(dest)]) == 0
+    assert np.array_equal(pixels(Image.open(tmp_path / "out.png")), expected)
+    assert main([*args, "--bank", str(dest), "--reference", str(tmp_path / "image.png")]) == 2
+    assert "--bank" in capsys.readouterr().err
