@@ -117,7 +117,7 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
     loaded = [n for n, c in synth.info()["components"].items() if c["loaded"]]
     return {
         "peak_rss_mib": {k: round(v) for k, v in peaks.items()},
-        "seconds": seconds,
+        "stage_seconds": seconds,
         "timings": {k: round(v, 3) for k, v in res.timings.items()},
         "loaded": loaded,
         "image_mean": float(np.asarray(res.image, dtype=np.float64).mean()),
@@ -266,7 +266,7 @@ def report(work: Path) -> str:
             image_s = r["timings"]["total"]
         else:
             row = [p.get(c, "-") for c in cols]
-            image_s = r["seconds"]["image"]
+            image_s = r["stage_seconds"]["image"]
         lines.append(f"| {name[7:]} | {' | '.join(map(str, row))} | {max(p.values())} | {image_s:.1f} |")
     text = "\n".join(lines) + "\n"
     (work / "report.md").write_text(text)

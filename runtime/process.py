@@ -1,22 +1,28 @@
-"""This process's resident memory: peak per stage (what the build records per component and benchmarks report),
-now, and handing freed heap back to the OS."""
+"""This process's resident memory: the peak per stage (what the build records per component and benchmarks
+report), and handing freed heap back to the OS."""
 
 from __future__ import annotations
 
 import resource
 
 
-def peak_rss_mb() -> float:
-    """The high-water mark of resident memory (VmHWM), in MiB. Unlike ru_maxrss it belongs to this address space
-    only (ru_maxrss is inherited across fork+exec) and can be reset (`reset_peak_rss`)."""
+def _status_mb(key: str) -> float | None:
+    """A memory line of /proc/self/status (e.g. "VmHWM"), in MiB; None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return None
+
+
+def peak_rss_mb() -> float:
+    """The high-water mark of resident memory (VmHWM), in MiB. Unlike ru_maxrss it belongs to this address space
+    only (ru_maxrss is inherited across fork+exec) and can be reset (`reset_peak_rss`)."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def reset_peak_rss() -> bool:
@@ -27,18 +33,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def rss_mb() -> float:
-    """Resident memory now (VmRSS), in MiB; 0 where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 def return_freed_memory() -> None:
