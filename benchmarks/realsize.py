@@ -230,6 +230,31 @@ def run_stage(name: str, work: Path, steps: int, preset: str, binary: str) -> No
     atomic_write(work / "stages" / f"{name}.json", json.dumps(record, indent=2))
 
 
+def weights_table(engine_dir: Path) -> list[str]:
+    """Per component, the bytes of the artifact a GPU backend loads at the dir's precision (its ONNX file and
+    external data; a TensorRT plan built from it holds about the same), the fp32 VAE variants and ASEA's torch
+    Q-Former listed apart: what an Orin's shared memory must hold."""
+    from runtime.manifest import Manifest
+
+    manifest = Manifest.load(engine_dir)
+    rows = ["| component | precision | MiB |", "|---|---|---:|"]
+    total = 0.0
+    for name, entry in manifest.components.items():
+        for art in entry["artifacts"]:
+            if art["format"] != "onnx":
+                continue
+            files = [art["file"], *art.get("data_files", [])]
+            mib = sum((engine_dir / f).stat().st_size for f in files) / 2**20
+            variant = art["precision"] != entry["precision"]
+            rows.append(f"| {name}{' (fp32 variant, opened on NaN)' if variant else ''} | {art['precision']} | "
+                        f"{mib:,.0f} |")  # fmt: skip
+            total += 0 if variant else mib
+    qformer = (engine_dir / "torch" / "qformer.safetensors").stat().st_size / 2**20
+    rows += [f"| ASEA's Q-Former (torch) | fp32 | {qformer:,.0f} |", f"| **held without variants** | | "
+             f"**{total + qformer:,.0f}** |"]  # fmt: skip
+    return rows
+
+
 def report(work: Path) -> str:
     stages = {s: json.loads((work / "stages" / f"{s}.json").read_text()) for s in STAGES}
     lines = ["| stage | seconds | peak RSS (MiB) |", "|---|---:|---:|"]
@@ -268,6 +293,8 @@ def report(work: Path) -> str:
             row = [p.get(c, "-") for c in cols]
             image_s = r["stage_seconds"]["image"]
         lines.append(f"| {name[7:]} | {' | '.join(map(str, row))} | {max(p.values())} | {image_s:.1f} |")
+    lines += ["", "Weights a GPU holds per component with the fp16 engine dir (MiB, from its files; activations "
+              "come on top)", ""] + weights_table(work / "engines-fp16")  # fmt: skip
     text = "\n".join(lines) + "\n"
     (work / "report.md").write_text(text)
     (work / "report.json").write_text(json.dumps(stages, indent=2))

@@ -29,3 +29,11 @@ def test_real_size_chain_from_public_layouts_to_an_image(tmp_path):
         synth = stages[f"synth_{precision}"]
         assert synth["image_size"] == [512, 512] and synth["timings"]["denoise_steps"] == 2
         assert synth["asea"]["r_after"] > synth["asea"]["r_before"]
+    # Memory per stage (issue 25): a bank-based run opens only the target side, and holding one side at a time
+    # (low_memory) or none of the reference side (a bank) lowers the peak against holding both.
+    memory = {name[len("memory_") :]: stages[name] for name in realsize.MEMORY}
+    for name, record in memory.items():
+        if "bank" in name and name.startswith("py_"):
+            assert set(record["loaded"]) <= {"unet", "vae_encoder", "vae_decoder"}, (name, record["loaded"])
+    peak = {name: max(r["peak_rss_mib"].values()) for name, r in memory.items() if "peak_rss_mib" in r}
+    assert peak["py_fp32_bank"] < peak["py_fp32_reference_low"] < peak["py_fp32_reference"], peak

@@ -103,9 +103,13 @@ class Components(Mapping[str, Engine]):
         return self._items[name].loaded
 
     def release(self, names: list[str] | tuple[str, ...]) -> list[str]:
-        """Release those of `names` that are loaded (and not pinned); returns the ones released."""
-        done = [n for n in names if n in self._items and self._items[n].release()]
-        if done:
-            gc.collect()
-            return_freed_memory()
-        return done
+        """Drop those of `names` that are loaded (and not pinned); returns the ones dropped. Their memory is freed
+        once nothing else holds them (`free_released` hands it back to the OS)."""
+        return [n for n in names if n in self._items and self._items[n].release()]
+
+
+def free_released() -> None:
+    """Collect what released components left and hand the freed heap back to the OS, so that the resident size
+    drops and not only the heap's free lists."""
+    gc.collect()
+    return_freed_memory()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import os
@@ -27,7 +26,7 @@ from ..models.checkpoint import AnomalyControlModel
 from . import imaging
 from .bank import Bank
 from .features import SemanticFeatures
-from .loading import REFERENCE_SIDE, TARGET_SIDE
+from .loading import REFERENCE_SIDE, TARGET_SIDE, free_released
 from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
@@ -151,8 +150,8 @@ class Synthesizer:
         done = self.parts.engines.release([n for n in names if n != ASEA_QFORMER])
         if ASEA_QFORMER in names and self.parts.qformer.release():
             done.append(ASEA_QFORMER)
-            gc.collect()
         if done:
+            free_released()
             log.info("released %s", ", ".join(done))
         return done
 

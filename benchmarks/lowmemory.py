@@ -1,0 +1,68 @@
+"""What holding less costs per image: one engine dir, one process, seconds per image for the default Synthesizer
+(components held once opened), `low_memory=True` (one side at a time) and runs from a bank, each after a warm-up.
+
+    python -m benchmarks.lowmemory [--config small] [--steps 50] [--repeat 3] [--backend openvino]
+
+The reference is encoded once and cached, as `acsdk generate` reuses a defect type's reference: so low_memory
+reopens nothing per image and should cost nothing; `--alternate` makes every image encode a new prompt (the worst
+case for low_memory: the text encoder and the target side take turns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .configs import PAPER, engines
+from .measure import measure
+from .report import PROMPT, _scene, environment
+
+
+def run(config: str, steps: int, repeat: int, backend: str, alternate: bool) -> dict:
+    import acsdk
+
+    engine_dir = engines(config)
+    settings = {**PAPER, "num_inference_steps": steps}
+    out = {"config": config, "steps": steps, "backend": backend, "environment": environment()}
+    prompts = iter(f"{PROMPT}, variant {i}" for i in range(10_000))
+    for label, low in (("default", False), ("low_memory", True), ("default again", False)):
+        synth = acsdk.Synthesizer(engine_dir, backend=backend, device="cpu", low_memory=low)
+        image, mask, ref, ref_mask = _scene(synth.parts.config.height)
+        reference = synth.encode_reference(ref, ref_mask, PROMPT)
+
+        def one(synth=synth, image=image, mask=mask, reference=reference):
+            prompt = next(prompts) if alternate else PROMPT
+            return synth.run(image, mask, prompt, reference=reference, **settings)
+
+        out[label] = measure(one, warmup=1, repeat=repeat).as_dict()
+        if label == "default":
+            bank = synth.prepare(PROMPT, ref, ref_mask)
+            fresh = acsdk.Synthesizer(engine_dir, backend=backend, device="cpu")
+            out["bank"] = measure(
+                lambda fresh=fresh, image=image, mask=mask, bank=bank: fresh.run(image, mask, bank=bank, **settings),
+                warmup=1,
+                repeat=repeat,
+            ).as_dict()
+        logging.info("%s: %.3f s per image", label, out[label]["median"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.lowmemory", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="small")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--backend", default="openvino")
+    p.add_argument("--alternate", action="store_true", help="a new prompt per image")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    print(json.dumps(run(args.config, args.steps, args.repeat, args.backend, args.alternate), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
