@@ -1,7 +1,8 @@
 """What holding less costs per image: one engine dir, one process, seconds per image for the default Synthesizer
-(components held once opened), `low_memory=True` (one side at a time) and runs from a bank, each after a warm-up.
+(components held once opened), `low_memory=True` (one side at a time) and runs from a bank, each after a warm-up;
+on ONNX Runtime also its CPU allocation arena on and off (runtime.onnxruntime_engine.CPU_MEMORY).
 
-    python -m benchmarks.lowmemory [--config small] [--steps 50] [--repeat 3] [--backend openvino]
+    python -m benchmarks.lowmemory [--config small] [--steps 50] [--repeat 3] [--backend openvino|onnxruntime]
 
 The reference is encoded once and cached, as `acsdk generate` reuses a defect type's reference: so low_memory
 reopens nothing per image and should cost nothing; `--alternate` makes every image encode a new prompt (the worst
@@ -23,12 +24,18 @@ from .report import PROMPT, _scene, environment
 
 def run(config: str, steps: int, repeat: int, backend: str, alternate: bool) -> dict:
     import acsdk
+    import runtime.onnxruntime_engine as ort_engine
 
     engine_dir = engines(config)
     settings = {**PAPER, "num_inference_steps": steps}
     out = {"config": config, "steps": steps, "backend": backend, "environment": environment()}
     prompts = iter(f"{PROMPT}, variant {i}" for i in range(10_000))
-    for label, low in (("default", False), ("low_memory", True), ("default again", False)):
+    default = ort_engine.CPU_MEMORY["arena"]
+    variants = [("default", False, None), ("low_memory", True, None), ("default again", False, None)]
+    if backend == "onnxruntime":
+        variants += [(f"arena {'off' if default else 'on'}", False, not default), ("default last", False, None)]
+    for label, low, arena in variants:
+        ort_engine.CPU_MEMORY["arena"] = default if arena is None else arena
         synth = acsdk.Synthesizer(engine_dir, backend=backend, device="cpu", low_memory=low)
         image, mask, ref, ref_mask = _scene(synth.parts.config.height)
         reference = synth.encode_reference(ref, ref_mask, PROMPT)

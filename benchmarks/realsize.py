@@ -35,6 +35,7 @@ MEMORY = {
     "memory_py_fp16_bank": ("fp16", "bank", "python", "openvino", {}),
     "memory_native_fp32_bank": ("fp32", "bank", "native", "openvino", {}),
     "memory_native_fp16_bank": ("fp16", "bank", "native", "openvino", {}),
+    "memory_py_fp32_reference_low_ort": ("fp32", "reference_low", "python", "onnxruntime", {}),
 }
 STAGES = ("sources", "init_folder", "init_single_file", "export_fp32", "export_fp16", "synth_fp32", "synth_fp16",
           *MEMORY)  # fmt: skip

@@ -27,9 +27,10 @@ def providers_for(device: torch.device) -> list:
     return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
 
 
-# ONNX Runtime's CPU memory options: its allocation arena, and pre-packed copies of weights laid out for its GEMM
-# kernels. Both are ONNX Runtime's defaults, kept because turning them off did not lower the real-size peak without
-# costing speed (benchmarks.realsize's memory stages measure both; docs/real-size.md has the numbers).
+# ONNX Runtime's CPU memory options, measured (benchmarks.realsize, benchmarks.lowmemory; docs/real-size.md): its
+# allocation arena keeps every activation buffer it ever grew (SD-1.5 UNet then VAE decode at 512 px: peak 13.2 GB,
+# without it 7.3 GB) but without it a 256-px image is 38 % slower, so it stays on unless an engine is opened with
+# arena=False (Synthesizer(low_memory=True)); pre-packed weight copies cost 1 GB at load, not the peak: kept.
 CPU_MEMORY = {"arena": True, "prepacking": True}
 
 
@@ -70,6 +71,7 @@ class OrtEngine(Engine):
         device: torch.device,
         providers: Sequence | None = None,
         threads: int | None = None,
+        arena: bool | None = None,
     ):
         import onnxruntime as ort
 
@@ -92,7 +94,7 @@ class OrtEngine(Engine):
         # ASEA on the same cores, and spinning threads starve it (measured: ASEA 2.4x slower beside them).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if device.type == "cpu":
-            opts.enable_cpu_mem_arena = CPU_MEMORY["arena"]
+            opts.enable_cpu_mem_arena = CPU_MEMORY["arena"] if arena is None else arena
             opts.add_session_config_entry("session.disable_prepacking", "0" if CPU_MEMORY["prepacking"] else "1")
         if threads is None and device.type == "cpu":
             threads = torch.get_num_threads()  # ORT would take every core; torch's count is the process's share

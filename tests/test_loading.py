@@ -69,6 +69,10 @@ def test_low_memory_holds_one_side_at_a_time(engine_dir, scene, bank_and_image):
     assert np.array_equal(pixels(res.image), expected)
     s.prepare("a photo of a surface with a scratch")  # a new prompt: the text encoder again, the target side out
     assert loaded(s) == {"text_encoder"}
+    # ONNX Runtime's CPU sessions without their allocation arena (the measured trade of docs/real-size.md).
+    arena = s.parts.engines["text_encoder"].session.get_session_options().enable_cpu_mem_arena
+    default = acsdk.Synthesizer(engine_dir, backend="onnxruntime", device="cpu").parts.engines["text_encoder"]
+    assert arena is False and default.session.get_session_options().enable_cpu_mem_arena is True
 
 
 def test_a_checkpoint_synthesizer_keeps_its_modules(synth):

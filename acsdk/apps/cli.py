@@ -245,6 +245,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _playground(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError as exc:
+        raise ACSDKError("acsdk playground needs the app extra: pip install 'acsdk[app]'") from exc
+    from .demo import demo_engines
+    from .playground import Playground
+    from .playground_ui import launch
+
+    args.engines = args.engines or str(demo_engines())
+    play = Playground(_synthesizer(args), args.engines, args.data, args.category, args.out)
+    print(f"acsdk playground on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    launch(play, args.host, args.port)
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from .tune import table, tune
 
@@ -349,6 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--bit-depth", type=int, help="bit depth of integer images (e.g. 12 for 12-bit data in 16-bit)")
     syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synth)
+
+    play = sub.add_parser("playground", help="a browser page to try masks, references and settings (the app extra)")
+    play.add_argument("--engines", help="engine dir (default: the shipped demo model)")
+    play.add_argument("--backend", default="auto", choices=RUNTIME_BACKENDS)
+    play.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    play.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
+    play.add_argument("--data", help="MVTec AD root to pick good images and references from (read only)")
+    play.add_argument("--category", help="the category under --data, e.g. bottle")
+    play.add_argument("--out", default="acsdk-playground", help="where Save writes pairs (the only place written)")
+    play.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    play.add_argument("--port", type=int, default=7860)
+    play.set_defaults(func=_playground)
 
     tun = sub.add_parser(
         "tune", help="measure which sampler, UNet call count and CFG cut-off keep the picture on your data"

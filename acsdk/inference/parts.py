@@ -110,11 +110,13 @@ def _candidates(entry: Mapping, requested: str, device: torch.device) -> list[tu
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How engines are opened beyond the backend: OpenVINO's device and model-cache folder."""
+    """How engines are opened beyond the backend: OpenVINO's device and model-cache folder; `low_memory` opens ONNX
+    Runtime's CPU sessions without their allocation arena (a lower peak, slower at small sizes)."""
 
     openvino_device: str = "CPU"
     cache_dir: Path | None = None
     allow_unverified_plans: bool = False
+    low_memory: bool = False
 
 
 def _onnx(entry: Mapping, precision: str) -> tuple[Mapping | None, str]:
@@ -157,7 +159,8 @@ def _open_engine(
         art, precision = _onnx(entry, precision)
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX file; rebuild with export.build")
-        return OrtEngine(name, _path(manifest, art, verify), *io, device), precision
+        arena = False if options.low_memory else None
+        return OrtEngine(name, _path(manifest, art, verify), *io, device, arena=arena), precision
     if backend == "openvino":
         from runtime.openvino_engine import OpenVINOEngine
 
@@ -242,6 +245,7 @@ def parts_from_engine_dir(
     openvino_device: str = "CPU",
     precision_overrides: Mapping[str, str] | None = None,
     allow_unverified_plans: bool = False,
+    low_memory: bool = False,
 ):
     """Return ModelParts whose engines come from the engine dir (or torch for overridden components), each opened
     when first used (a run from a bank never opens the reference side).
@@ -268,7 +272,7 @@ def parts_from_engine_dir(
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
-    options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans)
+    options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans, low_memory)
     choice = BackendChoice(options.cache_dir)  # `auto` on a CPU: the faster backend per component, measured here
     fallbacks: list[str] = []
     opened: dict[str, tuple[str, torch.device]] = {}  # component -> the backend and device it was opened on

@@ -59,7 +59,8 @@ class Synthesizer:
     torch); `Synthesizer.from_checkpoint(ckpt)` runs the torch reference. Both give the same `run()` and
     `encode_reference()`. An engine dir's components open when first used (`load()` opens them now) and
     `release()` closes them; a run from a `Bank` never opens the reference side, and `low_memory=True` keeps one
-    side (reference: text encoder, CSM, ASEA's Q-Former; target: VAE, UNet) resident at a time.
+    side (reference: text encoder, CSM, ASEA's Q-Former; target: VAE, UNet) resident at a time and opens ONNX
+    Runtime's CPU sessions without their allocation arena (docs/real-size.md: the measured trade).
 
     One instance may be called from several threads: engines and weights are shared and read-only, per-call state
     (scheduler, generator, buffers) is made per call, and the caches and loads lock. (With low_memory, threads
@@ -92,6 +93,7 @@ class Synthesizer:
             openvino_device,
             precision_overrides,
             allow_unverified_plans,
+            low_memory,
         )
         self._setup(parts, dev, cache_size, manifest.data, low_memory)
         self.engine_dir = manifest.root
