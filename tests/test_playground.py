@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -176,8 +177,10 @@ def test_the_page_in_a_real_browser(demo_engine_dir, tmp_path, scene):
             page.locator("[role=option]", has_text=reference).first.click()
             for box_id in ("#reference_image", "#reference_mask"):  # the pair arrives in its two image boxes
                 page.locator(f"{box_id} img").wait_for(state="visible", timeout=30_000)
+            clicked = time.perf_counter()
             page.locator("#generate").click()
             page.locator("#result img").wait_for(state="visible", timeout=120_000)
+            print(f"playground: click to image {time.perf_counter() - clicked:.2f} s")  # reported, never asserted
             page.locator("#info").get_by_text(" s for 1 image").wait_for(timeout=60_000)
             page.locator("#save").click()
             page.locator("#saved").get_by_text("saved").wait_for(timeout=30_000)
