@@ -99,19 +99,27 @@ def build(play: Playground):
                 + (f"  \nnotes: {', '.join(first.notes)}" if first.notes else ""))  # fmt: skip
         gallery = [(np.asarray(r.image), f"seed {s}") for r, s in zip(preview.results, preview.seeds, strict=True)]
         return (preview, np.asarray(first.image), outline(first), (preview.image, np.asarray(first.image)), gallery,
-                info, play.command(preview), "")  # fmt: skip
+                info, play.command(preview), "", 0)  # fmt: skip
 
-    def save(preview: Preview | None):
+    def save(preview: Preview | None, which: int):
         if preview is None:
             fail(ValueError("save: generate first"))
+        which = min(int(which or 0), len(preview.results) - 1)
         try:
-            paths = play.save(preview)
+            paths = play.save(preview, which)
         except ACSDKError as exc:
             fail(exc)
-        return f"saved {paths['image']} and {paths['mask']}", play.command(preview, saved=paths)
+        return (f"saved seed {preview.seeds[which]}: {paths['image']} and {paths['mask']}",
+                play.command(preview, which, saved=paths))  # fmt: skip
+
+    def choose(preview: Preview | None, evt: gr.SelectData):
+        which = int(evt.index or 0)
+        seed = preview.seeds[which] if preview is not None and which < len(preview.seeds) else "?"
+        return which, f"seed {seed} chosen: Save writes it"
 
     with gr.Blocks(title="acsdk playground") as page:
         preview = gr.State(None)
+        which = gr.State(0)  # the gallery's chosen seed, for Save
         gr.Markdown(f"# acsdk playground\nEngines: `{play.engines}`" + (f", data: `{play.cat.root}` / "
                     f"`{play.cat.name}`" if play.cat else "") + f"; saving into `{play.out}`")  # fmt: skip
         with gr.Row():
@@ -170,7 +178,7 @@ def build(play: Playground):
         shape_btn.click(shape, [editor, defect, mask_seed], editor)
         ins = [editor, good, prompt, ref_image, ref_mask, ref_rel, defect, steps, strength, guidance, lam, asea, seed,
                sampler]  # fmt: skip
-        outs = [preview, result, outlined, before_after, gallery, info, command, saved]
+        outs = [preview, result, outlined, before_after, gallery, info, command, saved, which]
 
         bar = gr.Progress()  # Gradio shows a progress bar for a handler whose default is one
 
@@ -182,7 +190,8 @@ def build(play: Playground):
 
         go.click(one, ins, outs)
         go4.click(several, ins, outs)
-        save_btn.click(save, preview, [saved, command])
+        gallery.select(choose, preview, [which, saved])
+        save_btn.click(save, [preview, which], [saved, command])
     page.queue(default_concurrency_limit=1)  # one generation at a time; the page stays responsive meanwhile
     return page
 
