@@ -187,11 +187,22 @@ def test_the_page_in_a_real_browser(demo_engine_dir, tmp_path, scene):
             command = page.locator("#command textarea").input_value()
             shot = tmp_path / "playground.png"
             page.screenshot(path=str(shot), full_page=True)
+            # Four seeds through run_batch into the gallery; the second one chosen there is what Save writes.
+            page.locator("#generate4").click()
+            page.locator("#info").get_by_text(" s for 4 image").wait_for(timeout=120_000)
+            page.get_by_role("tab", name="seeds").click()
+            thumbs = page.locator("#gallery button.thumbnail-item, #gallery .thumbnail-item")
+            thumbs.nth(1).wait_for(state="visible", timeout=30_000)
+            thumbs.nth(1).click()
+            page.locator("#saved").get_by_text("seed 1 chosen").wait_for(timeout=30_000)
+            page.locator("#save").click()
+            page.locator("#saved").get_by_text("saved seed 1").wait_for(timeout=30_000)
             browser.close()
     finally:
         page_app.close()
     ddir = play.out / defect
-    assert [p.name for p in sorted((ddir / "image").glob("*.png"))] == ["0000.png"]
+    assert [p.name for p in sorted((ddir / "image").glob("*.png"))] == ["0000.png", "0001.png"]
+    assert json.loads((ddir / "records" / "0001.json").read_text())["seed"] == 1, "the gallery's choice was saved"
     record = json.loads((ddir / "records" / "0000.json").read_text())
     assert record["reference"] == reference and record["normal"] == "normal/0000.png", record
     label = np.asarray(Image.open(ddir / record["mask"])) > 127

@@ -117,6 +117,8 @@ def build(play: Playground):
         seed = preview.seeds[which] if preview is not None and which < len(preview.seeds) else "?"
         return which, f"seed {seed} chosen: Save writes it"
 
+    choose.__annotations__["evt"] = gr.SelectData  # a type, not this module's postponed string: Gradio looks for it
+
     with gr.Blocks(title="acsdk playground") as page:
         preview = gr.State(None)
         which = gr.State(0)  # the gallery's chosen seed, for Save
@@ -165,8 +167,8 @@ def build(play: Playground):
                     outlined = gr.Image(label="label outline", interactive=False, height=320, format="png")
                 with gr.Tab("before / after"):
                     before_after = gr.ImageSlider(label="before / after", interactive=False, height=320)
-                with gr.Tab("seeds"):
-                    gallery = gr.Gallery(label="seeds", columns=SEEDS_IN_GALLERY)
+                with gr.Tab("seeds", elem_id="seeds_tab"):
+                    gallery = gr.Gallery(label="seeds", columns=SEEDS_IN_GALLERY, format="png", elem_id="gallery")
                 with gr.Row():
                     save_btn = gr.Button("Save", elem_id="save")
                 saved = gr.Markdown(elem_id="saved")
