@@ -6,23 +6,17 @@ from __future__ import annotations
 import resource
 
 
-def _status_mb(key: str) -> float | None:
-    """A memory line of /proc/self/status (e.g. "VmHWM"), in MiB; None where there is none."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
 def peak_rss_mb() -> float:
     """The high-water mark of resident memory (VmHWM), in MiB. Unlike ru_maxrss it belongs to this address space
     only (ru_maxrss is inherited across fork+exec) and can be reset (`reset_peak_rss`)."""
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def reset_peak_rss() -> bool:

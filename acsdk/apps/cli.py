@@ -221,7 +221,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-
     synth = _synthesizer(args)
     bank = synth.prepare(
         args.prompt,
@@ -288,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=PAPER.num_inference_steps, help="DDIM steps before strength")
     demo.set_defaults(func=_demo)
 
-    def engine_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--engines", required=True, help="engine dir built by `python -m export.build`")
+    def engine_args(p: argparse.ArgumentParser, engines_help: str | None = None) -> None:
+        """The engine flags; with `engines_help`, --engines is optional (a default the help names)."""
+        p.add_argument("--engines", required=engines_help is None,
+                       help=engines_help or "engine dir built by `python -m export.build`")  # fmt: skip
         p.add_argument(
             "--backend",
             default="auto",
@@ -367,10 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=_synth)
 
     play = sub.add_parser("playground", help="a browser page to try masks, references and settings (the app extra)")
-    play.add_argument("--engines", help="engine dir (default: the shipped demo model)")
-    play.add_argument("--backend", default="auto", choices=RUNTIME_BACKENDS)
-    play.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
-    play.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
+    engine_args(play, "engine dir (default: the shipped demo model)")
     play.add_argument("--data", help="MVTec AD root to pick good images and references from (read only)")
     play.add_argument("--category", help="the category under --data, e.g. bottle")
     play.add_argument("--out", default="acsdk-playground", help="where Save writes pairs (the only place written)")

@@ -88,11 +88,10 @@ class Playground:
     def reference_pair(self, rel: str) -> tuple[np.ndarray, np.ndarray]:
         """A reference and its ground-truth mask, both under --data."""
         path = self._data_path(rel, "reference")
-        for samples in self.cat.anomalies.values():
-            for s in samples:
-                if s.image == path:
-                    return imaging.read_rgb8(s.image, "reference"), imaging.read_mask(s.mask, "reference_mask")
-        raise InputError("reference", "a defect image of --data's test/ with its ground_truth mask", repr(rel))
+        mask = self._mask_of(rel)
+        if mask is None:
+            raise InputError("reference", "a defect image of --data's test/ with its ground_truth mask", repr(rel))
+        return imaging.read_rgb8(path, "reference"), imaging.read_mask(mask, "reference_mask")
 
     def prompt(self, defect: str) -> str:
         return self.prompts(self.cat.name if self.cat else NO_CATEGORY, defect or "defect")
@@ -225,6 +224,7 @@ class Playground:
         return path
 
     def _mask_of(self, rel: str) -> Path | None:
+        """The ground-truth mask of a defect image under --data; None for anything else."""
         path = confined(self.cat.root, rel) if self.cat else None
         for samples in self.cat.anomalies.values() if self.cat else ():
             for s in samples:

@@ -66,15 +66,23 @@ class Bank:
             raise InputError("bank", f"schema {SCHEMA}", repr(info.get("schema")))
         if sha256_file(root / TENSORS) != info.get("tensors_sha256"):
             raise IntegrityError(f"bank '{root}': {TENSORS} differs from the sha256 recorded in {INFO}")
-        if engine_manifest_sha256 is not None and info.get("engine_manifest_sha256") != engine_manifest_sha256:
-            raise InputError(
-                "bank",
-                f"a bank prepared for this engine dir (manifest sha256 {engine_manifest_sha256[:16]}...)",
-                f"one prepared for {str(info.get('engine_manifest_sha256'))[:16]}...",
-            )
+        _check_engine(info, engine_manifest_sha256)
         try:
             tensors = load_file(str(root / TENSORS))
         except (SafetensorError, OSError) as e:
             raise InputError("bank", f"a readable {TENSORS}", f"'{root / TENSORS}': {e}") from None
         body = {k: v for k, v in info.items() if k not in ("schema", "tensors_sha256")}
         return cls(tensors["text_embeds"], tensors["semantic_tokens"], body)
+
+    def check_engine(self, engine_manifest_sha256: str | None) -> None:
+        """InputError naming `bank` unless it was prepared for the engine dir with that manifest digest."""
+        _check_engine(self.info, engine_manifest_sha256)
+
+
+def _check_engine(info: dict, engine_manifest_sha256: str | None) -> None:
+    if engine_manifest_sha256 is not None and info.get("engine_manifest_sha256") != engine_manifest_sha256:
+        raise InputError(
+            "bank",
+            f"a bank prepared for this engine dir (manifest sha256 {engine_manifest_sha256[:16]}...)",
+            f"one prepared for {str(info.get('engine_manifest_sha256'))[:16]}...",
+        )

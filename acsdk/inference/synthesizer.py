@@ -97,6 +97,7 @@ class Synthesizer:
         )
         self._setup(parts, dev, cache_size, manifest.data, low_memory)
         self.engine_dir = manifest.root
+        self.manifest_digest: str | None = manifest_sha256(manifest.root)  # what a bank is prepared for
 
     @classmethod
     def from_checkpoint(
@@ -108,6 +109,7 @@ class Synthesizer:
         obj = cls.__new__(cls)
         obj._setup(parts_from_model(model), dev, cache_size, None, False)
         obj.engine_dir = None
+        obj.manifest_digest = None
         return obj
 
     def _setup(
@@ -339,7 +341,7 @@ class Synthesizer:
                 "asea_steps": asea_steps,
             }
             info["asea"] = features.asea
-        info["engine_manifest_sha256"] = None if self.engine_dir is None else manifest_sha256(self.engine_dir)
+        info["engine_manifest_sha256"] = self.manifest_digest
         return Bank(text, torch.cat([uncond, sem]), info)
 
     def _encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -577,18 +579,11 @@ class Synthesizer:
 
     def _bank(self, bank: Bank | str | os.PathLike) -> Bank:
         """A bank for this engine dir, its tensors the shapes this model's UNet takes."""
-        digest = None if self.engine_dir is None else manifest_sha256(self.engine_dir)
         if isinstance(bank, (str, os.PathLike)):
-            bank = Bank.load(bank, digest)
+            bank = Bank.load(bank)
         if not isinstance(bank, Bank):
             raise InputError("bank", "a Bank from prepare() or its directory", type(bank).__name__)
-        made_for = bank.info.get("engine_manifest_sha256")
-        if digest is not None and made_for != digest:
-            raise InputError(
-                "bank",
-                f"a bank prepared for this engine dir (manifest sha256 {digest[:16]}...)",
-                f"one prepared for {str(made_for)[:16]}...",
-            )
+        bank.check_engine(self.manifest_digest)
         tokens = tuple(self.parts.unconditional_tokens.shape[1:])
         if (
             tuple(bank.semantic_tokens.shape) != (2, *tokens)

@@ -70,7 +70,8 @@ class DPMSolverPP final : public Stepper {
     const size_t n = sigmas_.size() - 1;  // visited timesteps
     const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_.at(i));
     const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_.at(i + 1));
-    Tensor x0 = data_prediction(model_output, latents, alpha_s0, sigma_s0);
+    Tensor& x0 = current_;
+    data_prediction(model_output, latents, alpha_s0, sigma_s0, x0);
 
     const float lambda_t = std::log(alpha_t) - std::log(sigma_t), lambda_s0 = std::log(alpha_s0) - std::log(sigma_s0);
     const float h = lambda_t - lambda_s0;
@@ -89,7 +90,7 @@ class DPMSolverPP final : public Stepper {
         latents.data[k] = heun_ ? base + c * d1 : base - c * d1;
       }
     }
-    previous_ = std::move(x0);
+    std::swap(previous_, current_);  // this step's prediction is the next one's previous; its buffer is reused
   }
 
  private:
@@ -99,8 +100,8 @@ class DPMSolverPP final : public Stepper {
   }
 
   // What DPM-Solver++ integrates: the model's prediction of the clean latents (no clipping, as diffusers).
-  Tensor data_prediction(const Tensor& m, const Tensor& x, float alpha, float sigma) const {
-    Tensor out(x.shape);
+  void data_prediction(const Tensor& m, const Tensor& x, float alpha, float sigma, Tensor& out) const {
+    if (out.shape != x.shape) out = Tensor(x.shape);
     for (size_t k = 0; k < out.numel(); ++k) {
       if (prediction_ == Prediction::kEpsilon) {
         out.data[k] = (x.data[k] - sigma * m.data[k]) / alpha;
@@ -110,13 +111,13 @@ class DPMSolverPP final : public Stepper {
         out.data[k] = alpha * x.data[k] - sigma * m.data[k];
       }
     }
-    return out;
   }
 
   Prediction prediction_;
   std::vector<float> sigmas_;
   bool heun_ = false, final_zero_ = true, euler_at_final_ = false, lower_order_final_ = true;
   Tensor previous_;  // the data prediction of the step before; empty before the first
+  Tensor current_;   // this step's, in a buffer kept across steps
 };
 
 }  // namespace
@@ -125,9 +126,7 @@ std::unique_ptr<Stepper> make_stepper(const std::string& sampler, const DDIM& dd
                                       std::vector<int64_t> timesteps) {
   if (sampler == "ddim") return std::make_unique<DDIMStepper>(ddim, std::move(timesteps));
   if (sampler == "dpmpp-2m") return std::make_unique<DPMSolverPP>(ddim, config, std::move(timesteps));
-  std::string names;
-  for (const auto& name : sampler_names()) names += (names.empty() ? "" : ", ") + name;
-  throw InputError("sampler", "one of " + names, "'" + sampler + "'");
+  throw InputError("sampler", sampler_choices(), "'" + sampler + "'");
 }
 
 }  // namespace acsdk

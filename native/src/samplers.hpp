@@ -18,6 +18,13 @@ inline const std::vector<std::string>& sampler_names() {
   return names;
 }
 
+// "ddim or dpmpp-2m": what an InputError naming "sampler" expects.
+inline std::string sampler_choices() {
+  std::string out;
+  for (const auto& name : sampler_names()) out += (out.empty() ? "" : " or ") + name;
+  return out;
+}
+
 // One run's sampler: it holds state (DPM-Solver++ keeps the previous prediction), so make a fresh one per window.
 class Stepper {
  public:

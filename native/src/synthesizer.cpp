@@ -65,11 +65,8 @@ void check_settings(const Settings& s) {
   if (!(std::abs(s.semantic_scale) <= 1e3))
     throw InputError("semantic-scale", "a number in [-1000, 1000]", num(s.semantic_scale));
   const auto& samplers = sampler_names();
-  if (std::find(samplers.begin(), samplers.end(), s.sampler) == samplers.end()) {
-    std::string names;
-    for (const auto& name : samplers) names += (names.empty() ? "" : " or ") + name;
-    throw InputError("sampler", names, "'" + s.sampler + "'");
-  }
+  if (std::find(samplers.begin(), samplers.end(), s.sampler) == samplers.end())
+    throw InputError("sampler", sampler_choices(), "'" + s.sampler + "'");
   if (!(s.cfg_cutoff == -1.0 || (s.cfg_cutoff >= 0.0 && s.cfg_cutoff <= 1.0)))
     throw InputError("cfg-cutoff", "a number in [0, 1]", num(s.cfg_cutoff));
   if (s.roi != "auto" && s.roi != "full") throw InputError("roi", "auto or full", "'" + s.roi + "'");
