@@ -111,7 +111,8 @@ def _candidates(entry: Mapping, requested: str, device: torch.device) -> list[tu
 @dataclass(frozen=True)
 class EngineOptions:
     """How engines are opened beyond the backend: OpenVINO's device and model-cache folder; `low_memory` opens ONNX
-    Runtime's CPU sessions without their allocation arena (a lower peak, slower at small sizes)."""
+    Runtime's CPU sessions without their allocation arena (a lower peak, slower at small sizes) and keeps one compiled
+    input shape per OpenVINO engine (each holds its own copy of the weights)."""
 
     openvino_device: str = "CPU"
     cache_dir: Path | None = None
@@ -162,7 +163,7 @@ def _open_engine(
         arena = False if options.low_memory else None
         return OrtEngine(name, _path(manifest, art, verify), *io, device, arena=arena), precision
     if backend == "openvino":
-        from runtime.openvino_engine import OpenVINOEngine
+        from runtime.openvino_engine import MAX_COMPILED_SHAPES, OpenVINOEngine
 
         art = _artifact(entry, "openvino", precision)
         if art is None:
@@ -171,7 +172,13 @@ def _open_engine(
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX or OpenVINO file; rebuild it")
         path = _path(manifest, art, verify)
         engine = OpenVINOEngine(
-            name, path, *io, device=options.openvino_device, precision=precision, cache_dir=options.cache_dir
+            name,
+            path,
+            *io,
+            device=options.openvino_device,
+            precision=precision,
+            cache_dir=options.cache_dir,
+            max_shapes=1 if options.low_memory else MAX_COMPILED_SHAPES,
         )
         return engine, precision
     if backend == "tensorrt":

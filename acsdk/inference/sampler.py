@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +48,11 @@ class InpaintSampler:
         geometry: LatentGeometry,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        done: Callable[[str], object] | None = None,
     ):
+        """`done(name)` is told when a call no longer needs a component (a low-memory Synthesizer releases it)."""
         self.engines = engines
+        self.done = done or (lambda name: None)
         self.scheduler_config = dict(scheduler_config)
         self.geometry = geometry
         self.device = device
@@ -111,6 +114,7 @@ class InpaintSampler:
         lat_h, lat_w = image_latents.shape[-2:]
         mask_latent = imaging.latent_mask(mask, (lat_h, lat_w)).to(dev)
         timings["vae_encode"] = timings.get("vae_encode", 0.0) + time.perf_counter() - t0
+        self.done("vae_encoder")
 
         t0 = time.perf_counter()
         noise = torch.cat(
@@ -159,9 +163,12 @@ class InpaintSampler:
         timings["denoise"] = timings.get("denoise", 0.0) + time.perf_counter() - t0
         timings["denoise_steps"] = float(len(timesteps))
         timings["unet_rows"] = timings.get("unet_rows", 0.0) + calls
+        del unet
+        self.done("unet")
 
         t0 = time.perf_counter()
         scaled = (latents / g.scaling_factor).to(dt)
         decoded = self._guarded("vae_decoder", {"latents": scaled}, notes)["image"]
         timings["vae_decode"] = timings.get("vae_decode", 0.0) + time.perf_counter() - t0
+        self.done("vae_decoder")
         return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

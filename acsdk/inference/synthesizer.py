@@ -58,9 +58,10 @@ class Synthesizer:
     `Synthesizer(engine_dir)` runs the compiled engines that `python -m export.build` wrote (ASEA stays in
     torch); `Synthesizer.from_checkpoint(ckpt)` runs the torch reference. Both give the same `run()` and
     `encode_reference()`. An engine dir's components open when first used (`load()` opens them now) and
-    `release()` closes them; a run from a `Bank` never opens the reference side, and `low_memory=True` keeps one
-    side (reference: text encoder, CSM, ASEA's Q-Former; target: VAE, UNet) resident at a time and opens ONNX
-    Runtime's CPU sessions without their allocation arena (docs/real-size.md: the measured trade).
+    `release()` closes them; a run from a `Bank` never opens the reference side, and `low_memory=True` holds one
+    component at a time (each is released when the stage that runs it ends and reopened, from OpenVINO's model
+    cache, when next needed), keeps one compiled input shape per OpenVINO engine, and opens ONNX Runtime's CPU
+    sessions without their allocation arena (docs/real-size.md: the measured trade).
 
     One instance may be called from several threads: engines and weights are shared and read-only, per-call state
     (scheduler, generator, buffers) is made per call, and the caches and loads lock. (With low_memory, threads
@@ -119,7 +120,7 @@ class Synthesizer:
         self.device = device
         self.manifest = manifest
         self.low_memory = bool(low_memory)
-        self.sampler = InpaintSampler(parts.engines, parts.scheduler_config, parts.geometry, device)
+        self.sampler = InpaintSampler(parts.engines, parts.scheduler_config, parts.geometry, device, done=self._done)
         self._text_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
         self._reference_cache: LRUCache[SemanticFeatures] = LRUCache(cache_size)
         # Fast tokenizers keep padding state in Rust and are not safe to share across threads.
@@ -179,6 +180,12 @@ class Synthesizer:
         """With low_memory, one side is resident at a time: entering one releases the other's components."""
         if self.low_memory:
             self.release("target" if side == "reference" else "reference")
+
+    def _done(self, name: str) -> None:
+        """With low_memory, a component is released as soon as the stage that runs it ends (an fp16 VAE with its
+        fp32 variant): one engine's weights and buffers are resident at a time."""
+        if self.low_memory:
+            self.release(*(n for n in (name, f"{name}_fp32") if n in self.parts.engines or n == ASEA_QFORMER))
 
     def info(self) -> dict:
         """What actually runs: backend, providers and precision per loaded component (`loaded` False for one not
@@ -281,6 +288,7 @@ class Synthesizer:
         )
         pixels = pixels.to(self.device)
         e_v = p.engines["csm_vision"].run({"pixel_values": pixels})["image_tokens"].float()
+        self._done("csm_vision")
         timings["csm_vision"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -294,12 +302,14 @@ class Synthesizer:
             )
         ids, attn = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
         result = run_asea(p.qformer.get(), e_v, ids, attn, region, steps=asea_steps, lr=asea_lr, alpha=asea_alpha)
+        self._done(ASEA_QFORMER)
         timings["asea"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         tokens = p.engines["csm_qformer"].run(
             {"image_tokens": result.image_tokens, "input_ids": ids, "attention_mask": attn}
         )["semantic_tokens"]
+        self._done("csm_qformer")
         timings["csm_qformer"] = time.perf_counter() - t0
         log.info("ASEA: r %.4f -> %.4f in %d steps", result.r_before, result.r_after, asea_steps)
         return SemanticFeatures(tokens=tokens.float().cpu(), asea=result.as_dict(), prompt=reference_prompt)
@@ -355,7 +365,9 @@ class Synthesizer:
                 max_length=p.tokenizer.model_max_length,
                 return_tensors="pt",
             ).input_ids
-        return p.engines["text_encoder"].run({"input_ids": ids.to(self.device)})["text_embeds"]
+        text = p.engines["text_encoder"].run({"input_ids": ids.to(self.device)})["text_embeds"]
+        self._done("text_encoder")
+        return text
 
     # -- synthesis -----------------------------------------------------------------------------
     def run(

@@ -24,7 +24,7 @@ const char* kUsage = R"(usage: acsdk-native synth --engines DIR --bank DIR --ima
                           [--semantic-scale F] [--roi auto|full] [--roi-padding N] [--roi-min-size N]
                           [--blur-sigma F] [--backend openvino|tensorrt] [--device CPU|GPU|...]
                           [--bit-depth N] [--sampler ddim|dpmpp-2m] [--cfg-cutoff F] [--no-verify] [--json]
-                          [--repeat N]
+                          [--repeat N] [--low-memory]
        acsdk-native --version
 
 Paints the defect type prepared in --bank (`acsdk prepare`) into --image inside --mask with the engine dir's
@@ -33,7 +33,8 @@ input's size, layout and depth) and the label (default: OUT_mask.png). Defaults:
 0.7, guidance 7, semantic scale 1, roi auto with padding 32, sampler ddim (or dpmpp-2m, DPM-Solver++ 2M) starting
 where DDIM-50 starts at the strength (as the Python runtime), guidance on every call, backend openvino on device
 CPU. --repeat N runs the same synthesis N times in this process (for benchmarks: --json then lists each run's
-timings).
+timings). --low-memory holds one engine's compiled weights at a time (each released when its stage ends and
+compiled again, from OpenVINO's model cache, when next needed): a lower peak for a little compile time per stage.
 )";
 
 struct Args {
@@ -46,7 +47,8 @@ const std::map<std::string, bool> kOptions = {  // name -> takes a value
     {"mask-out", true},  {"seed", true},       {"steps", true},   {"strength", true},   {"guidance", true},
     {"semantic-scale", true}, {"roi", true},   {"roi-padding", true}, {"roi-min-size", true},
     {"blur-sigma", true}, {"backend", true},   {"device", true},  {"no-verify", false}, {"json", false},
-    {"repeat", true},    {"bit-depth", true},  {"sampler", true}, {"cfg-cutoff", true}};
+    {"repeat", true},    {"bit-depth", true},  {"sampler", true}, {"cfg-cutoff", true},
+    {"low-memory", false}};
 
 Args parse(int argc, char** argv, int first) {
   Args a;
@@ -136,6 +138,7 @@ int synth(const Args& a) {
   acsdk::BackendOptions options;
   options.backend = a.values.count("backend") ? a.values.at("backend") : "openvino";
   options.device = a.values.count("device") ? a.values.at("device") : "CPU";
+  options.low_memory = a.flags.count("low-memory") > 0;
   acsdk::reset_peak_rss();
   acsdk::Synthesizer synth(a.values.at("engines"), options, !a.flags.count("no-verify"));
   const acsdk::Bank bank = acsdk::load_bank(a.values.at("bank"), synth.engine_dir().digest());

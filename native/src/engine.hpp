@@ -19,12 +19,16 @@ class Engine {
   // Runs on the shapes of `inputs` (compiled once per set of shapes); outputs as float32.
   virtual std::map<std::string, Tensor> run(const Feeds& inputs) = 0;
   virtual std::string describe() const = 0;  // backend, device, precision: for logs and --json
+  // Frees what running compiled (weights laid out for the device's kernels, activation buffers); the next run
+  // compiles again (OpenVINO: from its model cache). For --low-memory, between the stages that use an engine.
+  virtual void release() {}
 };
 
 struct BackendOptions {
   std::string backend = "openvino";  // "openvino" or "tensorrt" (where this build has it)
   std::string device = "CPU";        // OpenVINO device (CPU, GPU, NPU); TensorRT: the CUDA device index
   std::string cache_dir;             // OpenVINO's compiled-model cache ("" = none)
+  bool low_memory = false;           // one compiled input shape per engine; each engine released after its stage
 };
 
 // Opens `artifact` on the chosen backend. BackendError when the backend or device is not here.

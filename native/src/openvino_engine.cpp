@@ -34,7 +34,7 @@ std::string join(const std::vector<std::string>& items) {
 class OpenVINOEngine : public Engine {
  public:
   OpenVINOEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
-      : name_(name), device_(options.device), precision_(artifact.precision) {
+      : name_(name), device_(options.device), precision_(artifact.precision), low_memory_(options.low_memory) {
     for (const auto& o : artifact.outputs) outputs_.push_back(o.at("name").get<std::string>());
     const auto devices = core_.get_available_devices();
     const std::string family = device_.substr(0, device_.find('.'));
@@ -77,6 +77,7 @@ class OpenVINOEngine : public Engine {
     for (const auto& port : model_->inputs()) key.push_back(feed(inputs, port).shape);
     auto it = compiled_.find(key);
     if (it == compiled_.end()) {
+      if (low_memory_) compiled_.clear();  // each compiled shape holds its own copy of the weights: one at a time
       auto model = model_->clone();
       std::map<ov::Output<ov::Node>, ov::PartialShape> shapes;
       for (const auto& port : model->inputs()) {
@@ -121,6 +122,8 @@ class OpenVINOEngine : public Engine {
     return outs;
   }
 
+  void release() override { compiled_.clear(); }
+
   std::string describe() const override {
     std::ostringstream out;
     out << "openvino " << device_ << " " << precision_;
@@ -147,6 +150,7 @@ class OpenVINOEngine : public Engine {
   }
 
   std::string name_, device_, precision_;
+  bool low_memory_ = false;
   std::vector<std::string> outputs_;  // the manifest's output names
   ov::Core core_;
   std::shared_ptr<const std::string> weights_;  // declared before model_: outlives the constants that share it

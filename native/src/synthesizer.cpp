@@ -98,7 +98,8 @@ Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& op
     : dir_(engine_dir, verify),
       geometry_(dir_.geometry()),
       scheduler_config_(dir_.scheduler_config()),
-      ddim_(make_ddim(scheduler_config_)) {
+      ddim_(make_ddim(scheduler_config_)),
+      low_memory_(options.low_memory) {
   BackendOptions opts = options;
   if (opts.backend == "openvino" && opts.cache_dir.empty()) opts.cache_dir = openvino_cache_dir(dir_);
   for (const char* name : {"vae_encoder", "unet", "vae_decoder"}) {
@@ -131,6 +132,16 @@ void Synthesizer::expect_shape(const std::string& component, const std::string& 
   if (t.shape != want || t.data.size() != Tensor::count(want))
     throw EngineDirError(component + ": output '" + output + "' has shape " + shape_str(t.shape) + ", the manifest's " +
                          "geometry implies " + shape_str(want) + "; rebuild the engine dir");
+}
+
+// With --low-memory one engine's compiled weights and buffers are resident at a time: each is released when its
+// stage ends and compiled again (from OpenVINO's model cache) when the next window or run needs it.
+void Synthesizer::done(const std::string& name) {
+  if (!low_memory_) return;
+  for (const std::string& n : {name, name + "_fp32"}) {
+    auto it = engines_.find(n);
+    if (it != engines_.end()) it->second->release();
+  }
 }
 
 std::map<std::string, Tensor> Synthesizer::guarded(const std::string& name, const Feeds& feeds, Result& result) {
@@ -167,6 +178,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
   const Tensor masked_latent = sample_latent(moments.ptr() + 2 * C * hw, C, hw, gen, sf);
   const Tensor mask_latent = latent_mask(mask, h, w);
   result.timings["vae_encode"] += since(t0);
+  done("vae_encoder");
 
   t0 = Clock::now();
   const std::vector<int64_t> timesteps = ddim_.timesteps(s.steps, s.strength);
@@ -239,6 +251,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
   }
   result.timings["denoise"] += since(t0);
   result.timings["denoise_steps"] = static_cast<double>(timesteps.size());
+  done("unet");
 
   t0 = Clock::now();
   Tensor scaled = latents;
@@ -248,6 +261,7 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
   decoded.shape = {3, H, W};
   for (auto& v : decoded.data) v = std::min(std::max((v + 1.0f) / 2.0f, 0.0f), 1.0f);
   result.timings["vae_decode"] += since(t0);
+  done("vae_decoder");
   return decoded;
 }
 

@@ -54,6 +54,7 @@ class Synthesizer {
   Tensor sample(const Tensor& image, const Tensor& mask, const Bank& bank, const Settings& s, uint64_t seed,
                 Result& result);
   std::map<std::string, Tensor> guarded(const std::string& name, const Feeds& feeds, Result& result);
+  void done(const std::string& name);  // --low-memory: release `name` (and its fp32 variant) when its stage ends
   void expect_shape(const std::string& component, const std::string& output, const Tensor& t,
                     const std::vector<int64_t>& want) const;
 
@@ -63,6 +64,7 @@ class Synthesizer {
   DDIM ddim_;  // the schedule: visited timesteps, and DDIM's step
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // vae_encoder, unet, vae_decoder (+ _fp32 variants)
   std::vector<std::string> load_notes_;  // e.g. an INT8 UNet whose gate does not cover this CPU, run as fp32
+  bool low_memory_ = false;
 };
 
 }  // namespace acsdk
