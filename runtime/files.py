@@ -138,8 +138,10 @@ def replace_dir(new: Path, dest: Path) -> None:
 
 @contextmanager
 def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `dest`; on success every file in it is fsynced and it becomes
-    `dest` (swapped in with `replace_dir` when `replace`); on failure it is removed and `dest` is untouched."""
+    """Yield an empty temporary directory beside `dest`; on success every file in it is fsynced and given the mode
+    a plain open()/mkdir() would (writers such as ONNX's external-data saver create 0600 files: an engine dir another
+    account could not read) and it becomes `dest` (swapped in with `replace_dir` when `replace`); on failure it is
+    removed and `dest` is untouched."""
     dest = Path(dest)
     if dest.exists() and not replace:
         raise FileExistsError(f"{dest} exists")
@@ -147,9 +149,13 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                _fsync_file(file)
+        umask = current_umask()
+        for path in tmp.rglob("*"):
+            if path.is_symlink():
+                continue
+            if path.is_file():
+                _fsync_file(path)
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         os.chmod(tmp, _plain_mode(dest, directory=True))
         replace_dir(tmp, dest)
     except BaseException:

@@ -35,7 +35,11 @@ def test_atomic_files_and_dirs_get_the_umask_mode(tmp_path, umask, mask):
     assert mode(tmp_path / "b.png") == 0o666 & ~mask
     with atomic_dir(tmp_path / "engines") as d:
         (d / "manifest.json").write_text("{}")
+        (d / "onnx").mkdir(mode=0o700)
+        os.close(os.open(d / "onnx" / "unet.onnx.data", os.O_CREAT | os.O_WRONLY, 0o600))  # as ONNX's saver does
     assert mode(tmp_path / "engines") == mode(plain_dir) == 0o777 & ~mask
+    assert mode(tmp_path / "engines" / "onnx") == 0o777 & ~mask
+    assert mode(tmp_path / "engines" / "onnx" / "unet.onnx.data") == mode(plain_file) == 0o666 & ~mask
 
 
 def test_a_replaced_file_or_dir_keeps_its_own_mode(tmp_path, umask):
