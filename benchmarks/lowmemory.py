@@ -1,5 +1,5 @@
 """What holding less costs per image: one engine dir, one process, seconds per image for the default Synthesizer
-(components held once opened), `low_memory=True` (one side at a time) and runs from a bank, each after a warm-up;
+(components held once opened), `low_memory=True` (one component at a time) and runs from a bank, each after a warm-up;
 on ONNX Runtime also its CPU allocation arena on and off (runtime.onnxruntime_engine.CPU_MEMORY).
 
     python -m benchmarks.lowmemory [--config small] [--steps 50] [--repeat 3] [--backend openvino|onnxruntime]

@@ -22,7 +22,10 @@ from pathlib import Path
 
 # Peak memory per stage of one image (issue 25), each scenario in its own process: engine dir precision, where the
 # UNet's conditioning comes from (a fresh reference, the same with low_memory, or a bank that `prepare` wrote),
-# the runtime, the backend and its memory options (ONNX Runtime's arena and pre-packing, OpenVINO's mmap).
+# the runtime, the backend and its memory options (ONNX Runtime's arena and pre-packing, OpenVINO's mmap). The
+# `_one` scenarios came after low_memory began to hold one component at a time (before: one side at a time) and
+# record the peak of the process's own memory beside its RSS; `cap_mib` runs one inside that memory limit
+# (benchmarks.memcap): whether it fits, not what its RSS counts.
 MEMORY = {
     "memory_py_fp32_reference": ("fp32", "reference", "python", "openvino", {}),
     "memory_py_fp32_reference_low": ("fp32", "reference_low", "python", "openvino", {}),
@@ -36,10 +39,35 @@ MEMORY = {
     "memory_native_fp32_bank": ("fp32", "bank", "native", "openvino", {}),
     "memory_native_fp16_bank": ("fp16", "bank", "native", "openvino", {}),
     "memory_py_fp32_reference_low_ort": ("fp32", "reference_low", "python", "onnxruntime", {}),
+    "memory_py_fp32_bank_one": ("fp32", "bank", "python", "openvino", {"low_memory": True}),
+    "memory_py_fp32_reference_one": ("fp32", "reference_low", "python", "openvino", {"low_memory": True}),
+    "memory_py_fp16_bank_one": ("fp16", "bank", "python", "openvino", {"low_memory": True}),
+    "memory_native_fp32_bank_one": ("fp32", "bank", "native", "openvino", {"low_memory": True}),
+    "memory_native_fp16_bank_one": ("fp16", "bank", "native", "openvino", {"low_memory": True}),
+    "memory_py_fp32_bank_one_cap6g": ("fp32", "bank", "python", "openvino", {"low_memory": True, "cap_mib": 6144}),
+    "memory_native_fp32_bank_one_cap5g": ("fp32", "bank", "native", "openvino", {"low_memory": True, "cap_mib": 5120}),
+    "memory_py_fp32_reference_one_cap10g": (
+        "fp32",
+        "reference_low",
+        "python",
+        "openvino",
+        {"low_memory": True, "cap_mib": 10240},
+    ),
+    "memory_py_fp16_bank_one_cap4g": ("fp16", "bank", "python", "openvino", {"low_memory": True, "cap_mib": 4096}),
+    # The first run on a host compiles (fp16 weights widened to fp32 on a CPU without bf16) instead of importing.
+    "memory_py_fp16_bank_one_cold": ("fp16", "bank", "python", "openvino", {"low_memory": True, "cold_cache": True}),
+    "memory_py_fp16_bank_one_cold_cap4g": (
+        "fp16",
+        "bank",
+        "python",
+        "openvino",
+        {"low_memory": True, "cold_cache": True, "cap_mib": 4096},
+    ),
 }
 STAGES = ("sources", "init_folder", "init_single_file", "export_fp32", "export_fp16", "synth_fp32", "synth_fp16",
           *MEMORY)  # fmt: skip
 PROMPT = "a photo of a metal plate with a hole"
+TARGET = ("vae_encoder", "unet", "vae_decoder")
 
 
 def _scene():
@@ -58,10 +86,16 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
     import runtime.onnxruntime_engine as ort_engine
     import runtime.openvino_engine as ov_engine
     from acsdk.inference.bank import Bank
-    from runtime.process import peak_rss_mb, reset_peak_rss
+    from runtime.process import MemorySampler, peak_rss_mb, reset_peak_rss
 
     precision, source, runtime, backend, knobs = MEMORY[name]
+    low_memory = knobs.get("low_memory", source == "reference_low")
     engines, bank_dir = work / f"engines-{precision}", work / f"bank-{precision}"
+    if knobs.get("cold_cache"):  # this engine dir's compiled blobs go: OpenVINO compiles as on a host's first run
+        from acsdk.inference.parts import openvino_cache_dir
+        from runtime.manifest import Manifest
+
+        shutil.rmtree(openvino_cache_dir(Manifest.load(engines)), ignore_errors=True)
     image, mask, ref, ref_mask = _scene()
     if runtime == "native":
         if not Path(binary).is_file():
@@ -70,9 +104,15 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
         Image.fromarray(mask).save(work / "target_mask.png")
         cmd = [binary, "synth", "--engines", str(engines), "--bank", str(bank_dir), "--image", str(work / "target.png"),
                "--mask", str(work / "target_mask.png"), "--out", str(work / f"{name}.png"), "--seed", "7",
-               "--steps", str(steps), "--json"]  # fmt: skip
-        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        return {"peak_rss_mib": {k: round(v) for k, v in out["peak_rss_mib"].items()}, "timings": out["timings"]}
+               "--steps", str(steps), "--json"] + (["--low-memory"] if low_memory else [])  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        with MemorySampler(proc.pid) as whole:  # the process's own memory, apart from mapped files: sampled
+            stdout, _ = proc.communicate()
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
+        out = json.loads(stdout)
+        return {"peak_rss_mib": {k: round(v) for k, v in out["peak_rss_mib"].items()}, "timings": out["timings"],
+                "peak_anon_mib": {"run": round(whole.peak.get("anon", 0))}}  # fmt: skip
     ort_engine.CPU_MEMORY.update({k: v for k, v in knobs.items() if k in ort_engine.CPU_MEMORY})
     if "mmap" in knobs:
         make_core = ov_engine._core
@@ -84,40 +124,50 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
 
         ov_engine._core = _core
     peaks: dict[str, float] = {}
+    anon: dict[str, float] = {}  # the peak of the process's own memory (no mapped files), sampled
+    sampler = MemorySampler().__enter__()
 
-    def stage(label: str, fn):
+    def measured(label: str, fn):
         reset_peak_rss()
-        t0 = time.perf_counter()
+        sampler.reset()
         value = fn()
         peaks[label] = max(peaks.get(label, 0.0), peak_rss_mb())
+        anon[label] = max(anon.get(label, 0.0), sampler.peak.get("anon", 0.0))
+        return value
+
+    def stage(label: str, fn):
+        t0 = time.perf_counter()
+        value = measured(label, fn)
         seconds[label] = round(time.perf_counter() - t0, 2)
         return value
 
     seconds: dict[str, float] = {}
-    synth = acsdk.Synthesizer(engines, backend=backend, device="cpu", low_memory=source == "reference_low")
+    synth = acsdk.Synthesizer(engines, backend=backend, device="cpu", low_memory=low_memory)
     if source == "bank":
         bank = Bank.load(bank_dir)
     else:
-        stage("load reference side", lambda: synth.load("reference"))
+        if not knobs.get("low_memory"):  # (one component at a time opens each when its stage comes)
+            stage("load reference side", lambda: synth.load("reference"))
         bank = stage("reference", lambda: synth.prepare(PROMPT, ref, ref_mask))
         bank.save(bank_dir, overwrite=True)  # for the bank scenarios after it (the same bytes each time)
-    stage("load target side", lambda: synth.load("unet", "vae_encoder", "vae_decoder"))
-    for component in ("vae_encoder", "unet", "vae_decoder"):  # each engine call's own peak
-        engine = synth.parts.engines[component]
-        run = engine.run
+    if not low_memory:  # (low_memory opens each when its stage comes, and releases it after)
+        stage("load target side", lambda: synth.load("unet", "vae_encoder", "vae_decoder"))
+    engine_class = ov_engine.OpenVINOEngine if backend == "openvino" else ort_engine.OrtEngine
+    run = engine_class.run
 
-        def timed(inputs, run=run, component=component):
-            reset_peak_rss()
-            out = run(inputs)
-            peaks[component] = max(peaks.get(component, 0.0), peak_rss_mb())
-            return out
+    def timed(self, inputs):  # each target engine call's own peak (OpenVINO's compilation included)
+        return measured(self.name, lambda: run(self, inputs)) if self.name in TARGET else run(self, inputs)
 
-        engine.run = timed
-    res = stage("image", lambda: synth.run(image, mask, bank=bank, seed=7, num_inference_steps=steps))
+    engine_class.run = timed
+    t0 = time.perf_counter()  # (its peaks are the engine calls' above)
+    res = synth.run(image, mask, bank=bank, seed=7, num_inference_steps=steps)
+    seconds["image"] = round(time.perf_counter() - t0, 2)
     res.image.save(work / f"{name}.png")
     loaded = [n for n, c in synth.info()["components"].items() if c["loaded"]]
+    sampler.__exit__()
     return {
         "peak_rss_mib": {k: round(v) for k, v in peaks.items()},
+        "peak_anon_mib": {k: round(v) for k, v in anon.items()},
         "stage_seconds": seconds,
         "timings": {k: round(v, 3) for k, v in res.timings.items()},
         "loaded": loaded,
@@ -257,9 +307,10 @@ def weights_table(engine_dir: Path) -> list[str]:
 
 
 def report(work: Path) -> str:
-    stages = {s: json.loads((work / "stages" / f"{s}.json").read_text()) for s in STAGES}
+    files = {s: work / "stages" / f"{s}.json" for s in STAGES}
+    stages = {s: json.loads(f.read_text()) for s, f in files.items() if f.is_file()}
     lines = ["| stage | seconds | peak RSS (MiB) |", "|---|---:|---:|"]
-    lines += [f"| {s} | {r['seconds']:.0f} | {r['peak_rss_mb']} |" for s, r in stages.items()]
+    lines += [f"| {s} | {r['seconds']:.0f} | {r['peak_rss_mb']} |" for s, r in stages.items() if "seconds" in r]
     for prec in ("fp32", "fp16"):
         lines += ["", f"export {prec}: per component", "", "| component | precision | export s | peak RSS (MiB) | "
                   "max_abs vs torch fp32 (scale) | cases |", "|---|---|---:|---:|---|---|"]  # fmt: skip
@@ -277,29 +328,69 @@ def report(work: Path) -> str:
                   f"stages {r['timings']}, ASEA r {r['asea']['r_before']:.3f} -> {r['asea']['r_after']:.3f}, "
                   f"peak RSS {r['peak_rss_mb']} MiB"]  # fmt: skip
     cols = ("load reference side", "reference", "load target side", "vae_encoder", "unet", "vae_decoder")
-    head = f"| scenario | {' | '.join(cols)} | peak | seconds per image |"
-    lines += ["", "Peak resident memory per stage (MiB; each scenario its own process; native: opening engines + bank, "
-              "then the whole synthesis in the unet column)", "", head,
-              "|---|" + "---:|" * (len(cols) + 2)]  # fmt: skip
+    head = f"| scenario | {' | '.join(cols)} | peak | seconds per image | memory limit |"
+    lines += ["", "Peak resident memory per stage (MiB; RSS / the process's own memory without mapped files where "
+              "sampled; each scenario its own process; native: opening engines + bank, then the whole synthesis in "
+              "the unet column)", "", head, "|---|" + "---:|" * (len(cols) + 3)]  # fmt: skip
     for name in MEMORY:
-        r = stages[name]
-        if "skipped" in r:
-            lines.append(f"| {name[7:]} | {r['skipped']} |")
+        r = stages.get(name, {"skipped": "not run"})
+        cap = r.get("cap")
+        limit = "-" if cap is None else f"{cap['mib']:,}: {'fits' if cap['fits'] else cap['why']}"
+        if "peak_rss_mib" not in r:
+            lines.append(f"| {name[7:]} | {r.get('skipped', '-')} |" + " |" * (len(cols) + 1) + f" {limit} |")
             continue
-        p = r["peak_rss_mib"]
+        p, a = r["peak_rss_mib"], r.get("peak_anon_mib", {})
+
+        def cell(key, p=p, a=a):
+            return "-" if key not in p else f"{p[key]:,}" + (f" / {a[key]:,}" if key in a else "")
+
         if "run" in p:  # native
-            row = ["-", "-", p["load"], "-", p["run"], "-"]
+            row = ["-", "-", cell("load"), "-", cell("run"), "-"]
             image_s = r["timings"]["total"]
         else:
-            row = [p.get(c, "-") for c in cols]
+            row = [cell(c) for c in cols]
             image_s = r["stage_seconds"]["image"]
-        lines.append(f"| {name[7:]} | {' | '.join(map(str, row))} | {max(p.values())} | {image_s:.1f} |")
+        peak = f"**{max(p.values()):,}**" + (f" / **{max(a.values()):,}**" if a else "")
+        lines.append(f"| {name[7:]} | {' | '.join(row)} | {peak} | {image_s:.1f} | {limit} |")
     lines += ["", "Weights a GPU holds per component with the fp16 engine dir (MiB, from its files; activations "
               "come on top)", ""] + weights_table(work / "engines-fp16")  # fmt: skip
     text = "\n".join(lines) + "\n"
     (work / "report.md").write_text(text)
     (work / "report.json").write_text(json.dumps(stages, indent=2))
     return text
+
+
+def _capped(stage: str, work: Path, mib: int, cmd: list[str]) -> None:
+    """Run a stage inside a memory limit of `mib` MiB and add to its record whether it fitted: a stage the kernel
+    stops at the limit leaves only that."""
+    from benchmarks.memcap import MemoryCap, evict
+    from runtime.files import atomic_write
+
+    record = work / "stages" / f"{stage}.json"
+    record.unlink(missing_ok=True)
+    limit = MemoryCap(mib)
+    why = limit.unavailable()
+    if why:
+        atomic_write(record, json.dumps({"skipped": why, "cap": {"mib": mib, "fits": False, "why": why}}))
+        return
+    from acsdk.inference.parts import openvino_cache_dir
+    from runtime.manifest import Manifest
+
+    engines = work / f"engines-{MEMORY[stage][0]}"
+    # Out of the page cache, so that their pages are read again inside the limit and count in it: the engine dir,
+    # the bank and OpenVINO's compiled blobs (cached pages stay charged to whoever read them first).
+    evict([engines, work / f"bank-{MEMORY[stage][0]}", openvino_cache_dir(Manifest.load(engines))])
+    try:
+        ran = limit.run(cmd)
+    except OSError as exc:
+        atomic_write(record, json.dumps({"skipped": str(exc), "cap": {"mib": mib, "fits": False, "why": str(exc)}}))
+        return
+    fits = ran["returncode"] == 0 and record.is_file()
+    why = "" if fits else ("stopped by the OOM killer" if ran["oom_kills"] else f"exit {ran['returncode']}")
+    body = json.loads(record.read_text()) if record.is_file() else {}
+    body["cap"] = {"mib": mib, "fits": fits, "why": why, "max_usage_mib": ran["max_usage_mib"]}
+    atomic_write(record, json.dumps(body, indent=2))
+    log.info("stage %s within %d MiB: %s", stage, mib, "fits" if fits else why)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redo", choices=STAGES, help="run this stage and the later ones again")
     p.add_argument("--preset", default="sd15", help="model sizes (sd15; tiny for a dry run of the script)")
     p.add_argument("--native-binary", default="build/native/acsdk-native", help="acsdk-native, for its memory stages")
+    p.add_argument("--only", nargs="+", choices=STAGES, default=[], help="run these stages (again) and no others")
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -320,13 +412,18 @@ def main(argv: list[str] | None = None) -> int:
     redo = STAGES.index(args.redo) if args.redo else len(STAGES)
     for i, stage in enumerate(STAGES):
         record = work / "stages" / f"{stage}.json"
-        if record.is_file() and i < redo:
+        if args.only and stage not in args.only:
+            continue
+        if record.is_file() and i < redo and stage not in args.only:
             log.info("stage %s: done before", stage)
             continue
         log.info("stage %s", stage)
         cmd = [sys.executable, "-m", "benchmarks.realsize", "--work", str(work), "--steps", str(args.steps)]
-        cmd += ["--preset", args.preset, "--native-binary", args.native_binary]
-        if subprocess.run([*cmd, "--stage", stage]).returncode != 0:
+        cmd += ["--preset", args.preset, "--native-binary", args.native_binary, "--stage", stage]
+        cap = MEMORY.get(stage, (None,) * 5)[4].get("cap_mib")
+        if cap is not None:
+            _capped(stage, work, cap, cmd)
+        elif subprocess.run(cmd).returncode != 0:
             log.error("stage %s failed", stage)
             return 1
     print(report(work))

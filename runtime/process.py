@@ -1,5 +1,5 @@
-"""This process's resident memory: the peak per stage (what the build records per component and benchmarks
-report), and handing freed heap back to the OS."""
+"""Resident memory: this process's peak per stage (what the build records per component and benchmarks report), a
+process's own memory apart from its mapped files (MemorySampler), and handing freed heap back to the OS."""
 
 from __future__ import annotations
 
@@ -42,3 +42,55 @@ def return_freed_memory() -> None:
             libc.malloc_trim(0)
     except OSError:
         pass
+
+
+def memory_mib(pid: int | str = "self") -> dict[str, float]:
+    """A process's resident memory now, in MiB: `rss` (all of it), `anon` (its own heap and buffers, which must fit
+    in RAM) and `file` (pages of mapped files, e.g. OpenVINO's mmapped weights, which the kernel may drop and
+    read again). Empty where /proc is not there."""
+    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in keys:
+                    out[keys[key]] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
+class MemorySampler:
+    """The peaks of `memory_mib(pid)` while it runs, read every `interval` seconds on a thread: the kernel keeps a
+    high-water mark of all resident memory only (VmHWM), which counts a mapped weight file's pages alike with
+    the heap. A spike shorter than the interval can be missed; the allocations measured here last seconds."""
+
+    def __init__(self, pid: int | str = "self", interval: float = 0.005):
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            now = memory_mib(self.pid)
+            for k, v in now.items():
+                self.peak[k] = max(self.peak.get(k, 0.0), v)
+            if not now or self._stop.wait(self.interval):
+                return
+
+    def reset(self) -> dict[str, float]:
+        """The peaks so far, then start new ones."""
+        peak, self.peak = self.peak, {}
+        return peak
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

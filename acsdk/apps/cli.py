@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--low-memory",
             action="store_true",
-            help="hold one side (reference: text encoder, CSM; target: VAE, UNet) in memory at a time",
+            help="hold one component in memory at a time: each is released when its stage ends and reopened (from "
+            "OpenVINO's model cache) when next needed",
         )
 
     def reference_args(p: argparse.ArgumentParser) -> None:

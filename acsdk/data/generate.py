@@ -64,7 +64,8 @@ def generate(
     ray="HOST:PORT" attaches to a running cluster; `workers` actors, each with its own Synthesizer on
     `gpus_per_worker` GPUs (or `cpus_per_worker` CPUs), share the chunks (`acsdk.data.generate_ray`).
     `sampling` (default: the paper's settings) with keyword `overrides` of its fields, as `Synthesizer.run` takes.
-    `low_memory` (local runs) holds one side of the model at a time: references are encoded once per defect type.
+    `low_memory` (local runs) holds one component of the model at a time: references are encoded once per defect
+    type.
     """
     started = time.perf_counter()
     if ray is not None and synthesizer is not None:

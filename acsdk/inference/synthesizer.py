@@ -135,7 +135,8 @@ class Synthesizer:
     def load(self, *names: str) -> Synthesizer:
         """Open components now rather than at first use (all by default, fp32 variants of fp16 VAEs included; or
         names, "reference", "target"): for an application that wants every backend and file error at start-up,
-        or no load time in its first image. Returns self. With low_memory, loading one side releases the other."""
+        or no load time in its first image. Returns self. With low_memory, loading one side releases the other, and
+        each component is released again when the stage that runs it ends."""
         wanted = self._names(names, "load")
         sides = {side for side, members in self._sides().items() for n in wanted if n in members}
         if len(sides) == 1:
