@@ -1,8 +1,9 @@
 """OpenVINO backend: Intel CPUs (and iGPUs / NPUs by device name), static shapes compiled once per call shape.
 
 The engine dir's ONNX (or OpenVINO IR) is read once; each new set of input shapes gets a static-shape copy
-compiled for the device (OpenVINO's CPU kernels are fastest on static shapes) and kept, with a small pool of
-infer requests per compiled shape so threads do not share one. OpenVINO's model cache (`cache_dir`) makes a
+compiled for the device (OpenVINO's CPU kernels are fastest on static shapes) and kept (the `max_shapes` most
+recently used), with a small pool of infer requests per compiled shape so threads do not share one. Weight files
+are memory-mapped (OpenVINO's default, ONNX external data included): their pages need not stay in RAM. OpenVINO's model cache (`cache_dir`) makes a
 second process skip compilation. Inputs are handed over without copies; outputs are written by OpenVINO directly
 into torch tensors.
 
