@@ -3,9 +3,9 @@
 The engine dir's ONNX (or OpenVINO IR) is read once; each new set of input shapes gets a static-shape copy
 compiled for the device (OpenVINO's CPU kernels are fastest on static shapes) and kept (the `max_shapes` most
 recently used), with a small pool of infer requests per compiled shape so threads do not share one. Weight files
-are memory-mapped (OpenVINO's default, ONNX external data included): their pages need not stay in RAM. OpenVINO's model cache (`cache_dir`) makes a
-second process skip compilation. Inputs are handed over without copies; outputs are written by OpenVINO directly
-into torch tensors.
+are memory-mapped (OpenVINO's default, ONNX external data included): their pages need not stay in RAM. OpenVINO's
+model cache (`cache_dir`) makes a second process skip compilation. Inputs are handed over without copies; outputs
+are written by OpenVINO directly into torch tensors.
 
 Precision: `precision` is the engine's ("fp32", "fp16", "int8"). fp32 and int8 run with f32 inference precision
 (OpenVINO's CPU plugin otherwise picks bf16 on CPUs that have it, which would change fp32 results); fp16 runs at

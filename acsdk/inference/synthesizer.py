@@ -185,8 +185,9 @@ class Synthesizer:
     def _done(self, name: str) -> None:
         """With low_memory, a component is released as soon as the stage that runs it ends (an fp16 VAE with its
         fp32 variant): one engine's weights and buffers are resident at a time."""
-        if self.low_memory:
-            self.release(*(n for n in (name, f"{name}_fp32") if n in self.parts.engines or n == ASEA_QFORMER))
+        names = [n for n in (name, f"{name}_fp32") if n in self.parts.engines or n == ASEA_QFORMER]
+        if self.low_memory and names:  # (release() without names would release everything)
+            self.release(*names)
 
     def info(self) -> dict:
         """What actually runs: backend, providers and precision per loaded component (`loaded` False for one not
