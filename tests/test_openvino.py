@@ -175,3 +175,8 @@ def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engi
     assert all(r["cached"] for r in again["backend_choice"].values())
     explicit = acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").load().info()
     assert explicit["components"]["vae_decoder"]["backend"] == "openvino", "an explicit backend is never reordered"
+    # low_memory neither measures (that opens both backends) nor follows a speed record: OpenVINO peaks lower.
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "third"))
+    low = acsdk.Synthesizer(engine_dir, device="cpu", low_memory=True).load("vae_decoder", "unet").info()
+    assert low["components"]["vae_decoder"]["backend"] == low["components"]["unet"]["backend"] == "openvino"
+    assert low["backend_choice"] == {}

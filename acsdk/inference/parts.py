@@ -91,7 +91,7 @@ def _candidates(entry: Mapping, requested: str, device: torch.device) -> list[tu
     """The backends to try for a component, in order. An explicit backend is the only one; `auto` is TensorRT
     (when the dir has a plan and TensorRT is usable) > ONNX Runtime CUDA on a GPU, then the CPU backends: OpenVINO >
     ONNX Runtime CPU, which `parts_from_engine_dir` reorders per component by a measurement on this host
-    (backend_choice.py)."""
+    (backend_choice.py), except with low_memory."""
     if requested != "auto":
         return [(requested, device)]
     out = []
@@ -300,7 +300,10 @@ def parts_from_engine_dir(
         tried = []
         candidates = _candidates(entry, overrides.get(name, backend), device)
         cpu_backends = [b for b, d in candidates if d.type == "cpu"]
-        if overrides.get(name, backend) == "auto" and device.type == "cpu" and len(cpu_backends) > 1:
+        # low_memory: OpenVINO first, unmeasured. Timing both would open both (at 512 px ONNX Runtime's UNet peaks at
+        # 7.3 GB own memory, OpenVINO's at 4.1: docs/real-size.md), and OpenVINO's peak is the lower one to keep.
+        measure = not low_memory and len(cpu_backends) > 1
+        if overrides.get(name, backend) == "auto" and device.type == "cpu" and measure:
 
             def open_on(b: str) -> Engine:
                 prec = _precision_on(b, precision, explicit=name in precisions)
