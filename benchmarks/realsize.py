@@ -26,6 +26,7 @@ from pathlib import Path
 # `_one` scenarios came after low_memory began to hold one component at a time (before: one side at a time) and
 # record the peak of the process's own memory beside its RSS; `cap_mib` runs one inside that memory limit
 # (benchmarks.memcap): whether it fits, not what its RSS counts.
+# fmt: off
 MEMORY = {
     "memory_py_fp32_reference": ("fp32", "reference", "python", "openvino", {}),
     "memory_py_fp32_reference_low": ("fp32", "reference_low", "python", "openvino", {}),
@@ -46,26 +47,20 @@ MEMORY = {
     "memory_native_fp16_bank_one": ("fp16", "bank", "native", "openvino", {"low_memory": True}),
     "memory_py_fp32_bank_one_cap6g": ("fp32", "bank", "python", "openvino", {"low_memory": True, "cap_mib": 6144}),
     "memory_native_fp32_bank_one_cap5g": ("fp32", "bank", "native", "openvino", {"low_memory": True, "cap_mib": 5120}),
-    "memory_py_fp32_reference_one_cap10g": (
-        "fp32",
-        "reference_low",
-        "python",
-        "openvino",
-        {"low_memory": True, "cap_mib": 10240},
-    ),
+    "memory_py_fp32_reference_one_cap10g": ("fp32", "reference_low", "python", "openvino",
+                                            {"low_memory": True, "cap_mib": 10240}),
     "memory_py_fp16_bank_one_cap4g": ("fp16", "bank", "python", "openvino", {"low_memory": True, "cap_mib": 4096}),
+    # The default backend (auto) with low_memory, on a host that has not measured its backends yet.
+    "memory_py_fp32_bank_one_auto_cap6g": ("fp32", "bank", "python", "auto",
+                                           {"low_memory": True, "cap_mib": 6144, "cold_choice": True}),
     # The first run on a host compiles (fp16 weights widened to fp32 on a CPU without bf16) instead of importing.
     "memory_py_fp16_bank_one_cold": ("fp16", "bank", "python", "openvino", {"low_memory": True, "cold_cache": True}),
-    "memory_py_fp16_bank_one_cold_cap4g": (
-        "fp16",
-        "bank",
-        "python",
-        "openvino",
-        {"low_memory": True, "cold_cache": True, "cap_mib": 4096},
-    ),
+    "memory_py_fp16_bank_one_cold_cap4g": ("fp16", "bank", "python", "openvino",
+                                           {"low_memory": True, "cold_cache": True, "cap_mib": 4096}),
 }
 STAGES = ("sources", "init_folder", "init_single_file", "export_fp32", "export_fp16", "synth_fp32", "synth_fp16",
-          *MEMORY)  # fmt: skip
+          *MEMORY)
+# fmt: on
 PROMPT = "a photo of a metal plate with a hole"
 TARGET = ("vae_encoder", "unet", "vae_decoder")
 
@@ -91,11 +86,15 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
     precision, source, runtime, backend, knobs = MEMORY[name]
     low_memory = knobs.get("low_memory", source == "reference_low")
     engines, bank_dir = work / f"engines-{precision}", work / f"bank-{precision}"
-    if knobs.get("cold_cache"):  # this engine dir's compiled blobs go: OpenVINO compiles as on a host's first run
+    if knobs.get("cold_cache") or knobs.get("cold_choice"):  # as on a host's first run: OpenVINO compiles again,
+        from acsdk.inference.backend_choice import CHOICE_FILE  # or `auto` has not measured its backends yet
         from acsdk.inference.parts import openvino_cache_dir
         from runtime.manifest import Manifest
 
-        shutil.rmtree(openvino_cache_dir(Manifest.load(engines)), ignore_errors=True)
+        cache = openvino_cache_dir(Manifest.load(engines))
+        if knobs.get("cold_cache"):
+            shutil.rmtree(cache, ignore_errors=True)
+        (cache / CHOICE_FILE).unlink(missing_ok=True)
     image, mask, ref, ref_mask = _scene()
     if runtime == "native":
         if not Path(binary).is_file():
@@ -152,13 +151,12 @@ def _memory(name: str, work: Path, steps: int, binary: str) -> dict:
         bank.save(bank_dir, overwrite=True)  # for the bank scenarios after it (the same bytes each time)
     if not low_memory:  # (low_memory opens each when its stage comes, and releases it after)
         stage("load target side", lambda: synth.load("unet", "vae_encoder", "vae_decoder"))
-    engine_class = ov_engine.OpenVINOEngine if backend == "openvino" else ort_engine.OrtEngine
-    run = engine_class.run
+    for engine_class in (ov_engine.OpenVINOEngine, ort_engine.OrtEngine):  # (either, with backend auto)
 
-    def timed(self, inputs):  # each target engine call's own peak (OpenVINO's compilation included)
-        return measured(self.name, lambda: run(self, inputs)) if self.name in TARGET else run(self, inputs)
+        def timed(self, inputs, run=engine_class.run):  # each target engine call's own peak (compilation included)
+            return measured(self.name, lambda: run(self, inputs)) if self.name in TARGET else run(self, inputs)
 
-    engine_class.run = timed
+        engine_class.run = timed
     t0 = time.perf_counter()  # (its peaks are the engine calls' above)
     res = synth.run(image, mask, bank=bank, seed=7, num_inference_steps=steps)
     seconds["image"] = round(time.perf_counter() - t0, 2)
