@@ -4,9 +4,9 @@ on ONNX Runtime also its CPU allocation arena on and off (runtime.onnxruntime_en
 
     python -m benchmarks.lowmemory [--config small] [--steps 50] [--repeat 3] [--backend openvino|onnxruntime]
 
-The reference is encoded once and cached, as `acsdk generate` reuses a defect type's reference: so low_memory
-reopens nothing per image and should cost nothing; `--alternate` makes every image encode a new prompt (the worst
-case for low_memory: the text encoder and the target side take turns).
+The reference is encoded once and cached, as `acsdk generate` reuses a defect type's reference: low_memory then
+reopens the target side's components once per image (its cost here); `--alternate` makes every image encode a new
+prompt (the text encoder reopens too).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class MemoryCap:
                 return int(value)
         return 0
 
-    def _max_usage(self) -> float | None:
+    def _max_usage(self) -> int | None:
         name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
         text = _read(self.dir / name).strip()
         return round(int(text) / 2**20) if text.isdigit() else None

@@ -361,26 +361,24 @@ def report(work: Path) -> str:
 def _capped(stage: str, work: Path, mib: int, cmd: list[str]) -> None:
     """Run a stage inside a memory limit of `mib` MiB and add to its record whether it fitted: a stage the kernel
     stops at the limit leaves only that."""
+    from acsdk.inference.parts import openvino_cache_dir
     from benchmarks.memcap import MemoryCap, evict
     from runtime.files import atomic_write
+    from runtime.manifest import Manifest
 
     record = work / "stages" / f"{stage}.json"
     record.unlink(missing_ok=True)
     limit = MemoryCap(mib)
-    why = limit.unavailable()
-    if why:
-        atomic_write(record, json.dumps({"skipped": why, "cap": {"mib": mib, "fits": False, "why": why}}))
-        return
-    from acsdk.inference.parts import openvino_cache_dir
-    from runtime.manifest import Manifest
-
     engines = work / f"engines-{MEMORY[stage][0]}"
-    # Out of the page cache, so that their pages are read again inside the limit and count in it: the engine dir,
-    # the bank and OpenVINO's compiled blobs (cached pages stay charged to whoever read them first).
-    evict([engines, work / f"bank-{MEMORY[stage][0]}", openvino_cache_dir(Manifest.load(engines))])
     try:
+        why = limit.unavailable()
+        if why:
+            raise OSError(why)
+        # Out of the page cache, so that their pages are read again inside the limit and count in it: the engine
+        # dir, the bank and OpenVINO's compiled blobs (cached pages stay charged to whoever read them first).
+        evict([engines, work / f"bank-{MEMORY[stage][0]}", openvino_cache_dir(Manifest.load(engines))])
         ran = limit.run(cmd)
-    except OSError as exc:
+    except OSError as exc:  # no limit can be set here, or the process could not join it
         atomic_write(record, json.dumps({"skipped": str(exc), "cap": {"mib": mib, "fits": False, "why": str(exc)}}))
         return
     fits = ran["returncode"] == 0 and record.is_file()

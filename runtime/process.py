@@ -4,19 +4,14 @@ process's own memory apart from its mapped files (MemorySampler), and handing fr
 from __future__ import annotations
 
 import resource
+import threading
 
 
 def peak_rss_mb() -> float:
     """The high-water mark of resident memory (VmHWM), in MiB. Unlike ru_maxrss it belongs to this address space
     only (ru_maxrss is inherited across fork+exec) and can be reset (`reset_peak_rss`)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = memory_mib().get("hwm")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def reset_peak_rss() -> bool:
@@ -46,9 +41,9 @@ def return_freed_memory() -> None:
 
 def memory_mib(pid: int | str = "self") -> dict[str, float]:
     """A process's resident memory now, in MiB: `rss` (all of it), `anon` (its own heap and buffers, which must fit
-    in RAM) and `file` (pages of mapped files, e.g. OpenVINO's mmapped weights, which the kernel may drop and
-    read again). Empty where /proc is not there."""
-    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    in RAM), `file` (pages of mapped files, e.g. OpenVINO's mmapped weights, which the kernel may drop and read
+    again) and `hwm` (the high-water mark of `rss`). Empty where /proc is not there."""
+    keys = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
     out: dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -67,8 +62,6 @@ class MemorySampler:
     the heap. A spike shorter than the interval can be missed; the allocations measured here last seconds."""
 
     def __init__(self, pid: int | str = "self", interval: float = 0.005):
-        import threading
-
         self.pid, self.interval = pid, interval
         self.peak: dict[str, float] = {}
         self._stop = threading.Event()
