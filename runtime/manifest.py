@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from .files import atomic_write, confined, is_temporary, sha256_file
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CACHE_PREFIX = "cache/"  # what backends compile at run time (OpenVINO's model cache); not part of the engine dir
+# A file whose mtime or ctime lies this close to its check is re-hashed at its next use: timestamps are kept at the
+# kernel's clock tick (milliseconds), so a rewrite within one tick of the check could leave them unchanged (git's
+# "racily clean" entries).
+RACY_NS = 2_000_000_000
 
 
 def manifest_sha256(root: str | os.PathLike) -> str:
@@ -34,15 +39,29 @@ def write_manifest(root: Path, data: dict[str, Any]) -> Path:
     return atomic_write(root / MANIFEST_NAME, json.dumps(body, indent=2, sort_keys=False))
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced (device, inode) or rewritten (size, mtime, ctime; ctime cannot be set
+    back by a user)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class Manifest:
-    """A loaded manifest. `path(rel)` returns a file only after its sha256 matched (once per file)."""
+    """A loaded manifest. `path(rel)` returns a file only after its sha256 matched.
+
+    Backends open a file by path, and lazily loaded components (`low_memory`: per image) open it again after a
+    release, so every `path()` call checks, not only the first: the file is hashed at its first use, and its
+    identity (device, inode, size, mtime, ctime) recorded; a later call re-hashes only when that identity changed
+    (the file was replaced or written since) or was taken within `RACY_NS` of the file's last change. Hashing GBs
+    per image is avoided, and a file swapped or edited on disk after the check is refused (IntegrityError) at its
+    next use. Not covered: a change between this check and the backend's own open, and a write into a file while a
+    backend holds it memory-mapped (OpenVINO maps weights)."""
 
     REQUIRED = ("acsdk_version", "components", "files", "settings", "model")
 
     def __init__(self, root: Path, data: dict[str, Any]):
         self.root = root
         self.data = data
-        self._verified: set[str] = set()
+        self._verified: dict[str, tuple[int, ...]] = {}  # rel -> the file's identity when its sha256 matched
         self._lock = threading.Lock()
 
     @classmethod
@@ -96,14 +115,17 @@ class Manifest:
             raise EngineDirError(f"engine file '{rel}' is missing from {self.root}; rebuild the engine dir")
         if verify:
             with self._lock:
-                if rel not in self._verified:
+                st = full.stat()
+                if self._verified.get(rel) != _identity(st):
+                    self._verified.pop(rel, None)
                     actual = sha256_file(full)
                     if actual != expected:
                         raise IntegrityError(
                             f"engine file '{rel}' has sha256 {actual[:12]}..., the manifest recorded "
                             f"{expected[:12]}...: the file was changed or corrupted; rebuild the engine dir"
                         )
-                    self._verified.add(rel)
+                    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
+                        self._verified[rel] = _identity(st)  # taken before hashing: a write since changes it
         return full
 
 

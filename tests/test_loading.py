@@ -164,3 +164,62 @@ def test_synth_command_from_a_bank(engine_dir, scene, bank_and_image, tmp_path, 
     assert np.array_equal(pixels(Image.open(tmp_path / "out.png")), expected)
     assert main([*args, "--bank", str(dest), "--reference", str(tmp_path / "image.png")]) == 2
     assert "--bank" in capsys.readouterr().err
+
+
+def _flip_one_byte(path) -> None:
+    """Rewrite the file in place (same inode, same size), one byte different: what the size alone would miss."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("how", ["in_place", "renamed_over"])
+def test_a_file_changed_after_the_check_is_refused_when_reopened(engine_dir, tmp_path, how):
+    """Components reopen after a release (per image under low_memory): the file is checked again, not only once
+    per Synthesizer."""
+    import shutil
+
+    from acsdk import IntegrityError
+
+    copy = shutil.copytree(engine_dir, tmp_path / "engines", ignore=shutil.ignore_patterns("cache"))
+    s = acsdk.Synthesizer(copy, backend="onnxruntime", device="cpu")
+    assert loaded(s.load("vae_decoder")) == {"vae_decoder"}
+    assert s.release("vae_decoder") == ["vae_decoder"]
+    onnx = copy / "onnx" / "vae_decoder.onnx"
+    if how == "in_place":
+        _flip_one_byte(onnx)
+    else:
+        swapped = tmp_path / "swapped.onnx"
+        shutil.copyfile(onnx, swapped)
+        _flip_one_byte(swapped)
+        swapped.replace(onnx)
+    with pytest.raises(IntegrityError, match="vae_decoder.onnx"):
+        s.load("vae_decoder")
+
+
+def test_an_unchanged_file_is_hashed_once(tmp_path, monkeypatch):
+    """Reopening an unchanged file costs a stat, not a hash of its GBs; a change (one byte, same size and inode)
+    brings the hash back."""
+    from runtime import manifest as manifest_mod
+    from runtime.errors import IntegrityError
+    from runtime.files import sha256_file
+
+    file = tmp_path / "w.bin"
+    file.write_bytes(bytes(range(256)) * 64)
+    m = manifest_mod.Manifest(tmp_path, {"files": {"w.bin": sha256_file(file)}})
+    hashed = []
+    monkeypatch.setattr(manifest_mod, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    monkeypatch.setattr(manifest_mod, "RACY_NS", 0)  # the file was just written: its tick is not trusted otherwise
+    for _ in range(3):
+        assert m.path("w.bin") == file
+    assert len(hashed) == 1
+    _flip_one_byte(file)
+    with pytest.raises(IntegrityError):
+        m.path("w.bin")
+    assert len(hashed) == 2
+    monkeypatch.setattr(manifest_mod, "RACY_NS", 10**18)  # within the tick: hashed every time
+    _flip_one_byte(file)
+    m.path("w.bin"), m.path("w.bin")
+    assert len(hashed) == 4
