@@ -216,6 +216,8 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
     ("generate-seed-negative", lambda c: _generate(c, seed=-1), InputError, "seed"),
     ("generate-steps-times-strength", lambda c: _generate(c, num_inference_steps=1), InputError, "num_inference_steps"),
     ("generate-guidance-nan", lambda c: _generate(c, guidance_scale=float("nan")), InputError, "guidance_scale"),
+    # more UNet calls than the schedule has timesteps after DDIM-50's start: refused before generate.json is written
+    ("generate-steps-1000", lambda c: _generate(c, num_inference_steps=1000), InputError, "num_inference_steps"),
     (
         "generate-corrupt-manifest-batch",
         lambda c: acsdk.data.runs.engine_max_batch(_corrupt_manifest(c)),
@@ -271,6 +273,15 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
             "1",
             "--out",
             str(c.tmp / "g"),
+        ),
+        2,
+        None,
+    ),
+    (
+        "cli-generate-steps-over-the-schedule",
+        lambda c: _cli(
+            *("generate", "--engines", str(c.engines), "--device", "cpu", "--data", str(c.data)),
+            *("--category", "plate", "--per-type", "1", "--out", str(c.tmp / "g"), "--steps", "1000"),
         ),
         2,
         None,
@@ -346,3 +357,36 @@ PREPARED = (
     *("keep.txt", "corrupt.png", "other.safetensors", "input.png", "input_mask.png", "input_ref.png"),
     *("input_ref_mask.png", "engines_corrupt/manifest.json", "records/000000.json", "state.safetensors"),
 )
+
+
+def _refused_before_a_model_opens(monkeypatch) -> None:
+    """Make opening an engine dir fail loudly: a refusal that comes after it is not the typed one-line error."""
+
+    def opened(*args, **kwargs):
+        raise AssertionError("the Synthesizer was made before the arguments were checked")
+
+    monkeypatch.setattr(acsdk.Synthesizer, "__init__", opened)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--steps", "1000"), "num_inference_steps"),  # 700 UNet calls; 681 timesteps from DDIM-50's start at 0.7
+        (("--steps", "975", "--sampler", "dpmpp-2m"), "num_inference_steps"),  # the smallest refused, either sampler
+    ],
+    ids=["steps-1000", "steps-975-dpmpp"],
+)
+def test_synth_refuses_before_a_model_opens(flags, named, tmp_path, engine_dir, scene, monkeypatch, capsys):
+    from PIL import Image
+
+    for name, arr in (("n.png", scene["image"]), ("m.png", scene["mask"])):
+        Image.fromarray(arr).save(tmp_path / name)
+    _refused_before_a_model_opens(monkeypatch)
+    code = _cli(
+        *("synth", "--engines", str(engine_dir), "--device", "cpu", "--prompt", PROMPT),
+        *("--image", str(tmp_path / "n.png"), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png")),
+        *flags,
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("acsdk synth: error: ") and named in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "n.png"]

@@ -219,3 +219,56 @@ def test_a_set_from_before_records_existed_resumes_from_its_metadata(first_run, 
     assert s.written == {"hole": 0, "scratch": 0} and s.total == {"hole": 3, "scratch": 3}
     assert len(list((work / "plate" / "hole" / "records").glob("*.json"))) == 3
     assert _records(work, "hole") == _records(first_run[0], "hole")
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m"])
+def test_a_step_count_the_schedule_cannot_hold_is_refused_before_anything_is_written(
+    first_run, gen_synth, data, tmp_path, sampler
+):
+    """At strength 0.7 a run visits at most the 681 timesteps from DDIM-50's start (681) to the schedule's end (1):
+    974 steps (681 calls) fit, 975 (682) do not. The sampler would refuse them at the first item, after generate.json
+    and the folders were written; they are refused first, and nothing is written."""
+    from acsdk.inference.settings import SamplingSettings
+
+    schedule = gen_synth.parts.scheduler_config
+    SamplingSettings(num_inference_steps=974, sampler=sampler).check_schedule(schedule)  # the largest that fits
+    out, _ = first_run
+    before = _tree(out)
+    (tmp_path / "empty" / "plate").mkdir(parents=True)
+    for steps in (975, 1000):
+        for dest, resume in ((tmp_path / "new", False), (tmp_path / "empty", False), (out, True)):
+            with pytest.raises(InputError) as err:
+                generate(None, data, "plate", 3, dest, synthesizer=gen_synth, seed=7, resume=resume, progress=False,
+                         num_inference_steps=steps, sampler=sampler, asea_steps=2)  # fmt: skip
+            assert err.value.argument == "num_inference_steps" and "at most 681 UNet calls" in str(err.value)
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "empty").rglob("*")) == [tmp_path / "empty" / "plate"]
+    assert _tree(out) == before
+
+
+def test_a_new_run_whose_first_item_fails_leaves_nothing_behind(first_run, gen_synth, data, tmp_path, monkeypatch):
+    """As a Ray run does: what the failed run wrote goes, so the same command can be run again (not refused with
+    "use --resume"); a resumed run keeps everything for the next --resume."""
+    import shutil
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the first item failed")
+
+    monkeypatch.setattr(gen_synth, "run_batch", fail)
+    (tmp_path / "empty" / "plate").mkdir(parents=True)
+    for _ in range(2):  # the second time is the same command again: refused neither as a non-empty dir nor --resume
+        with pytest.raises(RuntimeError, match="first item"):
+            generate(None, data, "plate", 2, tmp_path / "new" / "out", synthesizer=gen_synth, progress=False, **FAST)
+        assert not (tmp_path / "new").exists()
+        with pytest.raises(RuntimeError, match="first item"):
+            generate(None, data, "plate", 2, tmp_path / "empty", synthesizer=gen_synth, progress=False, **FAST)
+        assert list((tmp_path / "empty").rglob("*")) == [tmp_path / "empty" / "plate"]
+    work = shutil.copytree(first_run[0], tmp_path / "resumed")
+    pairs = _files(work)
+    with pytest.raises(RuntimeError, match="first item"):
+        generate(None, data, "plate", 4, work, synthesizer=gen_synth, seed=7, resume=True, progress=False, **FAST)
+    assert _files(work) == pairs and len(list((work / "plate" / "hole" / "records").glob("*.json"))) == 3

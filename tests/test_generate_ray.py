@@ -284,7 +284,7 @@ def test_a_failed_start_removes_only_what_it_created_and_still_owns(tmp_path):
     (the parent stays while another run's files are in it; it goes once it is empty)."""
     from types import SimpleNamespace
 
-    from acsdk.data.generate_ray import _undo_start
+    from acsdk.data.runs import undo_start as _undo_start
 
     out = tmp_path / "new_out"
     mine, theirs = out / "plate", out / "tile"

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..inference.settings import SamplingSettings
 from .prompts import DEFAULT_TEMPLATE
-from .runs import ChunkRunner, GenerateSummary, finish_run, new_run_info, plan_run, start_run
+from .runs import (
+    ChunkRunner,
+    GenerateSummary,
+    finish_run,
+    new_run_info,
+    plan_run,
+    start_run,
+    undone_unless_an_item_finished,
+)
 
 
 def generate(
@@ -90,6 +98,7 @@ def generate(
         batch_size=batch_size,
         resume=resume,
         max_batch=synthesizer.max_batch if synthesizer is not None else None,
+        scheduler_config=synthesizer.parts.scheduler_config if synthesizer is not None else None,
     )
     if ray is not None:
         from .generate_ray import generate_on_ray
@@ -123,17 +132,18 @@ def generate(
             low_memory=low_memory,
         )
     run_info = new_run_info("local")
-    chunks, finished = start_run(plan, cat, run_info)
-    runner = ChunkRunner(plan, synthesizer, cat)
     reports = []
-    with tqdm(
-        total=per_type * len(plan.defects),
-        initial=finished,
-        desc=f"generate {category}",
-        unit="img",
-        disable=not progress,
-    ) as bar:
-        for chunk in chunks:
-            reports.append(runner.run(chunk))
-            bar.update(reports[-1].written)
+    with undone_unless_an_item_finished(plan):  # as on Ray: a new run that fails before its first item leaves nothing
+        chunks, finished = start_run(plan, cat, run_info)
+        runner = ChunkRunner(plan, synthesizer, cat)
+        with tqdm(
+            total=per_type * len(plan.defects),
+            initial=finished,
+            desc=f"generate {category}",
+            unit="img",
+            disable=not progress,
+        ) as bar:
+            for chunk in chunks:
+                reports.append(runner.run(chunk))
+                bar.update(reports[-1].written)
     return finish_run(plan, cat, reports, run_info, started)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import socket
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,7 @@ from .runs import (
     manifest_digest,
     new_run_info,
     start_run,
+    undone_unless_an_item_finished,
 )
 
 log = logging.getLogger(__name__)
@@ -204,18 +203,14 @@ def generate_on_ray(
     started_ray = connect(ray, address)
     try:
         pool = size_pool(ray, workers, gpus_per_worker, cpus_per_worker)
-        created = next((p for p in reversed([plan.root, *plan.root.parents]) if not p.exists()), None)
         run_info = new_run_info(
             "ray", address=address, workers_requested=pool.workers, cpus_per_worker=pool.cpus, gpus_per_worker=pool.gpus
         )
-        chunks, finished = start_run(plan, cat, run_info)
-        try:
+        with undone_unless_an_item_finished(plan):
+            chunks, finished = start_run(plan, cat, run_info)
             reports = _run(
                 ray, plan, str(engines), chunks, finished, pool, max_retries, backend, openvino_device, progress
             )
-        except BaseException:
-            _undo_start(plan, created)
-            raise
         return finish_run(plan, cat, reports, run_info, started)
     finally:
         if started_ray:
@@ -290,22 +285,3 @@ def _stream(ray, plan, engines, chunks, finished, pool, max_retries, backend, op
 
 def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _undo_start(plan: RunPlan, created: Path | None) -> None:
-    """A run that failed before finishing any item removes what it created and still owns: its own category dir,
-    then each parent it created, only while empty. Another run may have started in the same new `--out` (another
-    category, at the same moment): its files are never touched."""
-    if created is None or not plan.root.is_dir() or any(plan.root.glob("*/records/*.json")):
-        return
-    shutil.rmtree(plan.root, ignore_errors=True)
-    removed = [plan.root]
-    for parent in plan.root.parents:
-        if parent == created.parent:
-            break
-        try:
-            parent.rmdir()  # only an empty directory: one another run wrote into stays
-        except OSError:
-            break
-        removed.append(parent)
-    log.info("removed %s: the run failed before any item was finished", ", ".join(map(str, removed)))

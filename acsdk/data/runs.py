@@ -8,9 +8,12 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from .prompts import PromptSource
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "generate.json"
+SKIPPED_FILE = "skipped.json"
 RECORDS = "records"
 
 
@@ -125,6 +129,26 @@ def engine_max_batch(engines: str | os.PathLike) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # a file's field, not an argument
         raise EngineDirError(f"engine dir '{engines}': settings.max_batch in {MANIFEST_NAME} is {value!r}, not >= 1")
     return value
+
+
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+
+
+def engine_scheduler_config(engines: str | os.PathLike) -> dict:
+    """The engine dir's noise schedule (what its sampler steps over), read without loading an engine, so that the
+    sampling settings can be checked against it before anything loads or is written (its sha256 is checked when
+    the Synthesizer opens the dir)."""
+    manifest_digest(engines)  # a typed error naming `engines` when it is not an engine dir at all
+    path = Path(engines) / SCHEDULER_CONFIG
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"a JSON {type(config).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EngineDirError(
+            f"engine dir '{engines}': its {SCHEDULER_CONFIG} cannot be read ({exc}); rebuild it"
+        ) from exc
+    return config
 
 
 def new_run_info(mode: str, **extra) -> dict:
@@ -254,8 +278,11 @@ def plan_run(
     batch_size: int,
     resume: bool,
     max_batch: int | None,
+    scheduler_config: Mapping | None = None,
 ) -> tuple[RunPlan, MVTecCategory]:
-    """Validate the arguments and the output dir and fix the settings; writes nothing."""
+    """Validate the arguments and the output dir and fix the settings; writes nothing. The sampling settings are
+    checked against `scheduler_config` (default: the engine dir's), so a step count the sampler would refuse at the
+    first item is refused here."""
     from ..inference.synthesizer import ROI_MODES
 
     per_type = check_int("per_type", per_type, 1)
@@ -278,6 +305,10 @@ def plan_run(
             )
     PromptSource(template, captions)  # validates the template and the captions file
     digest = None if engines is None else manifest_digest(engines)
+    if scheduler_config is None and engines is not None:
+        scheduler_config = engine_scheduler_config(engines)
+    if scheduler_config is not None:
+        sampling.check_schedule(scheduler_config)
     if engines is not None and max_batch is None:
         max_batch = engine_max_batch(engines)
     if max_batch is not None and batch_size > max_batch:
@@ -318,7 +349,7 @@ def start_run(plan: RunPlan, cat: MVTecCategory, run_info: dict) -> tuple[list[C
     root = plan.root
     root.mkdir(parents=True, exist_ok=True)
     _write_settings(plan, [run_info])
-    atomic_write(root / "skipped.json", json.dumps(cat.skipped, indent=2))
+    atomic_write(root / SKIPPED_FILE, json.dumps(cat.skipped, indent=2))
     chunks: list[Chunk] = []
     finished = 0
     step = plan.settings.batch_size
@@ -336,6 +367,52 @@ def start_run(plan: RunPlan, cat: MVTecCategory, run_info: dict) -> tuple[list[C
             if any(i not in done for i in range(start, stop)):
                 chunks.append(Chunk(defect, start, stop))
     return chunks, finished
+
+
+@contextmanager
+def undone_unless_an_item_finished(plan: RunPlan) -> Iterator[None]:
+    """Around `start_run` and the work: a new run that fails (or is interrupted) before it finishes any item removes
+    what it wrote (`undo_start`), so the same command can be run again as it was; a resumed run (its generate.json
+    was there) keeps everything, for the next --resume."""
+    created = next((p for p in reversed([plan.root, *plan.root.parents]) if not p.exists()), None)
+    resumed = (plan.root / SETTINGS_FILE).is_file()
+    try:
+        yield
+    except BaseException:
+        if not resumed:
+            undo_start(plan, created)
+        raise
+
+
+def undo_start(plan: RunPlan, created: Path | None) -> None:
+    """A new run that failed before finishing any item removes what it created and still owns.
+
+    `created` is the first directory on the way to the category dir that did not exist before the run (None when
+    the category dir did). When the run created its category dir, that dir goes, then each parent it created, only
+    while empty: another run may have started in the same new `--out` (another category, at the same moment) and
+    its files are never touched. When the category dir was there (empty: plan_run refuses one holding anything
+    else), only what the run wrote inside it goes."""
+    root = plan.root
+    if not root.is_dir() or any(root.glob("*/records/*.json")):
+        return
+    if created is None:
+        for name in (SETTINGS_FILE, SKIPPED_FILE):
+            (root / name).unlink(missing_ok=True)
+        for defect in plan.defects:
+            shutil.rmtree(root / defect, ignore_errors=True)
+        log.info("emptied %s again: the run failed before any item was finished", root)
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    removed = [root]
+    for parent in root.parents:
+        if parent == created.parent:
+            break
+        try:
+            parent.rmdir()  # only an empty directory: one another run wrote into stays
+        except OSError:
+            break
+        removed.append(parent)
+    log.info("removed %s: the run failed before any item was finished", ", ".join(map(str, removed)))
 
 
 def _write_settings(plan: RunPlan, runs: list[dict]) -> None:

@@ -1,18 +1,22 @@
 """How an image is sampled, in one object: the paper's settings by default, written here and nowhere else.
 
 The Synthesizer, `generate`, the CLI, the benchmarks and training take a `SamplingSettings` (as OpenVINO GenAI's
-pipelines take one generation config) instead of repeating five keyword arguments and their defaults. It is checked
-when made, so a bad value is refused before anything runs or is written.
+pipelines take one generation config) instead of repeating five keyword arguments and their defaults. Its values are
+checked when it is made; what depends on the model's noise schedule too (how many UNet calls fit between DDIM-50's
+start and the schedule's end) `check_schedule` checks against the schedule's config, which `generate` and `acsdk
+synth` call before they load a model or write anything. So a bad value is refused before anything runs or is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Integral
 
 from ..errors import InputError, check_int, check_real
-from .schedules import SAMPLERS
+from .schedules import SAMPLERS, stepper, visited_timesteps
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class SamplingSettings:
             raise InputError("settings", f"keywords among {', '.join(FIELDS)} (and the call's own)", str(unknown))
         return dataclasses.replace(sampling or cls(), **overrides)
 
+    def check_schedule(self, scheduler_config: Mapping) -> None:
+        """Refuse now what the sampler would refuse at the first image on a model with this scheduler config: the
+        step count at this strength against the timesteps from DDIM-50's start to the schedule's end (an InputError
+        naming `num_inference_steps`), and the sampler made over them (schedules.py)."""
+        timesteps = visited_timesteps(scheduler_config, self.num_inference_steps, self.strength)
+        stepper(self.sampler, scheduler_config, timesteps)
+
     @property
     def cfg(self) -> bool:
         """Whether classifier-free guidance runs (the UNet then sees 2 rows per image)."""
@@ -66,3 +77,14 @@ class SamplingSettings:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings))
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes -2**63 .. 2**64 - 1 and raises a bare ValueError past it
+
+
+def check_seed(argument: str, value: object) -> int:
+    """`value` as a seed torch's generator takes, 0 .. 2**64 - 1, else an InputError naming `argument`: checked where
+    a seed comes in, before a model loads. (torch also takes negatives down to -2**63, as the positive seed 2**64
+    above them: refused, so that one seed has one spelling.)"""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= SEED_MAX:
+        raise InputError(argument, "an integer in [0, 2**64 - 1] (the range of torch's random generator)", repr(value))
+    return int(value)
