@@ -7,6 +7,13 @@ output is unchanged byte for byte.
 
 Samplers: "ddim" (eta 0, the paper's) stepping to the next listed timestep with diffusers' DDIM arithmetic;
 "dpmpp-2m", diffusers' DPMSolverMultistepScheduler (DPM-Solver++, second order) on the same explicit timesteps.
+Both end where DDIM ends, so that every sampler converges to one solution (what `acsdk tune` compares them with):
+DDIM's last step goes to `final_alpha_cumprod`, alphas_cumprod[0] under SD's `set_alpha_to_one=False` (sigma 0.029),
+1 under `True`; DPM-Solver++ gets `final_sigmas_type="sigma_min"` (diffusers: its last sigma is
+sqrt((1 - alphas_cumprod[0]) / alphas_cumprod[0]), the same alpha) or "zero" to match, whatever the engine dir's
+config says. Ending at sigma 0 instead (diffusers' default "zero"), DPM-Solver++ at 350 calls was 0.25 and 0.37 grey
+levels inside the mask from DDIM on the demo and tiny models; with DDIM's end 0.04 and 0.26 (`python -m
+benchmarks.samplers`).
 UniPC is not offered: diffusers 0.42's UniPCMultistepScheduler takes explicit sigmas only for flow-matching models
 and no explicit timesteps, so it cannot start at the paper's start point without reaching into its private state.
 """
@@ -106,13 +113,23 @@ class DiffusersStepper:
         return self.scheduler.step(model_output, t, sample).prev_sample
 
 
+def final_sigmas_type(config: Mapping) -> str:
+    """DPM-Solver++'s end point at DDIM's: "zero" (alpha 1) where DDIM sets its final alpha to one (diffusers'
+    default), else "sigma_min" (alphas_cumprod[0], SD's `set_alpha_to_one=False`)."""
+    return "zero" if DDIMScheduler.from_config(dict(config)).config.set_alpha_to_one else "sigma_min"
+
+
 def stepper(sampler: str, config: Mapping, timesteps: list[int]) -> DDIMStepper | DiffusersStepper:
     """A fresh sampler (they hold state) over `timesteps`."""
     if sampler == "ddim":
         return DDIMStepper(config, timesteps)
     if sampler == "dpmpp-2m":
         scheduler = DPMSolverMultistepScheduler.from_config(
-            dict(config), algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=False
+            dict(config),
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            use_karras_sigmas=False,
+            final_sigmas_type=final_sigmas_type(config),
         )
         return DiffusersStepper(scheduler, timesteps)
     raise InputError("sampler", f"one of {', '.join(SAMPLERS)}", repr(sampler))

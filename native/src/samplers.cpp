@@ -31,7 +31,8 @@ class DDIMStepper final : public Stepper {
 // solver_order 2 over explicit timesteps: sigma = sqrt((1 - abar) / abar) per visited timestep then the final one,
 // alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha_t, lambda = log alpha_t - log sigma_t; the first step and the
 // final one first order, the others the multistep second-order update. Every scalar in float32 in diffusers' order
-// of operations, so that the steps agree with the Python runtime's to float32 rounding.
+// of operations, so that the steps agree with the Python runtime's to float32 rounding. The final sigma is DDIM's
+// end: sqrt((1 - abar[0]) / abar[0]) (diffusers' final_sigmas_type "sigma_min") under SD's set_alpha_to_one false.
 class DPMSolverPP final : public Stepper {
  public:
   DPMSolverPP(const DDIM& ddim, const nlohmann::json& c, std::vector<int64_t> timesteps) : prediction_(ddim.prediction()) {
@@ -48,9 +49,10 @@ class DPMSolverPP final : public Stepper {
       if (config_value<bool>(c, key, false)) throw refuse(key);
     const std::string variance = config_value<std::string>(c, "variance_type", "");
     if (!variance.empty()) throw refuse("variance_type '" + variance + "'");
-    const std::string final_sigmas = config_value<std::string>(c, "final_sigmas_type", "zero");
-    if (final_sigmas != "zero" && final_sigmas != "sigma_min") throw refuse("final_sigmas_type '" + final_sigmas + "'");
-    final_zero_ = final_sigmas == "zero";
+    // The end point is DDIM's, whatever final_sigmas_type the config says (schedules.final_sigmas_type): alpha 1
+    // (sigma 0, "zero") under set_alpha_to_one, else alphas_cumprod[0] ("sigma_min"), so every sampler converges to
+    // the one solution DDIM converges to.
+    final_zero_ = config_value<bool>(c, "set_alpha_to_one", true);
     euler_at_final_ = config_value<bool>(c, "euler_at_final", false);
     lower_order_final_ = config_value<bool>(c, "lower_order_final", true);
 

@@ -39,6 +39,10 @@ PARITY = {
     # DPM-Solver++ (2M): with guidance on every call at strength 0.7, and from pure noise with a CFG cut-off.
     "tiny_dpmpp": ("tiny", "tiny_plain", "rgb64", {"seed": 6, "steps": 14, "strength": 0.7, "guidance": 7.0,
                                                    "sampler": "dpmpp-2m", "roi": "full"}),
+    # 16 calls: the last step, to DDIM's end point (alphas_cumprod[0]), is DPM-Solver++'s second-order one.
+    "tiny_dpmpp_second_order_end": ("tiny", "tiny_plain", "rgb64", {"seed": 10, "steps": 24, "strength": 0.7,
+                                                                    "guidance": 7.0, "sampler": "dpmpp-2m",
+                                                                    "roi": "full"}),
     "tiny_dpmpp_strength1_cutoff": ("tiny", "tiny_plain", "rgba80", {"seed": 8, "steps": 8, "strength": 1.0,
                                                                      "guidance": 5.0, "sampler": "dpmpp-2m",
                                                                      "cfg_cutoff": 0.6}),
@@ -228,19 +232,21 @@ def _golden(root: Path) -> None:
         tensors[f"ddim/{k}/t"] = torch.tensor([float(t)])
         tensors[f"ddim/{k}/add_noise"] = s.add_noise(x0, noise, torch.tensor([t]))
         tensors[f"ddim/{k}/step"] = s.step(out, t, x0, eta=0.0).prev_sample
-        # DPM-Solver++ over a run's timesteps (7 calls at steps 10, strength 0.7): the noised start, then each step
-        # on a fresh model output (first order first and last, second order between).
-        timesteps = visited_timesteps(config, 10, 0.7)
-        dpm = stepper("dpmpp-2m", config, timesteps)
-        latents = dpm.add_noise(x0, noise, timesteps[0])
-        outputs, trajectory = [], [latents]
-        for t in timesteps:
-            outputs.append(torch.randn(1, 4, 8, 8, generator=g))
-            latents = dpm.step(outputs[-1], t, latents)
-            trajectory.append(latents)
-        tensors[f"dpmpp/{k}/timesteps"] = torch.tensor(timesteps, dtype=torch.float64)
-        tensors[f"dpmpp/{k}/model_outputs"] = torch.cat(outputs)
-        tensors[f"dpmpp/{k}/trajectory"] = torch.cat(trajectory)
+        # DPM-Solver++ over a run's timesteps (7 calls at steps 10, 21 at steps 30; strength 0.7): the noised start,
+        # then each step on a fresh model output (first order first; second order between; the last step, to DDIM's
+        # end point, first order below 15 calls, second order from 15 unless it ends at sigma 0).
+        for steps in (10, 30):
+            timesteps = visited_timesteps(config, steps, 0.7)
+            dpm = stepper("dpmpp-2m", config, timesteps)
+            latents = dpm.add_noise(x0, noise, timesteps[0])
+            outputs, trajectory = [], [latents]
+            for t in timesteps:
+                outputs.append(torch.randn(1, 4, 8, 8, generator=g))
+                latents = dpm.step(outputs[-1], t, latents)
+                trajectory.append(latents)
+            tensors[f"dpmpp/{k}/{steps}/timesteps"] = torch.tensor(timesteps, dtype=torch.float64)
+            tensors[f"dpmpp/{k}/{steps}/model_outputs"] = torch.cat(outputs)
+            tensors[f"dpmpp/{k}/{steps}/trajectory"] = torch.cat(trajectory)
     for seed in (0, 7, 2**40 + 3, 2**63 - 5):
         gen = torch.Generator("cpu").manual_seed(seed)
         draws = [torch.randn(n, generator=gen, dtype=torch.float32) for n in (1024, 36, 4 * 16 * 16)]

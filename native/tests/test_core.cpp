@@ -89,26 +89,29 @@ int main(int argc, char** argv) {
     ddim.step(golden.at(p + "model_output"), t, t - 100, latents);  // diffusers' DDIM at 10 steps goes back 100
     check(p + "step", latents.data, golden.at(p + "step").data, 1e-5);
 
-    // DPM-Solver++ over a run's timesteps: the noised start and every step after it, each on a given model output.
-    const std::string q = "dpmpp/" + std::to_string(k) + "/";
-    const auto& want_ts = golden.at(q + "timesteps").data;
-    const auto ts = ddim.timesteps(10, 0.7);
-    check(q + "timesteps", std::vector<float>(ts.begin(), ts.end()), want_ts, 0.0);
+    // DPM-Solver++ over a run's timesteps (7 and 21 calls): the noised start and every step after it, each on a
+    // given model output; the last step to DDIM's end point (sigma 0 only under set_alpha_to_one).
     const auto config = nlohmann::json::parse(acsdk::read_file(dir + "/ddim_" + std::to_string(k) + ".json", "config"));
-    auto dpm = acsdk::make_stepper("dpmpp-2m", ddim, config, ts);
-    const acsdk::Tensor& outputs = golden.at(q + "model_outputs");
-    const size_t n = golden.at(p + "x0").numel();
-    std::vector<float> trajectory;
-    dpm->add_noise(golden.at(p + "x0"), golden.at(p + "noise"), latents);
-    trajectory.insert(trajectory.end(), latents.data.begin(), latents.data.end());
-    for (size_t i = 0; i < ts.size(); ++i) {
-      acsdk::Tensor out(latents.shape);
-      std::copy_n(outputs.ptr() + i * n, n, out.ptr());
-      dpm->step(out, i, latents);
+    for (int steps : {10, 30}) {
+      const std::string q = "dpmpp/" + std::to_string(k) + "/" + std::to_string(steps) + "/";
+      const auto& want_ts = golden.at(q + "timesteps").data;
+      const auto ts = ddim.timesteps(steps, 0.7);
+      check(q + "timesteps", std::vector<float>(ts.begin(), ts.end()), want_ts, 0.0);
+      auto dpm = acsdk::make_stepper("dpmpp-2m", ddim, config, ts);
+      const acsdk::Tensor& outputs = golden.at(q + "model_outputs");
+      const size_t n = golden.at(p + "x0").numel();
+      std::vector<float> trajectory;
+      dpm->add_noise(golden.at(p + "x0"), golden.at(p + "noise"), latents);
       trajectory.insert(trajectory.end(), latents.data.begin(), latents.data.end());
+      for (size_t i = 0; i < ts.size(); ++i) {
+        acsdk::Tensor out(latents.shape);
+        std::copy_n(outputs.ptr() + i * n, n, out.ptr());
+        dpm->step(out, i, latents);
+        trajectory.insert(trajectory.end(), latents.data.begin(), latents.data.end());
+      }
+      check(q + "add_noise and " + std::to_string(ts.size()) + " steps", trajectory, golden.at(q + "trajectory").data,
+            1e-5);
     }
-    check(q + "add_noise and " + std::to_string(ts.size()) + " steps", trajectory, golden.at(q + "trajectory").data,
-          1e-5);
   }
 
   for (const auto& [name, want] : golden) {
