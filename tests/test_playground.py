@@ -115,6 +115,16 @@ def test_without_data_only_uploads(synth, engine_dir, scene, tmp_path):
     assert err.value.argument == "category"
 
 
+def test_a_defect_type_typed_into_the_page_draws_a_mask_too(play, scene):
+    """The page's defect box takes any name: a type --data lacks draws from every type's reference masks."""
+    assert "bent_rim" not in play.defects()
+    mask = play.shape_mask(scene["image"], "bent_rim", seed=1)
+    assert mask.any() and mask.shape == scene["image"].shape[:2]
+    again = play.shape_mask(scene["image"], "bent_rim", seed=1)
+    assert np.array_equal(mask, again), "the mask seed decides the shape"
+    assert play.references("bent_rim") == [] and play.prompt("bent_rim") == "a photo of a plate with a bent rim"
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -98,16 +98,23 @@ class Playground:
 
     def shape_mask(self, image: np.ndarray, defect: str | None, seed: int) -> np.ndarray:
         """A target mask as `acsdk generate` draws it: one of the defect type's reference masks moved, scaled and
-        turned, inside the part's foreground; without --data, a disc."""
+        turned, inside the part's foreground. A type --data lacks (typed into the page) draws from every type's
+        reference masks; without --data, a disc."""
         image = imaging.read_rgb8(image, "image")
         rng = np.random.default_rng(seed)
-        refs = [imaging.read_mask(s.mask) for s in self.cat.references(defect)] if self.cat and defect else []
         h, w = image.shape[:2]
+        refs = self._reference_masks(defect)
         if not refs:
             yy, xx = np.ogrid[:h, :w]
             r = max(2, min(h, w) // 10)
             refs = [((yy - h // 2) ** 2 + (xx - w // 2) ** 2 <= r * r)]
         return sample_target_mask(refs, (h, w), rng, estimate_foreground(image))
+
+    def _reference_masks(self, defect: str | None) -> list[np.ndarray]:
+        if self.cat is None:
+            return []
+        types = [defect] if defect in self.cat.anomalies else sorted(self.cat.anomalies)
+        return [imaging.read_mask(s.mask) for d in types for s in self.cat.references(d)]
 
     # -- actions -------------------------------------------------------------------------------
     def generate(
