@@ -1,12 +1,15 @@
 """`acsdk playground` (issue 26): what Generate, Save and Command do, on the tiny model; then the page itself in a
 real headless browser (Debian's chromium driven by Playwright): upload, paint, Generate, Save, the pair on disk."""
 
+import io
 import json
 import os
 import shlex
 import shutil
 import socket
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +128,82 @@ def test_a_defect_type_typed_into_the_page_draws_a_mask_too(play, scene):
     assert play.references("bent_rim") == [] and play.prompt("bent_rim") == "a photo of a plate with a bent rim"
 
 
+@pytest.fixture()
+def fake_launch(monkeypatch):
+    """Gradio's Blocks.launch recorded instead of serving: its arguments, and GRADIO_TEMP_DIR and the components'
+    cache dir as they were when the page started."""
+    gr = pytest.importorskip("gradio", reason="the app extra (pip install 'acsdk[app]') is not installed")
+    calls = []
+
+    def launch(self, **kwargs):
+        caches = {b.GRADIO_CACHE for b in self.blocks.values() if hasattr(b, "GRADIO_CACHE")}
+        calls.append({**kwargs, "env": os.environ.get("GRADIO_TEMP_DIR"), "caches": caches})
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    return calls
+
+
+def test_the_page_is_never_shared_and_gradio_writes_only_under_out(play, fake_launch, monkeypatch, tmp_path):
+    """GRADIO_SHARE (or a hosted notebook) turns Gradio's public link on unless launch says share=False; Gradio
+    caches uploads and results in GRADIO_TEMP_DIR: a private dir inside --out, removed when the page stops."""
+    from acsdk.apps.playground_ui import launch
+
+    monkeypatch.setenv("GRADIO_SHARE", "True")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "user's own"))
+    served = launch(play, "127.0.0.1", _free_port(), block=False)
+    call = fake_launch[-1]
+    assert call["share"] is False
+    temp = Path(call["env"])
+    assert temp.parent == play.out and temp.name.startswith(".gradio-") and temp.is_dir()
+    assert call["caches"] == {str(temp)}, "every component caches into the private dir"
+    served.close()
+    assert not temp.exists() and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "user's own"), "put back"
+    served.close()  # once is enough; again is harmless
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    launch(play, "127.0.0.1", _free_port(), block=True)  # blocking: returns once the page stopped
+    assert fake_launch[-1]["share"] is False and not Path(fake_launch[-1]["env"]).exists()
+    assert "GRADIO_TEMP_DIR" not in os.environ
+    assert [p.name for p in play.out.iterdir()] == [], "nothing left in --out by a page that saved nothing"
+
+
+def test_gradio_caches_uploads_inside_out_and_nothing_elsewhere(play, monkeypatch, tmp_path):
+    """A real page: gradio imported first (as the CLI does), then an upload; it lands in --out's private dir, which
+    is gone when the page stops, and the system temp dir, HOME and the working directory stay empty."""
+    gr = pytest.importorskip("gradio", reason="the app extra (pip install 'acsdk[app]') is not installed")
+    httpx = pytest.importorskip("httpx")
+    import tempfile
+
+    from acsdk.apps.playground_ui import launch
+
+    places = {name: tmp_path / name for name in ("systemp", "home", "cwd")}
+    for path in places.values():
+        path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(places["systemp"]))
+    monkeypatch.setenv("HOME", str(places["home"]))
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.chdir(places["cwd"])
+    assert gr.Blocks  # imported before launch
+    port = _free_port()
+    served = launch(play, "127.0.0.1", port, block=False)
+    try:
+        png = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(png, format="PNG")
+        reply = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload",
+                           files={"files": ("good.png", png.getvalue(), "image/png")}, timeout=30)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        (uploaded,) = [Path(p) for p in reply.json()]
+        assert uploaded.is_file() and served.temp in uploaded.parents and served.temp.parent == play.out
+        copies = {m.DEFAULT_TEMP_DIR for n, m in list(sys.modules.items()) if n.startswith("gradio.") and
+                  isinstance(getattr(m, "DEFAULT_TEMP_DIR", None), str)}  # fmt: skip
+        assert copies <= {str(served.temp)}, "Gradio modules imported before launch that copied the temp dir"
+    finally:
+        served.close()
+    assert not served.temp.exists() and list(play.out.iterdir()) == []
+    for name, path in places.items():
+        assert list(path.iterdir()) == [], f"nothing written in {name}"
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -155,6 +234,7 @@ def test_the_page_in_a_real_browser(demo_engine_dir, tmp_path, scene):
     Image.fromarray(good).save(tmp_path / "good.png")
     port = _free_port()
     page_app = launch(play, "127.0.0.1", port, block=False)
+    gradio_temp = page_app.temp
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -208,8 +288,10 @@ def test_the_page_in_a_real_browser(demo_engine_dir, tmp_path, scene):
             page.locator("#save").click()
             page.locator("#saved").get_by_text("saved seed 1").wait_for(timeout=30_000)
             browser.close()
+        assert list(gradio_temp.rglob("*.png")), "Gradio cached the upload and the results in --out's private dir"
     finally:
         page_app.close()
+    assert not gradio_temp.exists(), "and removed it when the page stopped"
     ddir = play.out / defect
     assert [p.name for p in sorted((ddir / "image").glob("*.png"))] == ["0000.png", "0001.png"]
     assert json.loads((ddir / "records" / "0001.json").read_text())["seed"] == 1, "the gallery's choice was saved"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -201,11 +207,67 @@ def build(play: Playground):
 _STAGES = ("csm_vision", "asea", "text_encode", "vae_encode", "denoise", "vae_decode", "total")
 
 
-def launch(play: Playground, host: str, port: int, block: bool = True):
-    """Serve the page; a host other than the loopback is said loudly (anyone on that network can use the engines)."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+GRADIO_TEMP = "GRADIO_TEMP_DIR"  # where Gradio caches every upload and every image it sends to the page
+
+
+def _set_gradio_temp(path: str | None) -> None:
+    """Point Gradio's cache at `path` (None: Gradio's default). Components and the server read GRADIO_TEMP_DIR when
+    made; a few Gradio modules copy it into DEFAULT_TEMP_DIR when imported (the server makes a folder there), so
+    those already imported are pointed there too."""
+    if path is None:
+        os.environ.pop(GRADIO_TEMP, None)
+    else:
+        os.environ[GRADIO_TEMP] = path
+    value = path or str(Path(tempfile.gettempdir()) / "gradio")  # Gradio's own default
+    for name, module in list(sys.modules.items()):
+        if (name == "gradio" or name.startswith("gradio.")) and isinstance(getattr(module, "DEFAULT_TEMP_DIR", 0), str):
+            module.DEFAULT_TEMP_DIR = value
+
+
+class Served:
+    """A page being served and its private Gradio temp dir: `close()` stops the page, removes the dir and puts
+    GRADIO_TEMP_DIR back (it also runs at exit, once)."""
+
+    def __init__(self, temp: Path, previous: str | None):
+        self.page = None
+        self.temp, self._previous = temp, previous
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        try:
+            if self.page is not None:
+                self.page.close()
+        finally:
+            _set_gradio_temp(self._previous)
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def launch(play: Playground, host: str, port: int, block: bool = True) -> Served:
+    """Serve the page; a host other than the loopback is said loudly (anyone on that network can use the engines).
+
+    Never a public link: `share=False` whatever GRADIO_SHARE or a hosted notebook would make Gradio choose. Gradio
+    caches uploads and results in GRADIO_TEMP_DIR (by default a shared /tmp/gradio that outlives the page): here a
+    private dir inside --out (`.gradio-*`), removed when the page stops. With `block` it serves until Ctrl+C and
+    returns closed; without, the caller closes what it returns."""
+    if host not in LOOPBACK:
         log.warning("serving on %s: anyone who can reach this machine on port %d can use it", host, port)
-    page = build(play)
-    page.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=not block,
-                allowed_paths=[], show_error=True)  # fmt: skip
-    return page
+    Path(play.out).mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=".gradio-", dir=play.out))
+    served = Served(temp, os.environ.get(GRADIO_TEMP))
+    _set_gradio_temp(str(temp))
+    atexit.register(served.close)
+    try:
+        served.page = build(play)
+        served.page.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD,
+                           prevent_thread_lock=not block, allowed_paths=[], show_error=True)  # fmt: skip
+    except BaseException:
+        served.close()
+        raise
+    if block:  # Gradio returns once Ctrl+C stopped it
+        served.close()
+    return served
