@@ -204,6 +204,27 @@ def test_gradio_caches_uploads_inside_out_and_nothing_elsewhere(play, monkeypatc
         assert list(path.iterdir()) == [], f"nothing written in {name}"
 
 
+@pytest.mark.parametrize(
+    "host, url",
+    [("127.0.0.1", "http://127.0.0.1:7861"), ("::1", "http://[::1]:7861"), ("[::1]", "http://[::1]:7861"),
+     ("fe80::1", "http://[fe80::1]:7861"), ("localhost", "http://localhost:7861")],
+)  # fmt: skip
+def test_the_printed_address_is_a_url_for_ipv6_hosts_too(host, url, monkeypatch, capsys, engine_dir):
+    """`acsdk playground --host ::1` prints http://[::1]:PORT (brackets: the URL syntax for an IPv6 address)."""
+    import acsdk.apps.cli as cli
+    import acsdk.apps.playground as playground
+    import acsdk.apps.playground_ui as playground_ui
+
+    pytest.importorskip("gradio", reason="the app extra (pip install 'acsdk[app]') is not installed")
+    served = []
+    monkeypatch.setattr(cli, "_synthesizer", lambda args: None)
+    monkeypatch.setattr(playground, "Playground", lambda *a: "play")
+    monkeypatch.setattr(playground_ui, "launch", lambda play, host, port: served.append((host, port)))
+    assert cli.main(["playground", "--engines", str(engine_dir), "--host", host, "--port", "7861"]) == 0
+    assert capsys.readouterr().out == f"acsdk playground on {url} (Ctrl+C stops it)\n"
+    assert playground_ui.page_url(host, 7861) == url and served == [(host, 7861)]
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -120,19 +120,10 @@ def _synth(args: argparse.Namespace) -> int:
 
     from runtime.files import atomic_path
 
-    from ..data.runs import engine_scheduler_config
-    from ..inference.bank import Bank
-    from ..inference.settings import check_seed
-
-    # Everything the run would refuse once the models are open, refused first: outputs, settings against the engine
-    # dir's schedule, the seed, the bank.
     out, mask_out = _synth_outputs(args)
     sampling = _sampling(args)
-    seed = check_seed("--seed", args.seed)
     if args.bank and (args.reference or args.reference_mask or args.reference_prompt):
         raise InputError("--bank", "a bank instead of --reference/--reference-mask/--reference-prompt", "both")
-    sampling.check_schedule(engine_scheduler_config(args.engines))
-    bank = Bank.load(args.bank) if args.bank else None
     synth = _synthesizer(args)
     res = synth.run(
         args.image,
@@ -141,8 +132,8 @@ def _synth(args: argparse.Namespace) -> int:
         args.reference,
         args.reference_mask,
         reference_prompt=args.reference_prompt,
-        bank=bank,
-        seed=seed,
+        bank=args.bank,
+        seed=args.seed,
         sampling=sampling,
         roi=args.roi,
         roi_padding=args.roi_padding,
@@ -230,8 +221,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    if Path(args.out).exists() and not args.force:  # refused before the reference side runs, not after
-        raise InputError("--out", "a new bank directory (or --force)", f"'{args.out}', which exists")
     synth = _synthesizer(args)
     bank = synth.prepare(
         args.prompt,
@@ -262,11 +251,11 @@ def _playground(args: argparse.Namespace) -> int:
         raise ACSDKError("acsdk playground needs the app extra: pip install 'acsdk[app]'") from exc
     from .demo import demo_engines
     from .playground import Playground
-    from .playground_ui import launch
+    from .playground_ui import launch, page_url
 
     args.engines = args.engines or str(demo_engines())
     play = Playground(_synthesizer(args), args.engines, args.data, args.category, args.out)
-    print(f"acsdk playground on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    print(f"acsdk playground on {page_url(args.host, args.port)} (Ctrl+C stops it)")
     launch(play, args.host, args.port)
     return 0
 

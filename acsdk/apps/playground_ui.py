@@ -211,6 +211,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GRADIO_TEMP = "GRADIO_TEMP_DIR"  # where Gradio caches every upload and every image it sends to the page
 
 
+def page_url(host: str, port: int) -> str:
+    """The page's address; an IPv6 host in brackets (http://[::1]:7860), as URLs require."""
+    host = host.strip("[]")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _set_gradio_temp(path: str | None) -> None:
     """Point Gradio's cache at `path` (None: Gradio's default). Components and the server read GRADIO_TEMP_DIR when
     made; a few Gradio modules copy it into DEFAULT_TEMP_DIR when imported (the server makes a folder there), so
@@ -254,6 +260,7 @@ def launch(play: Playground, host: str, port: int, block: bool = True) -> Served
     caches uploads and results in GRADIO_TEMP_DIR (by default a shared /tmp/gradio that outlives the page): here a
     private dir inside --out (`.gradio-*`), removed when the page stops. With `block` it serves until Ctrl+C and
     returns closed; without, the caller closes what it returns."""
+    host = host.strip("[]")
     if host not in LOOPBACK:
         log.warning("serving on %s: anyone who can reach this machine on port %d can use it", host, port)
     Path(play.out).mkdir(parents=True, exist_ok=True)
