@@ -1,6 +1,7 @@
 """`acsdk playground` (issue 26): what Generate, Save and Command do, on the tiny model; then the page itself in a
 real headless browser (Debian's chromium driven by Playwright): upload, paint, Generate, Save, the pair on disk."""
 
+import dataclasses
 import io
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import socket
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,10 @@ from acsdk import InputError
 from acsdk.apps.cli import build_parser
 from acsdk.apps.playground import Playground, outline
 from acsdk.data.procedural import make_mvtec_like
+from acsdk.data.prompts import DEFAULT_TEMPLATE
+from acsdk.data.runs import plan_run, read_records, write_item
+from acsdk.evaluation.sets import read_pairs, read_synthetic
+from acsdk.inference.settings import SamplingSettings
 
 FAST = {"num_inference_steps": 4, "asea_steps": 1}
 
@@ -60,9 +66,11 @@ def test_generate_save_and_command_reproduce_the_image(play, synth, data, tmp_pa
     assert paths["image"].name == "0000.png" and again["image"].name == "0001.png", "never over an index"
     assert all(p.is_file() for p in (*paths.values(), *again.values()))
     assert "normal" not in paths, "a good image from --data is referenced, not copied"
+    assert paths["image"].parent.parent == play.out / "plate" / "hole", "generate's OUT/<category>/<defect>"
     record = json.loads(paths["record"].read_text())
     assert record["normal"] == good and record["reference"] == reference and record["seed"] == 5
-    assert record["sampling"]["num_inference_steps"] == 4
+    assert record["reference_mask"] == str(play._mask_of(reference).relative_to(data)), "relative to --data"
+    assert record["settings"]["num_inference_steps"] == 4 and "uploads" not in record
     assert np.array_equal(pixels(Image.open(paths["image"])), pixels(preview.results[0].image))
 
     # The command line makes the same image: parse it with acsdk's own parser and run what it says.
@@ -76,12 +84,21 @@ def test_generate_save_and_command_reproduce_the_image(play, synth, data, tmp_pa
 
 
 def test_an_uploaded_image_is_saved_beside_its_pair(play, scene):
-    preview = play.generate(scene["image"], scene["mask"], "a photo of a plate with a dent", defect="dent", **FAST)
+    ref_mask = np.zeros(scene["mask"].shape, bool)
+    ref_mask[20:30, 20:40] = True
+    preview = play.generate(scene["image"], scene["mask"], "a photo of a plate with a dent", scene["reference_image"],
+                            ref_mask, defect="dent", **FAST)  # fmt: skip
     paths = play.save(preview)
     assert np.array_equal(pixels(Image.open(paths["normal"])), scene["image"])
-    assert "GOOD.png" not in play.command(preview, saved=paths) and str(paths["normal"]) in play.command(
-        preview, saved=paths
-    )
+    assert np.array_equal(np.asarray(Image.open(paths["reference_mask"])) > 127, ref_mask)
+    record = json.loads(paths["record"].read_text())
+    assert record["normal"] is None and record["reference"] is None, "nothing from --data"
+    assert record["uploads"] == {"normal": "normal/0000.png", "reference": "reference/0000.png",
+                                 "reference_mask": "reference_mask/0000.png"}  # fmt: skip
+    line = play.command(preview, saved=paths)
+    assert "GOOD.png" not in line and "REFERENCE" not in line
+    for key in ("normal", "reference", "reference_mask"):
+        assert str(paths[key]) in line
 
 
 @pytest.mark.parametrize(
@@ -126,6 +143,95 @@ def test_a_defect_type_typed_into_the_page_draws_a_mask_too(play, scene):
     again = play.shape_mask(scene["image"], "bent_rim", seed=1)
     assert np.array_equal(mask, again), "the mask seed decides the shape"
     assert play.references("bent_rim") == [] and play.prompt("bent_rim") == "a photo of a plate with a bent rim"
+
+
+@dataclasses.dataclass
+class _Settings:
+    seed: int = 0
+
+
+def _generate_record_keys(tmp: Path) -> set[str]:
+    """The keys of the record `acsdk generate` writes: its write_item, called on stand-ins."""
+    data = tmp / "data"
+    for sub in ("image", "mask", "records"):
+        (tmp / sub).mkdir(parents=True)
+    res = types.SimpleNamespace(mask=Image.new("L", (4, 4)), image=Image.new("RGB", (4, 4)), windows=[], asea={},
+                                notes=[], timings={}, cache_hits={})  # fmt: skip
+    ref = types.SimpleNamespace(image=data / "r.png", mask=data / "r_mask.png")
+    item = types.SimpleNamespace(index=0, normal=data / "n.png", reference=ref, prompt="p", reference_prompt="p",
+                                 seed=0)  # fmt: skip
+    write_item(tmp, item, res, _Settings(), data, "worker")
+    return set(json.loads((tmp / "records" / "0000.json").read_text()))
+
+
+def test_saved_pairs_are_read_as_acsdk_generate_wrote_them(play, data, tmp_path):
+    """A playground --out is a generated set: `acsdk evaluate`'s reader (read_synthetic) and generate's own
+    (read_records) read it, records carry generate's keys, and `acsdk generate` is kept out of it."""
+    image = play.read(play.goods()[0])
+    saved = []
+    for defect in play.defects():
+        reference = play.references(defect)[0]
+        preview = play.generate(image, play.shape_mask(image, defect, 0), play.prompt(defect),
+                                *play.reference_pair(reference), defect=defect,
+                                sources={"image": play.goods()[0], "reference": reference}, **FAST)  # fmt: skip
+        saved += [play.save(preview), play.save(preview)]
+    found = read_synthetic(play.out, "plate", play.defects())
+    assert {d: [(i.name, m.name) for i, m in pairs] for d, pairs in found.items()} == {
+        d: [("0000.png", "0000.png"), ("0001.png", "0001.png")] for d in play.defects()
+    }
+    pairs = read_pairs([(i, m, d) for d, ps in found.items() for i, m in ps], 32)
+    assert len(pairs) == 4 and pairs.masks.any(axis=(1, 2)).all()
+    ddir = play.out / "plate" / "hole"
+    records = read_records(ddir, adopt=False)
+    assert sorted(records) == [0, 1]
+    assert _generate_record_keys(tmp_path / "gen") <= set(records[0]), "every key generate writes"
+    assert (data / records[0]["normal"]).is_file() and (data / records[0]["reference_mask"]).is_file()
+    lines = [json.loads(line) for line in (ddir / "metadata.jsonl").read_text().splitlines()]
+    assert lines == [records[0], records[1]], "metadata.jsonl: the records in index order"
+    assert json.loads((play.out / "plate" / "generate.json").read_text())["source"] == "acsdk playground"
+    assert not list(ddir.rglob("*.claim")), "claims are removed once the record is written"
+
+    # generate's output is not the playground's to add to, and generate refuses the playground's
+    other = tmp_path / "generated"
+    (other / "plate").mkdir(parents=True)
+    (other / "plate" / "generate.json").write_text(json.dumps({"seed": 0, "runs": []}))
+    with pytest.raises(InputError) as err:
+        Playground(play.synth, play.engines, data, "plate", other).save(preview)
+    assert err.value.argument == "out" and not (other / "plate" / preview.defect).exists()
+    for resume in (False, True):
+        with pytest.raises(InputError) as err:
+            plan_run(None, data, "plate", 1, play.out, defects=None, seed=0, sampling=SamplingSettings(),
+                     max_mask_fraction=0.25, foreground=True, template=DEFAULT_TEMPLATE, captions=None, roi="auto",
+                     roi_padding=32, batch_size=1, resume=resume, max_batch=None)  # fmt: skip
+        assert err.value.argument == "out"
+
+
+def test_two_playgrounds_saving_into_one_out_never_share_an_index(play, synth, engine_dir, data, scene):
+    """Saves race in two Playground objects (threads; the claim is O_EXCL, the same across processes): every
+    save gets its own index and metadata.jsonl lists them all."""
+    import threading
+
+    preview = play.generate(scene["image"], scene["mask"], "a photo of a plate with a hole", defect="hole", **FAST)
+    plays = [play, Playground(synth, str(engine_dir), data, "plate", play.out)]
+    start = threading.Barrier(len(plays))
+    got: list[list[int]] = [[] for _ in plays]
+
+    def saver(k):
+        start.wait()
+        for _ in range(8):
+            got[k].append(int(plays[k].save(preview)["image"].stem))
+
+    threads = [threading.Thread(target=saver, args=(k,)) for k in range(len(plays))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    indices = sorted(got[0] + got[1])
+    assert indices == list(range(16)), got
+    ddir = play.out / "plate" / "hole"
+    assert sorted(read_records(ddir, adopt=False)) == indices
+    assert [json.loads(line)["index"] for line in (ddir / "metadata.jsonl").read_text().splitlines()] == indices
+    assert len(list((ddir / "normal").glob("*.png"))) == 16 and not list(ddir.rglob("*.claim"))
 
 
 @pytest.fixture()
@@ -313,11 +419,12 @@ def test_the_page_in_a_real_browser(demo_engine_dir, tmp_path, scene):
     finally:
         page_app.close()
     assert not gradio_temp.exists(), "and removed it when the page stopped"
-    ddir = play.out / defect
+    ddir = play.out / CATEGORY / defect
     assert [p.name for p in sorted((ddir / "image").glob("*.png"))] == ["0000.png", "0001.png"]
     assert json.loads((ddir / "records" / "0001.json").read_text())["seed"] == 1, "the gallery's choice was saved"
     record = json.loads((ddir / "records" / "0000.json").read_text())
-    assert record["reference"] == reference and record["normal"] == "normal/0000.png", record
+    assert record["reference"] == reference and record["normal"] is None, record
+    assert record["uploads"] == {"normal": "normal/0000.png"}, record
     label = np.asarray(Image.open(ddir / record["mask"])) > 127
     assert label.any(), "the painted stroke became the label"
     assert np.array_equal(pixels(Image.open(ddir / "normal" / "0000.png")), good)

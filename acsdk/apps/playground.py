@@ -3,12 +3,15 @@
 `Playground` is what the page does (pick or upload a good image, a mask, a reference; generate one or several
 seeds; save a pair; show the command that reproduces it) without Gradio, so it is tested on the tiny model;
 `acsdk.apps.playground_ui` lays it out as a Gradio page. Safe by default: the page reads files only under `--data`
-and writes only under `--out`, and one generation runs at a time per engine dir.
+and writes only under `--out` (Gradio's own temp files included, see `playground_ui.launch`), and one generation
+runs at a time per engine dir. Saved pairs are in `acsdk generate`'s layout and record format, so `acsdk evaluate`
+reads a playground's `--out` as it reads a generated set.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import threading
@@ -24,13 +27,20 @@ from runtime.files import atomic_path, atomic_write, confined
 from ..data.masks import estimate_foreground, sample_target_mask
 from ..data.mvtec import MVTecCategory, load_category
 from ..data.prompts import PromptSource
+from ..data.runs import RECORDS, SETTINGS_FILE, manifest_digest, read_records, worker_name
 from ..errors import InputError
 from ..inference import imaging
 from ..inference.settings import SamplingSettings
 from ..inference.synthesizer import SynthesisResult, Synthesizer
 
 SEEDS_IN_GALLERY = 4
-NO_CATEGORY = "part"  # the prompt's object without --data
+NO_CATEGORY = "part"  # the prompt's object (and --out's category folder) without --data
+ROI, ROI_PADDING = "auto", 32  # run_batch's defaults, passed and recorded explicitly
+SOURCE = "acsdk playground"
+# A category folder of --out the playground writes: generate.json says so (and `acsdk generate` refuses to resume
+# into it, since its settings are not a generate run's). The body is constant, so two playgrounds that both find no
+# generate.json and both write it write the same bytes.
+PLAYGROUND_SETTINGS = {"source": SOURCE, "settings": "per pair, in its record (records/NNNN.json: settings)"}
 
 
 @dataclass
@@ -48,6 +58,7 @@ class Preview:
     seconds: float
     backend: str
     sources: dict = field(default_factory=dict)  # --data paths the inputs came from (relative)
+    reference_pair: tuple[np.ndarray, np.ndarray] | None = None  # the reference and its mask as generated from
 
 
 class Playground:
@@ -149,51 +160,72 @@ class Playground:
         jobs = [{"image": image, "mask": mask, "prompt": prompt, **ref, "seed": s} for s in seed_list]
         with self._lock:
             t0 = time.perf_counter()
-            results = self.synth.run_batch(jobs, settings, progress=False)
+            results = self.synth.run_batch(jobs, settings, roi=ROI, roi_padding=ROI_PADDING, progress=False)
             seconds = time.perf_counter() - t0
         sources = dict(sources or {})
         reference = sources.get("reference", "upload") if ref else None
         backend = self.synth.parts.engines["unet"].backend
+        pair = (ref["reference_image"], ref["reference_mask"]) if ref else None
         return Preview(image, mask, prompt, reference, defect or "defect", seed_list, settings.as_dict(), results,
-                       seconds, backend, sources)  # fmt: skip
+                       seconds, backend, sources, pair)  # fmt: skip
 
     def save(self, preview: Preview, which: int = 0) -> dict[str, Path]:
-        """One result into --out as `acsdk generate` lays a defect type out (image/, mask/, records/ NNNN), with
-        the good image beside it (normal/) when it was uploaded; each file atomically; never over an existing
-        index."""
+        """One result into --out exactly as `acsdk generate` writes a pair: OUT/<category>/<defect>/image/NNNN.png,
+        mask/NNNN.png, then records/NNNN.json (its keys, `settings` included, paths from --data relative to
+        --data's root), then metadata.jsonl rewritten from the records. Inputs that were uploaded, not picked from
+        --data, are saved beside the pair (normal/, reference/, reference_mask/) and named under `uploads`.
+
+        The index is claimed exclusively (a claim file created with O_EXCL), so two playgrounds saving into one
+        --out never share an index; every file is written atomically; a save that fails removes what it wrote."""
         ddir = self._out_dir(preview.defect)
-        for sub in ("image", "mask", "normal", "records"):
-            (ddir / sub).mkdir(parents=True, exist_ok=True)
-        index = 0
-        while any((ddir / sub / f"{index:04d}{ext}").exists() for sub, ext in _FILES):
-            index += 1
-        n = f"{index:04d}"
         res = preview.results[which]
-        paths = {"image": ddir / "image" / f"{n}.png", "mask": ddir / "mask" / f"{n}.png"}
-        normal = preview.sources.get("image")
-        if normal is None:
-            paths["normal"] = ddir / "normal" / f"{n}.png"
-        for key, im in (("mask", res.mask), ("image", res.image), ("normal", Image.fromarray(preview.image))):
-            if key in paths:
+        self._own(ddir.parent)
+        uploads = {} if "image" in preview.sources else {"normal": preview.image}
+        if preview.reference == "upload" and preview.reference_pair is not None:
+            uploads["reference"] = preview.reference_pair[0]
+            uploads["reference_mask"] = preview.reference_pair[1].astype(np.uint8) * 255
+        for sub in ("image", "mask", RECORDS, *uploads):
+            (ddir / sub).mkdir(parents=True, exist_ok=True)
+        index, claim = _claim_index(ddir)
+        n = f"{index:04d}"
+        paths = {key: ddir / key / f"{n}.png" for key in ("image", "mask", *uploads)}
+        paths["record"] = ddir / RECORDS / f"{n}.json"
+        try:
+            images = {"mask": res.mask, "image": res.image, **{k: Image.fromarray(v) for k, v in uploads.items()}}
+            for key, im in images.items():
                 with atomic_path(paths[key]) as tmp:
                     im.save(tmp, format="PNG")
-        record = {
-            "index": index,
-            "image": f"image/{n}.png",
-            "mask": f"mask/{n}.png",
-            "normal": normal or f"normal/{n}.png",
-            "reference": preview.reference,
-            "prompt": preview.prompt,
-            "seed": preview.seeds[which],
-            "sampling": preview.sampling,
-            "windows": res.windows,
-            "asea": res.asea,
-            "notes": res.notes,
-            "run": {"source": "acsdk playground", "backend": preview.backend,
-                    "timings": {k: round(v, 4) for k, v in res.timings.items()}},
-        }  # fmt: skip
-        paths["record"] = ddir / "records" / f"{n}.json"
-        atomic_write(paths["record"], json.dumps(record, indent=2))
+            reference = preview.reference if preview.reference != "upload" else None
+            ref_mask = self._mask_of(reference) if reference else None
+            record = {
+                "index": index,
+                "image": f"image/{n}.png",
+                "mask": f"mask/{n}.png",
+                "normal": preview.sources.get("image"),  # relative to --data, as generate's; None: uploaded
+                "reference": reference,
+                "reference_mask": self._rel(ref_mask) if ref_mask else None,
+                "prompt": preview.prompt,
+                "reference_prompt": preview.prompt if preview.reference else None,  # run_batch's default
+                "seed": preview.seeds[which],
+                "settings": {**preview.sampling, "roi": ROI, "roi_padding": ROI_PADDING,
+                             "batch_size": self.synth.max_batch,
+                             "engine_manifest_sha256": manifest_digest(self.engines)},  # fmt: skip
+                "windows": res.windows,
+                "asea": res.asea,
+                "notes": res.notes,
+                **({"uploads": {k: f"{k}/{n}.png" for k in uploads}} if uploads else {}),
+                "run": {"worker": worker_name(), "source": SOURCE, "engines": self.engines, "backend": preview.backend,
+                        "timings": {k: round(v, 4) for k, v in res.timings.items()},
+                        "reference_cached": res.cache_hits.get("reference", False)},
+            }  # fmt: skip
+            atomic_write(paths["record"], json.dumps(record))
+        except BaseException:
+            for path in paths.values():
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            claim.unlink(missing_ok=True)
+        _write_metadata(ddir)
         return paths
 
     def command(self, preview: Preview, which: int = 0, saved: dict[str, Path] | None = None) -> str:
@@ -208,8 +240,12 @@ class Playground:
         if preview.reference:
             ref = preview.reference
             pair = self._mask_of(ref) if ref != "upload" else None
-            args += ["--reference", str(data / ref) if pair else "REFERENCE.png",
-                     "--reference-mask", str(pair) if pair else "REFERENCE_MASK.png"]  # fmt: skip
+            if pair:
+                args += ["--reference", str(data / ref), "--reference-mask", str(pair)]
+            elif saved and "reference" in saved:
+                args += ["--reference", str(saved["reference"]), "--reference-mask", str(saved["reference_mask"])]
+            else:
+                args += ["--reference", "REFERENCE.png", "--reference-mask", "REFERENCE_MASK.png"]
         args += ["--seed", str(preview.seeds[which]), "--steps", str(s["num_inference_steps"]),
                  "--strength", str(s["strength"]), "--guidance", str(s["guidance_scale"]),
                  "--semantic-scale", str(s["semantic_scale"]), "--asea-steps", str(s["asea_steps"]),
@@ -240,12 +276,67 @@ class Playground:
         return None
 
     def _out_dir(self, defect: str) -> Path:
+        """OUT/<category>/<defect>, as `acsdk generate` lays it out (category "part" without --data)."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", defect or ""):
             raise InputError("defect", "a defect type name: letters, digits, _ and - (a folder of --out)", repr(defect))
-        return self.out / defect
+        return self.out / (self.cat.name if self.cat else NO_CATEGORY) / defect
+
+    def _own(self, root: Path) -> None:
+        """Make OUT/<category> a playground's (its generate.json); an `acsdk generate` run's is refused: pairs
+        saved among its items would pass for items of its seed."""
+        file = root / SETTINGS_FILE
+        if not file.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write(file, json.dumps(PLAYGROUND_SETTINGS, indent=2))  # constant bytes: a race writes the same
+            return
+        try:
+            stored = json.loads(file.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            stored = None
+        if not isinstance(stored, dict) or stored.get("source") != SOURCE:
+            raise InputError("out", "a folder for the playground's pairs (not an acsdk generate run's output)",
+                             f"'{root}', whose {SETTINGS_FILE} is not the playground's")  # fmt: skip
 
 
-_FILES = (("image", ".png"), ("mask", ".png"), ("normal", ".png"), ("records", ".json"))
+# Every file of an index (uploads included): an index any of them exists for is taken.
+_FILES = (("image", ".png"), ("mask", ".png"), (RECORDS, ".json"), ("normal", ".png"), ("reference", ".png"),
+          ("reference_mask", ".png"))  # fmt: skip
+
+
+def _claim_index(ddir: Path) -> tuple[int, Path]:
+    """The lowest free index of a defect folder and its claim file (records/.NNNN.claim, created with O_EXCL, so
+    one saver in any process gets it); the caller removes the claim once the record is written. A claim left by a
+    killed save keeps its index unused, never overwritten."""
+    taken = {p.name.split(".")[0] for sub, _ in _FILES if (ddir / sub).is_dir() for p in (ddir / sub).iterdir()}
+    index = 0
+    while True:
+        n = f"{index:04d}"
+        claim = ddir / RECORDS / f".{n}.claim"
+        if n not in taken:
+            try:
+                os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                pass
+            else:
+                if not any((ddir / sub / f"{n}{ext}").exists() for sub, ext in _FILES):
+                    return index, claim
+                claim.unlink()  # finished by another saver between the listing and the claim
+        index += 1
+
+
+def _write_metadata(ddir: Path) -> None:
+    """metadata.jsonl from the finished records, as `acsdk generate` writes it. Savers running at once may each
+    read the records before the other's is written: each rewrites until the file matches the records it reads
+    after writing, so the last writer leaves every finished pair listed (no lock needed)."""
+    meta = ddir / "metadata.jsonl"
+    written = None
+    while True:
+        records = read_records(ddir, adopt=False)
+        body = "".join(json.dumps(records[i]) + "\n" for i in sorted(records))
+        if body == written and meta.read_text() == body:
+            return
+        atomic_write(meta, body)
+        written = body
 
 
 def outline(result: SynthesisResult, color: tuple[int, int, int] = (255, 32, 32)) -> np.ndarray:
