@@ -120,10 +120,19 @@ def _synth(args: argparse.Namespace) -> int:
 
     from runtime.files import atomic_path
 
+    from ..data.runs import engine_scheduler_config
+    from ..inference.bank import Bank
+    from ..inference.settings import check_seed
+
+    # Everything the run would refuse once the models are open, refused first: outputs, settings against the engine
+    # dir's schedule, the seed, the bank.
     out, mask_out = _synth_outputs(args)
     sampling = _sampling(args)
+    seed = check_seed("--seed", args.seed)
     if args.bank and (args.reference or args.reference_mask or args.reference_prompt):
         raise InputError("--bank", "a bank instead of --reference/--reference-mask/--reference-prompt", "both")
+    sampling.check_schedule(engine_scheduler_config(args.engines))
+    bank = Bank.load(args.bank) if args.bank else None
     synth = _synthesizer(args)
     res = synth.run(
         args.image,
@@ -132,8 +141,8 @@ def _synth(args: argparse.Namespace) -> int:
         args.reference,
         args.reference_mask,
         reference_prompt=args.reference_prompt,
-        bank=args.bank,
-        seed=args.seed,
+        bank=bank,
+        seed=seed,
         sampling=sampling,
         roi=args.roi,
         roi_padding=args.roi_padding,
@@ -221,6 +230,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not args.force:  # refused before the reference side runs, not after
+        raise InputError("--out", "a new bank directory (or --force)", f"'{args.out}', which exists")
     synth = _synthesizer(args)
     bank = synth.prepare(
         args.prompt,
