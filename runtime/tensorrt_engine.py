@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -139,13 +141,38 @@ class TensorRTEngine(Engine):
             if self.engine is None:
                 raise IncompatibleEngineError(f"{name}: TensorRT could not deserialise {plan}; rebuild it")
             self._check_io_dtypes(plan)
-            self.context = self.engine.create_execution_context()
+            self._scratch: torch.Tensor | None = None  # activation memory every context of this plan shares
+            self._unbacked: set[int] = set()  # contexts whose memory is attached at their first call
+            self.context = self._new_context()  # for calls that are not replayed
             self.stream = CUDA.Stream(device)
         self.cuda_graphs = cuda_graphs
-        # One graph, for the shapes the context was last set to: a graph replays the enqueue as captured, against
-        # the context's state at capture time, so after another shape ran it is stale and is captured again.
-        self._graph: tuple[tuple, object, dict, dict] | None = None
+        # A graph per input shape (the UNet meets two per image with a CFG cut-off, more under run_batch): a graph
+        # replays the enqueue as captured, against its context's state at capture, so each lives with an execution
+        # context of its own whose shapes never change after capture. Least recently used beyond MAX_GRAPHS goes.
+        self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _new_context(self):
+        """An execution context on this plan. Where TensorRT lets the caller own the activation memory (10.1+),
+        every context shares one buffer sized for the largest profile shape (attached at its first call): calls are
+        serialised on one stream, so a context per captured shape costs no activation memory beyond the first."""
+        import tensorrt as trt
+
+        strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
+        if strategy is None or getattr(self.engine, "device_memory_size_v2", None) is None:
+            return self.engine.create_execution_context()  # (10.0: each context allocates its own)
+        context = self.engine.create_execution_context(strategy.USER_MANAGED)
+        self._unbacked.add(id(context))
+        return context
+
+    def _attach_memory(self, context) -> None:
+        if id(context) not in self._unbacked:
+            return
+        if self._scratch is None:
+            size = max(int(self.engine.device_memory_size_v2), 1)
+            self._scratch = torch.empty(size, dtype=torch.uint8, device=self.device)
+        context.set_device_memory(self._scratch.data_ptr(), self._scratch.numel())
+        self._unbacked.discard(id(context))
 
     def _check_io_dtypes(self, plan: Path) -> None:
         """The plan's IO types are what the manifest says (a strongly typed plan with fp16 IO fed fp32 buffers
@@ -159,28 +186,29 @@ class TensorRTEngine(Engine):
                     f"{spec['dtype']}; rebuild the plan with `python -m export.build --from-onnx`"
                 )
 
-    def _bind(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Shapes and addresses of `inputs`, and fresh outputs (allocated on the engine stream)."""
+    def _bind(self, context, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Shapes and addresses of `inputs` on `context`, and fresh outputs (allocated on the engine stream)."""
+        self._attach_memory(context)
         for spec in self.inputs:
             t = inputs[spec["name"]]
-            if not self.context.set_input_shape(spec["name"], tuple(t.shape)):
+            if not context.set_input_shape(spec["name"], tuple(t.shape)):
                 raise TensorRTRuntimeError(
                     f"{self.name}: TensorRT refused shape {tuple(t.shape)} for input '{spec['name']}': outside the "
                     "plan's profile (rebuild with a larger --max-batch)"
                 )
-            if not self.context.set_tensor_address(spec["name"], t.data_ptr()):
+            if not context.set_tensor_address(spec["name"], t.data_ptr()):
                 raise TensorRTRuntimeError(f"{self.name}: TensorRT refused the address of input '{spec['name']}'")
         outs = {}
         for spec in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(spec["name"]))
+            shape = tuple(context.get_tensor_shape(spec["name"]))
             o = torch.empty(shape, dtype=TORCH_DTYPES[spec["dtype"]], device=self.device)
-            if not self.context.set_tensor_address(spec["name"], o.data_ptr()):
+            if not context.set_tensor_address(spec["name"], o.data_ptr()):
                 raise TensorRTRuntimeError(f"{self.name}: TensorRT refused the address of output '{spec['name']}'")
             outs[spec["name"]] = o
         return outs
 
-    def _execute(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _execute(self, context) -> None:
+        if not context.execute_async_v3(self.stream.cuda_stream):
             raise TensorRTRuntimeError(f"{self.name}: TensorRT execution failed (see TensorRT's log)")
 
     def _prepare(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -196,16 +224,16 @@ class TensorRTEngine(Engine):
             key = tuple((n, tuple(t.shape)) for n, t in feeds.items())
             self.stream.wait_stream(caller)  # everything the caller queued (feeds included) is done first
             with CUDA.stream(self.stream):
-                if self.cuda_graphs and self._graph is not None and self._graph[0] == key:
-                    _, graph, static_in, static_out = self._graph
+                captured = self._graphs.get(key) if self.cuda_graphs else None
+                if captured is not None:
+                    self._graphs.move_to_end(key)
                     for n, t in feeds.items():
-                        static_in[n].copy_(t)  # on the engine stream, after the wait
-                    graph.replay()
-                    result = {n: o.clone() for n, o in static_out.items()}
+                        captured.inputs[n].copy_(t)  # on the engine stream, after the wait
+                    captured.graph.replay()
+                    result = {n: o.clone() for n, o in captured.outputs.items()}
                 else:
-                    self._graph = None  # the context's shapes change below: a graph of other shapes is stale
-                    result = self._bind(feeds)
-                    self._execute()
+                    result = self._bind(self.context, feeds)
+                    self._execute(self.context)
                     if self.cuda_graphs:
                         self._capture(key, feeds)
             for t in feeds.values():
@@ -216,17 +244,36 @@ class TensorRTEngine(Engine):
         return result
 
     def _capture(self, key: tuple, feeds: Mapping[str, torch.Tensor]) -> None:
-        """Record one enqueue on static buffers; later calls with these shapes replay it (no launch overhead).
-        Runs on the engine stream (the caller holds it current)."""
+        """Record one enqueue of these shapes on static buffers, in a context of its own; later calls with these
+        shapes replay it (no launch overhead). Runs on the engine stream (the caller holds it current)."""
+        context = self._new_context()
         static_in = {n: t.clone() for n, t in feeds.items()}
-        static_out = self._bind(static_in)
-        self._execute()  # warm-up on the static buffers
+        static_out = self._bind(context, static_in)
+        self._execute(context)  # warm-up on the static buffers
         graph = CUDA.CUDAGraph()
         try:
             with CUDA.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                self._execute()
+                self._execute(context)
         except RuntimeError as exc:  # some plans (data-dependent shapes) cannot be captured
             log.info("%s: CUDA graph capture unavailable (%s); running without", self.name, exc)
             self.cuda_graphs = False
+            self._graphs.clear()
             return
-        self._graph = (key, graph, static_in, static_out)
+        self._graphs[key] = _Captured(context, graph, static_in, static_out)
+        while len(self._graphs) > MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+
+
+# Shapes kept captured per engine: CFG's batch 2 and the conditional row's batch 1 after a cut-off, and room for
+# run_batch's sizes. Each holds its static buffers and a context (sharing the activation memory where TensorRT can).
+MAX_GRAPHS = 4
+
+
+@dataclass
+class _Captured:
+    """A CUDA graph and what it replays against: its own execution context and static input/output buffers."""
+
+    context: object
+    graph: object
+    inputs: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]

@@ -26,6 +26,7 @@ class Recorder:
         self.events: list[tuple] = []
         self.current_device = 0
         self.current = "caller"
+        self.capturing = None  # the graph being captured, which the executing context fills in
 
     @contextlib.contextmanager
     def device(self, device):
@@ -54,15 +55,23 @@ class Recorder:
             self.current = before
 
     def CUDAGraph(self):  # noqa: N802
-        graph = types.SimpleNamespace(shapes=None)
-        graph.replay = lambda: self.events.append(("replay", self.current, graph.shapes))
+        graph = types.SimpleNamespace(shapes=None, context=None)
+
+        def replay():  # stale: its context was set to other shapes since the capture
+            stale = graph.context.shapes != graph.shapes
+            self.events.append(("replay", self.current, graph.shapes, id(graph.context), stale))
+
+        graph.replay = replay
         return graph
 
     @contextlib.contextmanager
     def graph(self, graph, stream=None, capture_error_mode="global"):
         self.events.append(("capture", stream.name, capture_error_mode, self.current))
-        graph.shapes = dict(self.context.shapes)  # what the context was set to when the graph was captured
-        yield
+        self.capturing = graph
+        try:
+            yield
+        finally:
+            self.capturing = None
 
     def record_stream(self, tensor, stream):
         self.events.append(("record_stream", tuple(tensor.shape), stream.name))
@@ -77,11 +86,18 @@ class FakeStream:
 
 
 def fake_tensorrt(
-    rec: Recorder, shape_ok: bool = True, execute_ok: bool = True, dtypes: dict | None = None
+    rec: Recorder,
+    shape_ok: bool = True,
+    execute_ok: bool = True,
+    dtypes: dict | None = None,
+    user_memory: bool = True,
 ) -> types.ModuleType:
+    """TensorRT's runtime as 10.1+ has it (`user_memory`: contexts whose activation memory the caller owns), or as
+    10.0 had it (every context allocates its own)."""
+
     class Context:
-        def __init__(self):
-            self.shapes = {}
+        def __init__(self, strategy):
+            self.shapes, self.memory, self.strategy = {}, None, strategy
             rec.context = self
 
         def set_input_shape(self, name, shape):
@@ -95,17 +111,28 @@ def fake_tensorrt(
         def get_tensor_shape(self, name):
             return self.shapes["x"]
 
+        def set_device_memory(self, ptr, size):
+            self.memory = (ptr, size)
+
         def execute_async_v3(self, stream):
+            assert self.strategy is None or self.memory is not None, "a user-managed context needs its memory"
             rec.events.append(("execute", rec.current))
+            if rec.capturing is not None:
+                rec.capturing.context, rec.capturing.shapes = self, dict(self.shapes)
             return execute_ok
 
     class Engine:
+        if user_memory:
+            device_memory_size_v2 = 4096
+
         def get_tensor_dtype(self, name):  # TensorRT's DataType enum: a name attribute
             return types.SimpleNamespace(name=(dtypes or {}).get(name, "FLOAT"))
 
-        def create_execution_context(self):
+        def create_execution_context(self, strategy=None):
             rec.events.append(("context", rec.current_device))
-            return Context()
+            context = Context(strategy)
+            rec.contexts.append(context)
+            return context
 
     class Runtime:
         def __init__(self, logger):
@@ -121,12 +148,14 @@ def fake_tensorrt(
         def __init__(self, level):
             pass
 
-    return types.SimpleNamespace(__version__="10.6.0", Runtime=Runtime, Logger=Logger)
+    extra = {"ExecutionContextAllocationStrategy": types.SimpleNamespace(USER_MANAGED="USER_MANAGED")}
+    return types.SimpleNamespace(__version__="10.6.0", Runtime=Runtime, Logger=Logger, **(extra if user_memory else {}))
 
 
 @pytest.fixture
 def rec(monkeypatch, tmp_path):
     recorder = Recorder()
+    recorder.contexts = []
     monkeypatch.setattr(trt_engine, "CUDA", recorder)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 7))
@@ -172,21 +201,42 @@ def test_capture_happens_on_the_engine_stream_in_thread_local_mode_and_replays_a
     assert rec.events.index(("wait", "engine", "caller")) < rec.events.index(replay)
 
 
-def test_a_graph_of_other_shapes_is_never_replayed(rec, tmp_path):
-    """Shapes A, B, A: TensorRT's context holds one set of shapes, so the third call must not replay the graph
-    captured under A (the context has since been set to B): it runs and captures A again; a fourth A replays."""
+@pytest.mark.parametrize("user_memory", [True, False], ids=["trt10.1+", "trt10.0"])
+def test_each_shape_keeps_its_graph_and_a_graph_replays_only_on_the_shapes_it_was_captured_with(
+    rec, tmp_path, monkeypatch, user_memory
+):
+    """Shapes A, B, A, B (CFG's batch 2, then the conditional row alone after a cut-off, image after image): each shape
+    is captured once, in a context of its own, and replayed from then on; no graph ever replays on a context that
+    was set to other shapes since its capture."""
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rec, user_memory=user_memory))
     engine = make_engine(tmp_path)
     a, b = torch.ones(2, 4), torch.ones(1, 4)
-    for x in (a, b, a):
+    for x in (a, b, a, b, a):
         out = engine.run({"x": x})
         assert out["y"].shape == x.shape
-    assert [e for e in rec.events if e[0] == "replay"] == []
-    assert len([e for e in rec.events if e[0] == "capture"]) == 3
+    assert len([e for e in rec.events if e[0] == "capture"]) == 2, "one capture per shape"
+    replays = [e for e in rec.events if e[0] == "replay"]
+    assert [r[2] for r in replays] == [{"x": (2, 4)}, {"x": (1, 4)}, {"x": (2, 4)}]
+    assert not any(r[4] for r in replays), "a graph replayed on a context whose shapes changed since its capture"
+    assert len({r[3] for r in replays}) == 2, "each shape's graph on its own context"
+    if user_memory:  # one activation buffer shared by every context (calls are serialised on one stream)
+        assert {c.strategy for c in rec.contexts} == {"USER_MANAGED"}
+        assert len({c.memory for c in rec.contexts}) == 1 and rec.contexts[0].memory[1] == 4096
+    else:
+        assert {c.strategy for c in rec.contexts} == {None} and all(c.memory is None for c in rec.contexts)
+
+
+def test_graphs_beyond_the_limit_are_dropped_least_recently_used(rec, tmp_path):
+    engine = make_engine(tmp_path)
+    shapes = [torch.ones(n, 4) for n in range(1, trt_engine.MAX_GRAPHS + 2)]
+    for x in shapes:
+        engine.run({"x": x})
+    assert len(engine._graphs) == trt_engine.MAX_GRAPHS
     rec.events.clear()
-    engine.run({"x": a})
-    (replay,) = [e for e in rec.events if e[0] == "replay"]
-    assert replay[2] == {"x": (2, 4)}, "the replayed graph was captured with A's shapes"
-    assert rec.context.shapes == {"x": (2, 4)}
+    engine.run({"x": shapes[0]})  # the oldest was dropped: captured again, not replayed
+    assert [e[0] for e in rec.events if e[0] in ("capture", "replay")] == ["capture"]
+    engine.run({"x": shapes[-1]})
+    assert [e[0] for e in rec.events if e[0] in ("capture", "replay")] == ["capture", "replay"]
 
 
 def test_a_plan_whose_io_types_differ_from_the_manifest_is_refused(rec, tmp_path, monkeypatch):
