@@ -10,6 +10,7 @@ from runtime.errors import (  # noqa: F401  (re-exported: one hierarchy for the 
     BackendUnavailableError,
     CorruptFileError,
     EngineDirError,
+    EngineRunError,
     IncompatibleEngineError,
     IntegrityError,
 )

@@ -43,7 +43,13 @@ class EngineIOError(ACSDKError, ValueError):
 
 
 class BackendUnavailableError(ACSDKError):
-    """The requested backend (TensorRT, a CUDA provider) is not usable on this machine."""
+    """The requested backend (TensorRT, a CUDA provider) is not usable on this machine, or cannot load or compile a
+    component: `backend="auto"` goes on to the next backend."""
+
+
+class EngineRunError(BackendUnavailableError):
+    """A backend failed to run a component it had opened (its own error, in one line naming both). At an engine's
+    first call `auto` still falls back; after that it is final."""
 
 
 class CorruptFileError(ACSDKError):

@@ -11,7 +11,7 @@ import torch
 
 from .dtypes import NUMPY_DTYPES, TORCH_DTYPES
 from .engine import Engine
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, EngineRunError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,10 @@ class OrtEngine(Engine):
             threads = torch.get_num_threads()  # ORT would take every core; torch's count is the process's share
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(os.fspath(path), opts, providers=requested)
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), opts, providers=requested)
+        except Exception as exc:  # ONNX Runtime's own pybind errors: typed and one line, so `auto` falls back
+            raise BackendUnavailableError(f"{name}: ONNX Runtime cannot load '{path}': {_brief(exc)}") from exc
         self.providers = self.session.get_providers()
         if self.providers[0] != names[0]:
             # ORT falls back to the next provider silently; a factory line must not run on CPU by accident.
@@ -124,7 +127,10 @@ class OrtEngine(Engine):
         for spec in self.inputs:
             t = inputs[spec["name"]]
             feeds[spec["name"]] = t.detach().to("cpu", TORCH_DTYPES[spec["dtype"]]).contiguous().numpy()
-        outs = self.session.run(list(self.output_names), feeds)
+        try:
+            outs = self.session.run(list(self.output_names), feeds)
+        except Exception as exc:
+            raise EngineRunError(f"{self.name}: ONNX Runtime failed to run it: {_brief(exc)}") from exc
         return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs, strict=True)}
 
     def _run_bound(self, inputs: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
@@ -141,5 +147,14 @@ class OrtEngine(Engine):
             o = torch.empty(self._output_shape(spec, batch), dtype=TORCH_DTYPES[spec["dtype"]], device=self.device)
             binding.bind_output(spec["name"], "cuda", dev_id, NUMPY_DTYPES[spec["dtype"]], tuple(o.shape), o.data_ptr())
             outs[spec["name"]] = o
-        self.session.run_with_iobinding(binding, self._run_options)
+        try:
+            self.session.run_with_iobinding(binding, self._run_options)
+        except Exception as exc:
+            raise EngineRunError(f"{self.name}: ONNX Runtime failed to run it: {_brief(exc)}") from exc
         return outs
+
+
+def _brief(exc: BaseException) -> str:
+    """ONNX Runtime's message on one line, without its "[ONNXRuntimeError] : 1 : FAIL :" prefix."""
+    text = " ".join(str(exc).split())
+    return text.split(" : ", 3)[-1] if text.startswith("[ONNXRuntimeError]") else text
