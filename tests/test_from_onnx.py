@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import types
 
 import onnx
 import pytest
 import torch
 from conftest import quantized_engine_dir
-from trt_api import PRECISION_FLAGS, api, strongly_typed_bits
+from trt_api import PRECISION_FLAGS, builder_calls, fake_builder, strongly_typed_bits
 
 from export import build as build_mod
 from export import tensorrt as trt_build
@@ -26,91 +25,9 @@ from runtime.manifest import MANIFEST_NAME, Manifest
 GPU = {"name": "Jetson AGX Orin", "compute_capability": "8.7", "cuda": "12.6"}
 
 
-def fake_trt(log: dict, build_fails: bool = False, version: str = "10.3.0") -> types.ModuleType:
-    class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
-
-    class Network:
-        inputs: list = []
-
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-    class Parser:
-        def __init__(self, network, logger):
-            self.network = network
-
-        def parse_from_file(self, path):
-            log["parsed"].append(path)
-            graph = onnx.load(path, load_external_data=False).graph
-            dims = lambda t: tuple(d.dim_value if d.dim_value else -1 for d in t.type.tensor_type.shape.dim)  # noqa: E731
-            self.network.inputs = [Tensor(i.name, dims(i)) for i in graph.input]
-            return True
-
-        num_errors = 0
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            log["shapes"].setdefault(log["parsed"][-1], {})[name] = (list(lo), list(opt), list(hi))
-
-    class Config:
-        def set_flag(self, flag):
-            log["flags"].setdefault(log["parsed"][-1], set()).add(flag)
-
-        def clear_flag(self, flag):
-            pass
-
-        def add_optimization_profile(self, profile):
-            return 0
-
-        def create_timing_cache(self, data):
-            return types.SimpleNamespace(serialize=lambda: b"cache")
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            return True
-
-        def get_timing_cache(self):
-            return types.SimpleNamespace(serialize=lambda: b"cache")
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            log["network_flags"].append(flags)
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            return None if build_fails else b"plan bytes"
-
-    return types.SimpleNamespace(
-        __version__=version,  # JetPack's TensorRT says 10.3.0 of itself and has no pip metadata
-        Logger=type("Logger", (), {"WARNING": 1, "__init__": lambda self, level: None}),
-        Builder=Builder,
-        OnnxParser=Parser,
-        MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
-        **api(version),
-    )
-
-
-def _calls() -> dict:
-    return {"parsed": [], "shapes": {}, "flags": {}, "verified": [], "network_flags": []}
-
-
 def _install(monkeypatch, version: str) -> dict:
-    calls = {**_calls(), "version": version}
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, version=version))
+    calls = {**builder_calls(), "version": version}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_builder(calls, version=version))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
 
@@ -248,8 +165,8 @@ def test_fp8_needs_the_fp8_graph(engine_dir, tmp_path, log11, capsys):
 
 
 def test_a_future_tensorrt_major_is_refused_before_any_work(engine_dir, tmp_path, monkeypatch, capsys):
-    calls = _calls()
-    fake = fake_trt(calls, version="11.4.0")
+    calls = builder_calls()
+    fake = fake_builder(calls, version="11.4.0")
     fake.__version__ = "12.0.1"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -302,8 +219,8 @@ def test_changed_source_refused_before_building_and_bad_paths(engine_dir, tmp_pa
 
 
 def test_a_build_that_runs_out_of_memory_names_the_component_and_what_to_lower(engine_dir, tmp_path, monkeypatch):
-    calls = _calls()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(calls, build_fails=True))
+    calls = builder_calls()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_builder(calls, build_fails=True))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(trt_build, "gpu_info", lambda device=None: dict(GPU))
     with pytest.raises(trt_build.TensorRTBuildError) as err:
