@@ -4,7 +4,7 @@ A file is written to a temporary name in its destination's directory, flushed an
 destination, and the directory is fsynced, so after a crash the destination holds either the old bytes or the
 new ones. A directory is built beside its destination and swapped in the same way (`atomic_dir`). Either ends with
 the mode a plain open()/mkdir() would give (umask applied; a replaced file keeps its mode), so what one account
-writes another can read where the umask allows.
+writes another can read where the umask allows; inside a directory, modes set on purpose are kept (`atomic_dir`).
 """
 
 from __future__ import annotations
@@ -136,12 +136,26 @@ def replace_dir(new: Path, dest: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _widened(mode: int, umask: int) -> int:
+    """An owner-only mode as a plain open()/mkdir() would have left it: the owner's bits given to the group and
+    others too, less the umask (0600 -> 0666 & ~umask, 0700 -> 0777 & ~umask); set-id and sticky bits kept."""
+    owner = mode & 0o700
+    return (mode & 0o7000) | ((owner | owner >> 3 | owner >> 6) & ~umask)
+
+
 @contextmanager
 def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `dest`; on success every file in it is fsynced and given the mode
-    a plain open()/mkdir() would (writers such as ONNX's external-data saver create 0600 files: an engine dir another
-    account could not read) and it becomes `dest` (swapped in with `replace_dir` when `replace`); on failure it is
-    removed and `dest` is untouched."""
+    """Yield an empty temporary directory beside `dest`; on success every file in it is fsynced, the modes below
+    are settled, and it becomes `dest` (swapped in with `replace_dir` when `replace`); on failure it is removed and
+    `dest` is untouched. The directory itself gets the mode a plain mkdir() would (an existing `dest`'s own).
+
+    Modes inside: an entry whose mode gives its group and others nothing (owner-only: 0600, 0700, 0400) is taken
+    for a writer's private temporary mode, which mkstemp/mkdtemp and savers such as ONNX's external-data writer
+    leave whatever the umask (an engine dir another account could not read), and widened to what a plain
+    open()/mkdir() would give: the owner's bits for everyone, less the umask (0600 -> 0666 & ~umask; an owner-only
+    executable or directory, 0700 -> 0777 & ~umask). Every other mode was set on purpose (a plain open() under the
+    umask, a chmod +x, a copy from the old `dest`) and is kept, and so is an owner-only mode that the same path
+    already has in the old `dest` (a file copied from a private dir stays private). Symlinks are left alone."""
     dest = Path(dest)
     if dest.exists() and not replace:
         raise FileExistsError(f"{dest} exists")
@@ -155,12 +169,23 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]
                 continue
             if path.is_file():
                 _fsync_file(path)
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+            mode = path.stat().st_mode & 0o7777
+            if mode & 0o077 or _old_mode(dest / path.relative_to(tmp)) == mode:
+                continue
+            os.chmod(path, _widened(mode, umask))
         os.chmod(tmp, _plain_mode(dest, directory=True))
         replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _old_mode(path: Path) -> int | None:
+    """The permission bits `path` has (the old content of a directory being replaced), None where it has none."""
+    try:
+        return path.lstat().st_mode & 0o7777
+    except OSError:
+        return None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -55,3 +55,31 @@ def test_a_replaced_file_or_dir_keeps_its_own_mode(tmp_path, umask):
     with atomic_dir(folder, replace=True) as d:
         (d / "f").write_text("1")
     assert mode(folder) == 0o775 and (folder / "f").read_text() == "1"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_dir_keeps_the_modes_set_on_purpose(tmp_path, umask, mask):
+    """Only owner-only modes (a writer's private temporary mode) are widened; an executable keeps its x bits, a file
+    copied from the old dir keeps the mode it had there (as `export.build --components` copies them)."""
+    import shutil
+
+    umask(0o022)
+    old = tmp_path / "engines"
+    with atomic_dir(old) as d:
+        for name, bits in (("run.sh", 0o750), ("shared.onnx", 0o640), ("private.bin", 0o600)):
+            (d / name).write_text(name)
+            os.chmod(d / name, bits)
+    os.chmod(old / "private.bin", 0o600)  # made private by its owner after the build
+    assert mode(old / "run.sh") == 0o750 and mode(old / "shared.onnx") == 0o640
+    umask(mask)
+    with atomic_dir(old, replace=True) as d:
+        shutil.copytree(old, d, dirs_exist_ok=True)  # the components kept from the old dir
+        (d / "tool").write_text("#!/bin/sh\n")
+        os.chmod(d / "tool", 0o755)  # chmod +x
+        os.close(os.open(d / "helper", os.O_CREAT | os.O_WRONLY, 0o700))  # an owner-only executable
+        os.close(os.open(d / "unet.onnx.data", os.O_CREAT | os.O_WRONLY, 0o600))  # as ONNX's saver does
+    assert mode(old / "run.sh") == 0o750 and mode(old / "shared.onnx") == 0o640, "copied from the old dir: kept"
+    assert mode(old / "private.bin") == 0o600, "owner-only in the old dir too: kept private"
+    assert mode(old / "tool") == 0o755, "set on purpose: kept"
+    assert mode(old / "helper") == 0o777 & ~mask, "an owner-only executable: widened, executable"
+    assert mode(old / "unet.onnx.data") == 0o666 & ~mask, "a writer's private file: the plain mode"
