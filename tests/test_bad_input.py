@@ -17,6 +17,7 @@ import acsdk.data.runs
 from acsdk import ACSDKError, CheckpointError, EngineDirError, InputError
 from acsdk.data import make_mvtec_like
 from acsdk.errors import CorruptFileError
+from acsdk.inference.bank import Bank
 from runtime.state import read_state
 
 PROMPT = "a photo of a plate with a hole"
@@ -142,6 +143,14 @@ def _existing(c: Ctx, name: str) -> Path:
     return path
 
 
+def _bank_with_info(c: Ctx, info: str) -> Path:
+    """A bank directory whose bank.json holds `info` (JSON, but maybe not what `prepare` writes)."""
+    (c.tmp / "bank").mkdir()
+    (c.tmp / "bank" / "bank.safetensors").write_bytes(b"")
+    (c.tmp / "bank" / "bank.json").write_text(info)
+    return c.tmp / "bank"
+
+
 def _features_of_another_kind(c: Ctx) -> Path:
     from safetensors.torch import save_file
 
@@ -168,6 +177,9 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
     ("image-path-missing", lambda c: _run(c, image=c.tmp / "nope.png"), InputError, "image"),
     ("image-file-corrupt", lambda c: _run(c, image=_corrupt_png(c)), InputError, "image"),
     ("seed-negative", lambda c: _run(c, seed=-1), InputError, "seed"),
+    ("seed-above-torch-range", lambda c: _run(c, seed=2**64), InputError, "seed"),  # torch: a bare ValueError
+    ("seed-not-an-integer", lambda c: _run(c, seed=1.5), InputError, "seed"),
+    ("bank-json-not-an-object", lambda c: Bank.load(_bank_with_info(c, "[1, 2]")), InputError, "bank"),
     ("steps-zero", lambda c: _run(c, num_inference_steps=0), InputError, "num_inference_steps"),
     ("strength-zero", lambda c: _run(c, strength=0.0), InputError, "strength"),
     (
@@ -214,6 +226,7 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
     ("generate-out-holds-other-files", lambda c: _generate(c, out=_existing(c, "gen/plate").parent), InputError, "out"),
     ("generate-unknown-category", lambda c: _generate(c, category="bottle"), InputError, "category"),
     ("generate-seed-negative", lambda c: _generate(c, seed=-1), InputError, "seed"),
+    ("generate-seed-above-torch-range", lambda c: _generate(c, seed=2**64), InputError, "seed"),
     ("generate-steps-times-strength", lambda c: _generate(c, num_inference_steps=1), InputError, "num_inference_steps"),
     ("generate-guidance-nan", lambda c: _generate(c, guidance_scale=float("nan")), InputError, "guidance_scale"),
     # more UNet calls than the schedule has timesteps after DDIM-50's start: refused before generate.json is written
@@ -282,6 +295,15 @@ CASES: list[tuple[str, Callable[[Ctx], object], type | int, str | None]] = [
         lambda c: _cli(
             *("generate", "--engines", str(c.engines), "--device", "cpu", "--data", str(c.data)),
             *("--category", "plate", "--per-type", "1", "--out", str(c.tmp / "g"), "--steps", "1000"),
+        ),
+        2,
+        None,
+    ),
+    (
+        "cli-generate-seed-above-torch-range",
+        lambda c: _cli(
+            *("generate", "--engines", str(c.engines), "--device", "cpu", "--data", str(c.data), "--steps", "2"),
+            *("--category", "plate", "--per-type", "1", "--out", str(c.tmp / "g"), "--seed", str(2**64)),
         ),
         2,
         None,
@@ -356,6 +378,7 @@ def test_bad_input_is_typed_and_leaves_nothing(
 PREPARED = (
     *("keep.txt", "corrupt.png", "other.safetensors", "input.png", "input_mask.png", "input_ref.png"),
     *("input_ref_mask.png", "engines_corrupt/manifest.json", "records/000000.json", "state.safetensors"),
+    *("bank/bank.json", "bank/bank.safetensors"),
 )
 
 
@@ -373,20 +396,45 @@ def _refused_before_a_model_opens(monkeypatch) -> None:
     [
         (("--steps", "1000"), "num_inference_steps"),  # 700 UNet calls; 681 timesteps from DDIM-50's start at 0.7
         (("--steps", "975", "--sampler", "dpmpp-2m"), "num_inference_steps"),  # the smallest refused, either sampler
+        (("--seed", str(2**64)), "seed"),  # torch.Generator.manual_seed: a bare ValueError at the first image
+        (("--bank", "bank"), "bank"),  # a bank.json that parses but is no object: a bare AttributeError
     ],
-    ids=["steps-1000", "steps-975-dpmpp"],
+    ids=["steps-1000", "steps-975-dpmpp", "seed-2**64", "bank-json-a-list"],
 )
 def test_synth_refuses_before_a_model_opens(flags, named, tmp_path, engine_dir, scene, monkeypatch, capsys):
     from PIL import Image
 
     for name, arr in (("n.png", scene["image"]), ("m.png", scene["mask"])):
         Image.fromarray(arr).save(tmp_path / name)
+    if "--bank" in flags:
+        _bank_with_info(Ctx(tmp_path, *[None] * 5), "[1, 2]")
+        flags = ("--bank", str(tmp_path / "bank"), "--steps", "4")
+    else:
+        flags = ("--prompt", PROMPT, *flags)
     _refused_before_a_model_opens(monkeypatch)
     code = _cli(
-        *("synth", "--engines", str(engine_dir), "--device", "cpu", "--prompt", PROMPT),
+        *("synth", "--engines", str(engine_dir), "--device", "cpu"),
         *("--image", str(tmp_path / "n.png"), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png")),
         *flags,
     )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("acsdk synth: error: ") and named in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "n.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank", "m.png", "n.png"][("--bank" not in flags) :]
+    if "--bank" in flags:
+        assert str(tmp_path / "bank" / "bank.json") in err, "the error names the file"
+
+
+def test_every_seed_of_a_batch_is_checked_before_a_model_runs(ort, scene, monkeypatch):
+    """run_batch's second job with a seed torch cannot take is refused before the first job's prompt is encoded."""
+
+    def encoded(*args, **kwargs):
+        raise AssertionError("a model ran before the seeds were checked")
+
+    monkeypatch.setattr(ort, "_encode_text", encoded)
+    prompt = "a photo of a plate with a seed test"  # not in the text cache: the first job would encode it
+    jobs = [
+        {"image": scene["image"], "mask": scene["mask"], "prompt": prompt, "seed": s} for s in (0, 2**64 - 1, 2**64)
+    ]
+    with pytest.raises(InputError) as err:
+        ort.run_batch(jobs, **FAST)
+    assert err.value.argument == "seed" and "2**64 - 1" in str(err.value) and str(2**64) in str(err.value)

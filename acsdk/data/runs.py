@@ -26,7 +26,7 @@ from runtime.manifest import MANIFEST_NAME, manifest_sha256
 from ..errors import EngineDirError, InputError, check_int, check_real
 from ..inference.imaging import read_mask, read_rgb8
 from ..inference.settings import FIELDS as SAMPLING_FIELDS
-from ..inference.settings import SamplingSettings
+from ..inference.settings import SamplingSettings, check_seed
 from .contact_sheet import contact_sheet
 from .masks import estimate_foreground, sample_target_mask
 from .mvtec import MVTecCategory, Sample, load_category
@@ -292,7 +292,7 @@ def plan_run(
     batch_size = check_int("batch_size", batch_size, 1)
     max_mask_fraction = check_real("max_mask_fraction", max_mask_fraction, 0.0, 1.0, lo_open=True)
     # What every item's run would refuse, refused here, before generate.json or any item is written.
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     sampling = SamplingSettings.of(sampling)
     cat: MVTecCategory = load_category(data, category, defects)
     for defect in cat.anomalies:

@@ -62,6 +62,10 @@ class Bank:
             info = json.loads((root / INFO).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError("bank", f"a readable {INFO}", f"'{root / INFO}': {e}") from None
+        if not isinstance(info, dict):  # JSON, but not what `prepare` writes
+            raise InputError(
+                "bank", f"a {INFO} holding a JSON object", f"'{root / INFO}': a JSON {type(info).__name__}"
+            )
         if info.get("schema") != SCHEMA:
             raise InputError("bank", f"schema {SCHEMA}", repr(info.get("schema")))
         if sha256_file(root / TENSORS) != info.get("tensors_sha256"):

@@ -31,7 +31,7 @@ from .lru import LRUCache
 from .parts import ModelParts, parts_from_engine_dir, parts_from_model
 from .sampler import InpaintSampler
 from .schedules import SAMPLERS
-from .settings import SamplingSettings
+from .settings import SamplingSettings, check_seed
 from .windows import Window, crop, feather_sigma, plan_windows
 
 log = logging.getLogger(__name__)
@@ -460,6 +460,9 @@ class Synthesizer:
             )
         if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Sequence) or not jobs:
             raise InputError("jobs", "a non-empty list of dicts of run()'s per-target arguments", repr(jobs)[:80])
+        for job in jobs:  # every seed before the first job's prompt or reference opens a model
+            if isinstance(job, Mapping):
+                check_seed("seed", job.get("seed", 0))
         prepared = [
             self._prepare(job, i, sampling.asea_steps, roi, roi_padding, min_size, sampling.cfg)
             for i, job in enumerate(jobs)
@@ -528,7 +531,7 @@ class Synthesizer:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         cache_hits = {"text": False, "reference": False}
-        seed = check_int("seed", job.get("seed", 0), 0)
+        seed = check_seed("seed", job.get("seed", 0))
         bank = self._bank(job["bank"]) if job.get("bank") is not None else None
         prompt, negative = job.get("prompt"), job.get("negative_prompt")
         reference, ref_image, ref_mask = job.get("reference"), job.get("reference_image"), job.get("reference_mask")
