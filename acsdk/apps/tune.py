@@ -1,16 +1,17 @@
 """`acsdk tune`: the cheapest sampling setting that keeps the picture, measured on your own engines, images and
 references.
 
-Whether fewer calls keep the picture depends on the model (measured: on the shipped demo model DDIM beats
-DPM-Solver++ at 7 calls, on a random tiny model the other way round), so it is measured, not assumed: a grid
-of (sampler, calls, CFG cut-off) runs on a few defect types x seeds from the user's data; every image is compared
-with the default's (DDIM, 50 steps x 0.7 = 35 calls) and with a fine solution (DDIM, 350 calls from the same start
-and noise; every sampler ends where DDIM ends) by the INT8 gate's numbers, and timed on the engines' backend after
-an untimed warm-up (engines opened, `auto`'s backend measurement and OpenVINO's compile at each UNet batch done).
-The recommendation is the setting with the fewest UNet rows per image (calls x CFG batch: 2 with guidance, 1 after
-a cut-off; the mean over all scenes) whose images pass the gate against the default, ties broken by the time, with
-the `acsdk generate` line that uses it. Every setting of the grid is checked against the engine dir's scheduler
-before the first image, so a count it cannot take is refused before anything runs or is written.
+Whether fewer calls keep the picture depends on the model and the scenes (docs/benchmarks.md: on the demo model no
+setting cheaper than the default passes, on a random 256 px one DPM-Solver++ at 14 calls does), so it is measured,
+not assumed: a grid of (sampler, calls, CFG cut-off) runs on a few defect types x seeds from the user's data; every
+image is compared with the default's (DDIM, 50 steps x 0.7 = 35 calls) and with a fine solution (DDIM, 350 calls
+from the same start and noise; every sampler ends where DDIM ends) by the INT8 gate's numbers, and timed on the
+engines' backend after an untimed warm-up (engines opened, `auto`'s backend measurement and OpenVINO's compile at
+each UNet batch done). The recommendation is the setting with the fewest UNet rows per image (calls x CFG batch: 2
+with guidance, 1 after a cut-off; the mean over all scenes) whose images pass the gate against the default, ties
+broken by the time, with the `acsdk generate` line that uses it. Every setting of the grid is checked against the
+engine dir's scheduler before the first image, so a count it cannot take is refused before anything runs or is
+written.
 """
 
 from __future__ import annotations
