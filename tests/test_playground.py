@@ -243,7 +243,8 @@ def fake_launch(monkeypatch):
 
     def launch(self, **kwargs):
         caches = {b.GRADIO_CACHE for b in self.blocks.values() if hasattr(b, "GRADIO_CACHE")}
-        calls.append({**kwargs, "env": os.environ.get("GRADIO_TEMP_DIR"), "caches": caches})
+        calls.append({**kwargs, "env": os.environ.get("GRADIO_TEMP_DIR"), "caches": caches,
+                      "analytics": self.analytics_enabled})  # fmt: skip
 
     monkeypatch.setattr(gr.Blocks, "launch", launch)
     return calls
@@ -258,7 +259,7 @@ def test_the_page_is_never_shared_and_gradio_writes_only_under_out(play, fake_la
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "user's own"))
     served = launch(play, "127.0.0.1", _free_port(), block=False)
     call = fake_launch[-1]
-    assert call["share"] is False
+    assert call["share"] is False and call["analytics"] is False, "no public link, no usage analytics sent"
     temp = Path(call["env"])
     assert temp.parent == play.out and temp.name.startswith(".gradio-") and temp.is_dir()
     assert call["caches"] == {str(temp)}, "every component caches into the private dir"

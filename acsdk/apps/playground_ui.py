@@ -125,7 +125,8 @@ def build(play: Playground):
 
     choose.__annotations__["evt"] = gr.SelectData  # a type, not this module's postponed string: Gradio looks for it
 
-    with gr.Blocks(title="acsdk playground") as page:
+    # No usage analytics: a page on a factory PC talks to nobody but its browser.
+    with gr.Blocks(title="acsdk playground", analytics_enabled=False) as page:
         preview = gr.State(None)
         which = gr.State(0)  # the gallery's chosen seed, for Save
         gr.Markdown(f"# acsdk playground\nEngines: `{play.engines}`" + (f", data: `{play.cat.root}` / "
