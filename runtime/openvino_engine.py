@@ -4,7 +4,8 @@ The engine dir's ONNX (or OpenVINO IR) is read once; each new set of input shape
 compiled for the device (OpenVINO's CPU kernels are fastest on static shapes) and kept (the `max_shapes` most
 recently used), with a small pool of infer requests per compiled shape so threads do not share one. Weight files
 are memory-mapped (OpenVINO's default, ONNX external data included): their pages need not stay in RAM. OpenVINO's
-model cache (`cache_dir`) makes a second process skip compilation. Inputs are handed over without copies; outputs
+model cache (`cache_dir`, bounded by runtime/model_cache.py when the engine holds a lease on it) makes a second
+process skip compilation. Inputs are handed over without copies; outputs
 are written by OpenVINO directly into torch tensors.
 
 Precision: `precision` is the engine's ("fp32", "fp16", "int8"). fp32 and int8 run with f32 inference precision
@@ -27,6 +28,7 @@ import torch
 from .dtypes import TORCH_DTYPES
 from .engine import Engine
 from .errors import BackendUnavailableError
+from .model_cache import CacheLease
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,10 @@ class OpenVINOEngine(Engine):
         cache_dir: Path | None = None,
         threads: int | None = None,
         max_shapes: int = MAX_COMPILED_SHAPES,
+        cache_lease: CacheLease | None = None,
     ):
+        """`cache_lease` (model_cache.use): the cache entry `cache_dir` is, held while the engine lives so that no
+        process evicts the folder OpenVINO writes its blobs into."""
         check_device(name, device)
         self.max_shapes = max_shapes
         self.name = name
@@ -95,9 +100,11 @@ class OpenVINOEngine(Engine):
         self.core = _core()
         self.device = device
         self.precision = precision
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        self.cache_lease = cache_lease
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
         try:
             self.model = self.core.read_model(os.fspath(path))
         except Exception as exc:  # OpenVINO raises RuntimeError with its own text: typed, so `auto` falls back
@@ -129,7 +136,7 @@ class OpenVINOEngine(Engine):
             model = self.model.clone()
             model.reshape({n: list(s) for n, s in zip(self.input_names, shapes, strict=True)})
             try:
-                compiled = self.core.compile_model(model, self.device, self.config)
+                compiled = self._compile(model)
             except Exception as exc:
                 raise BackendUnavailableError(
                     f"{self.name}: OpenVINO cannot compile it for input shapes {list(shapes)} on {self.device}: "
@@ -139,6 +146,19 @@ class OpenVINOEngine(Engine):
             self._compiled[shapes] = entry
             log.info("%s: compiled for %s on %s", self.name, shapes, self.device)
             return entry
+
+    def _compile(self, model):
+        try:
+            return self.core.compile_model(model, self.device, self.config)
+        except Exception as exc:
+            if self.cache_dir is None or self.cache_dir.is_dir():
+                raise
+            # The cache folder vanished while OpenVINO wrote a blob into it (deleted by hand, or evicted by a process
+            # that does not honour leases): OpenVINO fails that compile, and compiles uncached once it is gone.
+            why = _brief(exc)
+            log.warning("%s: OpenVINO's cache %s vanished during a compile (%s); compiling uncached", self.name,
+                        self.cache_dir, why)  # fmt: skip
+            return self.core.compile_model(model, self.device, self.config)
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         import openvino as ov

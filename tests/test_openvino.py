@@ -53,7 +53,7 @@ def test_model_cache_is_per_host_in_the_user_cache_and_never_in_the_engine_dir(
     before = sorted(p.relative_to(engine_dir) for p in engine_dir.rglob("*"))
     _run(acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu"), scene)
     host = tmp_path / "cache" / "openvino" / f"{manifest_sha256(engine_dir)[:16]}-{socket.gethostname()}"
-    assert any(host.iterdir()), "compiled blobs cached for this host"
+    assert any(host.glob("*.blob")), "compiled blobs cached for this host"
     assert sorted(p.relative_to(engine_dir) for p in engine_dir.rglob("*")) == before, "the engine dir is not written"
 
 
@@ -180,3 +180,71 @@ def test_auto_on_a_cpu_picks_the_faster_backend_per_component_measured_once(engi
     low = acsdk.Synthesizer(engine_dir, device="cpu", low_memory=True).load("vae_decoder", "unet").info()
     assert low["components"]["vae_decoder"]["backend"] == low["components"]["unet"]["backend"] == "openvino"
     assert low["backend_choice"] == {}
+
+
+def test_the_cache_entry_is_held_while_engines_use_it_and_acsdk_info_shows_its_size(
+    engine_dir, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from acsdk.apps.cli import main
+    from acsdk.inference.backend_choice import sample_feed
+    from acsdk.inference.parts import openvino_cache_dir
+    from runtime import model_cache
+    from runtime.manifest import Manifest
+
+    monkeypatch.setenv("ACSDK_CACHE", str(tmp_path / "cache"))
+    entry = openvino_cache_dir(Manifest.load(engine_dir))
+    s = acsdk.Synthesizer(engine_dir, backend="openvino", device="cpu").load("vae_decoder")
+    s.parts.engines["vae_decoder"].run(sample_feed(Manifest.load(engine_dir).components["vae_decoder"]))  # compiles
+    assert any(entry.glob("*.blob"))
+    assert model_cache.in_use(entry) and model_cache.prune(cap=0) == [], "no process evicts an entry in use"
+    assert json.loads((entry / model_cache.ENTRY_FILE).read_text())["engine_dir"] == str(engine_dir.resolve())
+    s.release()
+    assert not model_cache.in_use(entry), "released with its engines"
+    assert main(["info", str(engine_dir), "--backend", "openvino", "--device", "cpu"]) == 0
+    cache = json.loads(capsys.readouterr().out)["openvino_cache"]
+    assert cache["root"] == str(entry.parent) and cache["entries"] == 1 and cache["cap_gib"] == 20.0
+    own = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+    assert cache["this_engine_dir"] == {"entry": entry.name, "bytes": own, "gib": round(own / (1 << 30), 3)}
+    assert cache["bytes"] == own > 10_000, "the compiled blob counted"
+
+
+def test_pruning_from_another_process_never_breaks_a_compile_in_progress(two_outputs, tmp_path):
+    """OpenVINO fails a compile whose cache folder vanishes while it writes the blob; an engine holds its entry, so
+    a process pruning everything the whole time removes nothing of it, and every compiled shape is cached."""
+    import subprocess
+    import textwrap
+
+    import torch
+
+    from runtime import model_cache
+    from runtime.openvino_engine import OpenVINOEngine
+
+    root = tmp_path / "openvino"
+    stop = tmp_path / "stop"
+    code = textwrap.dedent(f"""
+        import pathlib
+        from runtime import model_cache
+        n = 0
+        while not pathlib.Path({str(stop)!r}).exists():
+            model_cache.prune({str(root)!r}, 0)
+            n += 1
+            if n == 1:
+                print("pruning", flush=True)
+        print(n)
+    """)
+    lease = model_cache.use(root / "entry", cap=1 << 60)
+    pruner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert pruner.stdout.readline().strip() == "pruning"
+        io = ([{"name": "x", "dtype": "float32"}], [{"name": "plus", "dtype": "float32"}])
+        engine = OpenVINOEngine("pair", two_outputs, *io, cache_dir=lease.path, cache_lease=lease, max_shapes=1)
+        for n in range(1, 25):
+            assert torch.equal(engine.run({"x": torch.ones(1, n)})["plus"], torch.full((1, n), 2.0))
+    finally:
+        stop.touch()
+        prunes = int(pruner.communicate(timeout=60)[0])
+    assert prunes > 1 and len(list((root / "entry").glob("*.blob"))) == 24
+    del engine, lease
+    assert model_cache.prune(root, 0)[0].name == "entry", "once let go, it can go"

@@ -250,8 +250,79 @@ def _prepare(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import json
 
+    from runtime.manifest import Manifest
+
+    from ..inference.parts import openvino_cache_dir
+
     synth = _synthesizer(args, verify=not args.no_verify).load()  # what runs: every component opened
-    print(json.dumps(synth.info(), indent=2))
+    info = synth.info()
+    info["openvino_cache"] = _cache_summary(openvino_cache_dir(Manifest.load(args.engines)))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _gib(n: int) -> float:
+    return round(n / (1 << 30), 3)
+
+
+def _cache_summary(entry: Path) -> dict:
+    """OpenVINO's compiled-model cache in numbers: its total, its cap, and this engine dir's entry."""
+    from runtime import model_cache
+
+    listed = model_cache.entries(entry.parent)
+    mine = next((e for e in listed if e.path == entry), None)
+    total, own = sum(e.bytes for e in listed), mine.bytes if mine else 0
+    return {
+        "root": str(entry.parent),
+        "entries": len(listed),
+        "bytes": total,
+        "gib": _gib(total),
+        "cap_gib": _gib(model_cache.max_bytes()),
+        "this_engine_dir": {"entry": entry.name, "bytes": own, "gib": _gib(own)},
+    }
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """List OpenVINO's compiled-model cache, or prune it (least recently used entries first; entries in use stay)."""
+    import time
+
+    from runtime import model_cache
+    from runtime.manifest import MANIFEST_NAME, manifest_sha256
+
+    if not args.prune and (args.all or args.max_gb is not None):
+        raise InputError("--all" if args.all else "--max-gb", "--prune beside it (without it, cache only lists)",
+                         "no --prune")  # fmt: skip
+    if args.all and args.max_gb is not None:
+        raise InputError("--max-gb", "either --all or --max-gb", "both")
+    root = model_cache.openvino_cache_root()
+    if args.prune:
+        if args.all:
+            cap = 0
+        elif args.max_gb is not None:
+            try:
+                cap = model_cache.gib_to_bytes(args.max_gb, "--max-gb")
+            except model_cache.CacheSizeError as exc:
+                raise InputError("--max-gb", exc.expected, exc.got) from exc
+        else:
+            cap = model_cache.max_bytes()
+        removed = model_cache.prune(root, cap)
+        for e in removed:
+            print(f"removed {e.name} ({_gib(e.bytes)} GiB, engine dir {e.source or 'unknown'})")
+    listed = model_cache.entries(root)
+    print(f"OpenVINO model cache {root}: {len(listed)} entries, {_gib(sum(e.bytes for e in listed))} GiB "
+          f"(cap {_gib(model_cache.max_bytes())} GiB, ${model_cache.MAX_GB_ENV})")  # fmt: skip
+    for e in reversed(listed):  # the most recently used first
+        note = ""
+        if e.source is None:
+            note = "engine dir unknown"
+        elif not (Path(e.source) / MANIFEST_NAME).is_file():
+            note = "engine dir gone"
+        elif not e.name.startswith(manifest_sha256(e.source)[:16]):
+            note = "engine dir rebuilt since"
+        if model_cache.in_use(e.path):
+            note = ", ".join(filter(None, ["in use", note]))
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        print(f"  {_gib(e.bytes):9.3f} GiB  {used}  {e.name}  {e.source or '-'}{f'  ({note})' if note else ''}")
     return 0
 
 
@@ -480,6 +551,18 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", default=None)
     inf.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the engine files")
     inf.set_defaults(func=_info)
+
+    cac = sub.add_parser(
+        "cache",
+        help="list or prune OpenVINO's compiled-model cache (~/.cache/acsdk/openvino/)",
+        description="OpenVINO's compiled models, one entry per engine dir and host: size, last use, engine dir. "
+        "Opening an entry evicts the least recently used others over the cap ($ACSDK_OPENVINO_CACHE_MAX_GB, default "
+        "20 GiB); entries in use by any process are never removed.",
+    )
+    cac.add_argument("--prune", action="store_true", help="remove least recently used entries down to the cap")
+    cac.add_argument("--max-gb", help="with --prune: the size to prune down to, in GiB (instead of the cap)")
+    cac.add_argument("--all", action="store_true", help="with --prune: remove every entry not in use")
+    cac.set_defaults(func=_cache)
 
     ini = sub.add_parser(
         "init-checkpoint",

@@ -16,10 +16,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
-from runtime import Engine, TorchEngine
+from runtime import Engine, TorchEngine, model_cache
 from runtime.cpu import int8_gate_holds_here
 from runtime.errors import BackendUnavailableError, EngineDirError, IncompatibleEngineError
-from runtime.files import cache_dir
 from runtime.manifest import Manifest, manifest_sha256
 
 from ..errors import InputError
@@ -171,6 +170,8 @@ def _open_engine(
         if art is None:
             raise EngineDirError(f"{name}: the engine dir has no {precision} ONNX or OpenVINO file; rebuild it")
         path = _path(manifest, art, verify)
+        # The cache entry is held while the engine lives (no process evicts it); opening it evicts others over the cap.
+        lease = None if options.cache_dir is None else model_cache.use(options.cache_dir, source=manifest.root)
         engine = OpenVINOEngine(
             name,
             path,
@@ -179,6 +180,7 @@ def _open_engine(
             precision=precision,
             cache_dir=options.cache_dir,
             max_shapes=1 if options.low_memory else MAX_COMPILED_SHAPES,
+            cache_lease=lease,
         )
         return engine, precision
     if backend == "tensorrt":
@@ -238,8 +240,9 @@ def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
 def openvino_cache_dir(manifest: Manifest) -> Path:
     """OpenVINO's compiled-model cache: in this user's acsdk cache on this host, per engine dir, never in the engine
     dir. OpenVINO writes its blobs in place, so a cache on a shared engine dir could be read half-written by another
-    node (every Ray worker loads the same dir); and an engine dir stays read-only once built."""
-    return cache_dir() / "openvino" / f"{manifest_sha256(manifest.root)[:16]}-{socket.gethostname()}"
+    node (every Ray worker loads the same dir); and an engine dir stays read-only once built. Bounded by
+    runtime/model_cache.py (least recently used entries go over ACSDK_OPENVINO_CACHE_MAX_GB)."""
+    return model_cache.openvino_cache_root() / f"{manifest_sha256(manifest.root)[:16]}-{socket.gethostname()}"
 
 
 def parts_from_engine_dir(
