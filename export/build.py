@@ -33,7 +33,7 @@ from acsdk.models.config import CONFIG_NAME, Configs
 from acsdk.version import __version__
 from runtime.compat import parse_compute_capability
 from runtime.cpu import isa_summary
-from runtime.files import atomic_dir
+from runtime.files import atomic_dir, sha256_file
 from runtime.manifest import Manifest, list_files, manifest_sha256, write_manifest
 from runtime.process import peak_rss_mb, reset_peak_rss
 from runtime.tensorrt_engine import tensorrt_usable
@@ -63,6 +63,7 @@ class BuildSettings:
     opset: int
     verify: bool
     int8: bool = False
+    fp8: bool = False
 
 
 def resolve_backend(requested: str) -> str:
@@ -207,7 +208,9 @@ def _build_component(
         variants["fp16"] = convert_fp16(fp32_path, onnx_dir / f"{name}.fp16.onnx", spec.fp32_scopes)
     export_s = time.perf_counter() - t0
 
-    drop_fp32 = precision == "fp16" and not spec.keep_fp32_variant and not (s.int8 and name == INT8_COMPONENT)
+    # The quantizers (--int8, --fp8) start from the fp32 UNet graph: kept beside the fp16 one.
+    quantized = (s.int8 or s.fp8) and name == INT8_COMPONENT
+    drop_fp32 = precision == "fp16" and not spec.keep_fp32_variant and not quantized
     plans = []
     if s.backend == "tensorrt":  # each shipped precision's plan from that precision's graph
         shipped = {p: path for p, path in variants.items() if not (p == "fp32" and drop_fp32)}
@@ -251,7 +254,11 @@ INT8_COMPONENT = "unet"  # ~all of the compute: 35 calls per image; the rest run
 
 def _gate_lines(tried: list[dict]) -> str:
     """A gate's tries, one clause each, for the error or warning that reports them."""
-    clauses = (f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB" for t in tried)
+    clauses = (
+        f"{t['scope']}: {t['error']}" if "error" in t else
+        f"{t['scope']}: mean {t['mean']:.2f}, p99 {t['p99']:.2f}, PSNR {t['psnr_db']:.1f} dB"
+        for t in tried
+    )  # fmt: skip
     return "; ".join(clauses)
 
 
@@ -261,91 +268,180 @@ def _onnx_artifact(root: Path, path: Path, precision: str, **extra: object) -> d
     return {"format": "onnx", "precision": precision, "file": rel[0], "data_files": rel[1:], **extra}
 
 
-def _calibrate(root: Path, manifest: dict, plan: int8_mod.Int8Settings) -> tuple[list, list]:
-    """The UNet inputs the fp32 pipeline produces on the calibration scenes, and the held-out gate scenes."""
+def _artifact_paths(root: Path, art: dict) -> list[Path]:
+    return [root / rel for rel in (art["file"], *art.get("data_files", []))]
+
+
+def _list_changed(root: Path, manifest: dict, changed: list[Path]) -> None:
+    """manifest["files"] after the files in `changed` were (re)written or removed: only those are hashed again (at
+    real size the rest of the dir is ~10 GB, hashed once when the build listed it)."""
+    files = {rel: digest for rel, digest in manifest["files"].items() if (root / rel).is_file()}
+    for path in changed:
+        if path.is_file():
+            files[path.relative_to(root).as_posix()] = sha256_file(path)
+    manifest["files"] = dict(sorted(files.items()))
+
+
+def _forget_compiled(root: Path) -> None:
+    """Remove the OpenVINO model-cache entries the calibration and gate Synthesizers made for this build dir: each
+    gate scope lists its artifact in a new manifest, hence a new entry (GBs at real size) that nothing reuses."""
+    from runtime import model_cache
+
+    gc.collect()  # (a Synthesizer kept alive by a reference cycle still holds its entry)
+    removed = model_cache.remove_entries_for(root)
+    if removed:
+        log.debug("removed %d OpenVINO cache entries of the build's own runs", len(removed))
+
+
+def _calibrate(root: Path, manifest: dict, plan: int8_mod.Int8Settings, progress: bool = False) -> tuple[list, list]:
+    """The UNet inputs the pipeline with its fp32 UNet produces on the calibration scenes, and the held-out gate
+    scenes."""
     size = manifest["model"]["height"]  # procedural scenes are square at the model's size
     gate_scenes = plan.gate_scenes(size)
-    return int8_mod.calibration_inputs(root, plan.calibration.make(size), plan.calibration.steps), gate_scenes
+    log.info(
+        "quantization: calibrating on %d scenes x %d steps, gating on %d held-out scenes (x2: quantized and fp32) "
+        "per scope, up to %d scopes; --calibration-scenes / --gate-scenes / --scene-steps bound it",
+        plan.calibration.count, plan.calibration.steps, len(gate_scenes), len(int8_mod.SCOPES),
+    )  # fmt: skip
+    scenes = plan.calibration.make(size)
+    t0 = time.perf_counter()
+    calibration = int8_mod.calibration_inputs(root, scenes, plan.calibration.steps, progress)
+    _forget_compiled(root)
+    manifest["components"][INT8_COMPONENT]["quantization"] = {
+        "calibration_scenes": len(scenes),
+        "scene_steps": plan.calibration.steps,
+        "calibration_samples": len(calibration),
+        "calibration_seconds": round(time.perf_counter() - t0, 1),
+        "gate_scenes": len(gate_scenes),
+        "gate_steps": plan.gate.steps,
+    }
+    return calibration, gate_scenes
 
 
-def _add_int8(root: Path, manifest: dict, plan: int8_mod.Int8Settings, data: tuple[list, list] | None = None) -> None:
-    """Quantize the UNet from its fp32 ONNX, calibrated on the fp32 pipeline's own UNet inputs, and gate it on
-    held-out scenes: the widest INT8 scope whose final images pass is kept, in the manifest with its numbers; none
-    passing fails. Then the same for TensorRT's Q/DQ graph (which may miss its gate without failing the build)."""
+def _gate_scopes(root: Path, manifest: dict, what: str, make, metrics) -> tuple[dict | None, list[dict]]:
+    """The quantization scope search every quantized UNet goes through: per scope (widest first), `make(scope)`
+    writes the quantized artifact and returns its manifest entry, which is listed (the gate's Synthesizer reads the
+    manifest) and gated by `metrics()`; the first that passes is kept. A scope whose quantization raises is
+    recorded and the next tried. Returns (the passing artifact or None, every try); on None the UNet's artifacts
+    are as they were."""
+    entry = manifest["components"][INT8_COMPONENT]
+    before = list(entry["artifacts"])
+    gate, tried = int8_mod.Gate(), []
+    for scope in int8_mod.SCOPES:
+        t0 = time.perf_counter()
+        try:
+            art = make(scope)
+        except (ACSDKError, MemoryError, TypeError, AttributeError, NameError):  # ours, or a bug: not a scope's fate
+            raise
+        except Exception as exc:  # a quantizer's own failure (NNCF, ONNX Runtime, onnx): recorded, typed, not raw
+            tried.append({"scope": scope.name, "passed": False, "error": f"{type(exc).__name__}: {exc}"[:600]})
+            log.warning("%s, %s: quantization failed: %s", what, scope.name, tried[-1]["error"], exc_info=True)
+            continue
+        entry["artifacts"] = [*before, art]
+        _list_changed(root, manifest, _artifact_paths(root, art))
+        write_manifest(root, manifest)
+        record = int8_mod.gate_record(metrics(), gate)
+        _forget_compiled(root)
+        tried.append({"scope": scope.name, **record, "seconds": round(time.perf_counter() - t0, 1)})
+        log.info("%s gate, %s: %s", what, scope.name, record)
+        if record["passed"]:
+            return art, tried
+        for f in _artifact_paths(root, art):
+            f.unlink(missing_ok=True)
+        entry["artifacts"] = before
+        _list_changed(root, manifest, _artifact_paths(root, art))
+        write_manifest(root, manifest)
+    return None, tried
+
+
+def _add_int8(
+    root: Path,
+    manifest: dict,
+    plan: int8_mod.Int8Settings,
+    data: tuple[list, list] | None = None,
+    progress: bool = False,
+) -> None:
+    """Quantize the UNet from its fp32 ONNX, calibrated on the UNet inputs of the pipeline with its fp32 UNet, and
+    gate it on held-out scenes: the widest INT8 scope whose final images pass is kept, in the manifest with its
+    numbers; none passing fails. Then the same for TensorRT's Q/DQ graph (which may miss its gate without failing
+    the build)."""
     entry = manifest["components"][INT8_COMPONENT]
     fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
     t0 = time.perf_counter()
-    calibration, gate_scenes = data or _calibrate(root, manifest, plan)
+    calibration, gate_scenes = data or _calibrate(root, manifest, plan, progress)
     xml = root / "openvino" / f"{INT8_COMPONENT}.int8.xml"
-    artifact = {
-        "format": "openvino",
-        "precision": "int8",
-        "file": xml.relative_to(root).as_posix(),
-        "data_files": [xml.with_suffix(".bin").relative_to(root).as_posix()],
-        "calibration_samples": len(calibration),
-        "overflow_fix": int8_mod.OVERFLOW_FIX,
-        "build_cpu": isa_summary(),
-    }
-    fp32_artifacts = list(entry["artifacts"])
-    gate, tried = int8_mod.Gate(), []
-    for scope in int8_mod.SCOPES:
+
+    def make(scope: int8_mod.Scope) -> dict:
         int8_mod.quantize_unet(root / fp32["file"], calibration, xml, scope, int8_mod.OVERFLOW_FIX)
-        entry.update(precision="int8", artifacts=[*fp32_artifacts, {**artifact, "scope": scope.name}])
-        manifest["files"] = list_files(root)
-        write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
-        record = int8_mod.gate_record(int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps), gate)
-        tried.append({"scope": scope.name, **record})
-        log.info("INT8 gate, %s: %s", scope.name, record)
-        if record["passed"]:
-            entry["int8_gate"] = {
-                **record,
-                "scope": scope.name,
-                "calibration_seed": plan.calibration.seed,
-                "gate_seed": plan.gate.seed,
-                "tried": tried,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            write_manifest(root, manifest)
-            _add_qdq(root, manifest, (calibration, gate_scenes), plan, "int8")
-            return
-    lines = _gate_lines(tried)
-    raise BuildError(
-        f"INT8 {INT8_COMPONENT} misses the quality gate against fp32 (mean <= {gate.mean_max}, p99 <= "
-        f"{gate.p99_max} grey levels inside the label, PSNR >= {gate.psnr_min} dB over the blend region, on "
-        f"{len(gate_scenes)} held-out scenes) in every scope tried ({lines}): nothing was written; build without --int8"
-    )
+        return {
+            "format": "openvino",
+            "precision": "int8",
+            "file": xml.relative_to(root).as_posix(),
+            "data_files": [xml.with_suffix(".bin").relative_to(root).as_posix()],
+            "calibration_samples": len(calibration),
+            "overflow_fix": int8_mod.OVERFLOW_FIX,
+            "build_cpu": isa_summary(),
+            "scope": scope.name,
+        }
+
+    def metrics() -> dict:
+        return int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, progress=progress)
+
+    art, tried = _gate_scopes(root, manifest, "INT8 (OpenVINO)", make, metrics)
+    if art is None:
+        gate = int8_mod.Gate()
+        raise BuildError(
+            f"INT8 {INT8_COMPONENT} misses the quality gate against fp32 (mean <= {gate.mean_max}, p99 <= "
+            f"{gate.p99_max} grey levels inside the label, PSNR >= {gate.psnr_min} dB over the blend region, on "
+            f"{len(gate_scenes)} held-out scenes) in every scope tried ({_gate_lines(tried)}): nothing was written; "
+            "build without --int8"
+        )
+    entry["precision"] = "int8"
+    entry["int8_gate"] = {
+        **tried[-1],
+        "calibration_seed": plan.calibration.seed,
+        "gate_seed": plan.gate.seed,
+        "tried": tried,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_manifest(root, manifest)
+    _add_qdq(root, manifest, (calibration, gate_scenes), plan, "int8", progress)
 
 
-def _add_qdq(root: Path, manifest: dict, data: tuple[list, list], plan: int8_mod.Int8Settings, kind: str) -> None:
+def _add_qdq(
+    root: Path,
+    manifest: dict,
+    data: tuple[list, list],
+    plan: int8_mod.Int8Settings,
+    kind: str,
+    progress: bool = False,
+) -> None:
     """The UNet as a Q/DQ ONNX of `kind` (int8, fp8) for TensorRT's quantized plans (`--from-onnx` builds them on
-    the target), from the pipeline's calibration inputs, through the INT8 scope search, gated like the OpenVINO
-    INT8 on ONNX Runtime CPU (which runs the Q/DQ arithmetic). An INT8 graph missing the gate is no failure (the
-    OpenVINO INT8 stands; nothing is written for it, the numbers are recorded); an FP8 one, asked for with --fp8,
-    fails the build."""
+    the target), from the pipeline's calibration inputs, through the same scope search, gated like the OpenVINO
+    INT8 on ONNX Runtime CPU (which runs the Q/DQ arithmetic). An INT8 graph missing the gate, or whose
+    quantization fails, is no failure (the OpenVINO INT8 stands; nothing is written for it, the numbers or the
+    error are recorded); an FP8 one, asked for with --fp8, fails the build."""
     calibration, gate_scenes = data
     entry = manifest["components"][INT8_COMPONENT]
     fp32 = next(a for a in entry["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
     path = root / "onnx" / f"{INT8_COMPONENT}.{kind}.qdq.onnx"
-    artifacts, gate, tried = list(entry["artifacts"]), int8_mod.Gate(), []
     t0 = time.perf_counter()
-    for scope in int8_mod.SCOPES:
-        int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope, kind)
-        qdq = _onnx_artifact(root, path, kind, quantization="qdq", symmetric=True, per_channel_weights=kind == "int8",
-                             scope=scope.name, calibration_samples=len(calibration))  # fmt: skip
-        entry["artifacts"] = [*artifacts, qdq]
-        manifest["files"] = list_files(root)
-        write_manifest(root, manifest)  # the gate's Synthesizer reads the manifest
-        metrics = int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, "onnxruntime", kind)
-        record = int8_mod.gate_record(metrics, gate)
-        tried.append({"scope": scope.name, **record})
-        log.info("Q/DQ %s gate, %s: %s", kind, scope.name, record)
-        if record["passed"]:
-            qdq["gate"] = {**record, "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
-            manifest["files"] = list_files(root)
-            write_manifest(root, manifest)
-            return
-    path.unlink()
-    entry["artifacts"] = artifacts
+
+    def make(scope: int8_mod.Scope) -> dict:
+        int8_mod.quantize_unet_qdq(root / fp32["file"], calibration, path, scope, kind, progress=progress)
+        return _onnx_artifact(root, path, kind, quantization="qdq", symmetric=True, per_channel_weights=kind == "int8",
+                              scope=scope.name, calibration_samples=len(calibration))  # fmt: skip
+
+    def metrics() -> dict:
+        return int8_mod.gate_metrics(root, gate_scenes, plan.gate.steps, "onnxruntime", kind, progress=progress)
+
+    qdq, tried = _gate_scopes(root, manifest, f"Q/DQ {kind}", make, metrics)
+    if qdq is not None:
+        qdq["gate"] = {**tried[-1], "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
+        write_manifest(root, manifest)
+        return
+    for f in (path, path.with_name(path.name + ".data")):  # what a quantization that raised may have left
+        f.unlink(missing_ok=True)
     lines = _gate_lines(tried)
     if kind == "fp8":
         raise BuildError(
@@ -354,7 +450,6 @@ def _add_qdq(root: Path, manifest: dict, data: tuple[list, list], plan: int8_mod
         )
     entry[f"{kind}_qdq_gate"] = {"passed": False, "tried": tried}
     log.warning("Q/DQ %s %s misses the gate in every scope (%s): none for TensorRT here", kind, INT8_COMPONENT, lines)
-    manifest["files"] = list_files(root)
     write_manifest(root, manifest)
 
 
@@ -392,7 +487,7 @@ def build_engine_dir(
     if int8 or fp8:
         from runtime.openvino_engine import openvino_usable
 
-        ok, why = openvino_usable()  # the calibration records the fp32 pipeline on OpenVINO
+        ok, why = openvino_usable()  # the calibration records the pipeline (with its fp32 UNet) on OpenVINO
         if not ok:
             raise BuildArgumentError(f"{'--int8' if int8 else '--fp8'}: {why}")
         if int8_settings is not None and int8_settings.gate_images is not None:
@@ -414,13 +509,14 @@ def build_engine_dir(
     h = ckpt.config.height if height is None else height
     w = ckpt.config.width if width is None else width
     _check_resolution(configs, h, w)
-    settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify, int8)
+    settings = BuildSettings(h, w, fp16, resolved, max_batch, opset, verify, int8, fp8)
     digest = checkpoint_digest(checkpoint)
 
     previous: dict = {}
     if partial_update:
         old = Manifest.load(out)
-        if old.data["source_checkpoint"]["sha256"] != digest or old.data["settings"] != asdict(settings):
+        stored = {"fp8": False, **old.data["settings"]}  # (dirs from before --fp8 was a setting)
+        if old.data["source_checkpoint"]["sha256"] != digest or stored != asdict(settings):
             raise BuildArgumentError(
                 f"--components: '{out}' was built from another checkpoint or with other settings "
                 f"({old.data['settings']}); rebuild it whole with --force"
@@ -468,11 +564,11 @@ def build_engine_dir(
             write_manifest(tmp, manifest)
             if int8 or fp8:
                 plan = int8_settings or int8_mod.Int8Settings()
-                data = _calibrate(tmp, manifest, plan)  # once for both
+                data = _calibrate(tmp, manifest, plan, progress)  # once for both
                 if int8:
-                    _add_int8(tmp, manifest, plan, data)
+                    _add_int8(tmp, manifest, plan, data, progress)
                 if fp8:
-                    _add_qdq(tmp, manifest, data, plan, "fp8")
+                    _add_qdq(tmp, manifest, data, plan, "fp8", progress)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise BuildError(f"no space left on device while building into {out.parent}; nothing was written") from exc
@@ -661,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also an INT8 UNet for OpenVINO (NNCF, calibrated on the fp32 pipeline's own UNet inputs), built only "
+        help="also an INT8 UNet for OpenVINO (NNCF, calibrated on the UNet inputs the pipeline makes with its fp32 "
+        "UNet; with --fp16 the other components run fp16 meanwhile), built only "
         "if its final images pass the gate against fp32 (mean <= 2, p99 <= 8 grey levels in the mask, PSNR >= 35 "
         "dB over the blend region) on scenes held out from calibration; weights at 7 bits so the gate holds on x86 "
         "CPUs with and without VNNI; needs acsdk[openvino]. Changes results within that gate; opt-in",
@@ -671,6 +768,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="with --int8: a directory of your own good images the INT8 gate also generates defects into (a mask "
         "drawn on each, a procedural reference), so the gate covers your domain",
+    )
+    defaults = int8_mod.Int8Settings()
+    p.add_argument(
+        "--calibration-scenes",
+        type=int,
+        help=f"with --int8/--fp8: procedural scenes the pipeline runs to record the fp32 UNet's inputs (default "
+        f"{defaults.calibration.count}); fewer is faster and calibrates worse (on the demo model 4 scenes missed the "
+        "gate, 12 passed)",
+    )
+    p.add_argument(
+        "--gate-scenes",
+        type=int,
+        help=f"with --int8/--fp8: held-out scenes each quantization scope is gated on (default {defaults.gate.count}, "
+        "plus --gate-images); fewer is faster and weaker evidence",
+    )
+    p.add_argument(
+        "--scene-steps",
+        type=int,
+        help=f"with --int8/--fp8: DDIM steps of every calibration and gate scene (default {defaults.calibration.steps};"
+        " x0.7 UNet calls each). At real size on 2 CPU cores the defaults take hours (docs/real-size.md)",
     )
     p.add_argument(
         "--fp8",
@@ -688,7 +805,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_from_onnx_flags(args: argparse.Namespace) -> None:
     """Flags that shape an export from a checkpoint mean nothing to --from-onnx: refused, not silently ignored."""
-    shaping = ("height", "width", "components", "int8", "gate_images")
+    shaping = (
+        "height",
+        "width",
+        "components",
+        "int8",
+        "gate_images",
+        "calibration_scenes",
+        "gate_scenes",
+        "scene_steps",
+    )
     moot = [f"--{n.replace('_', '-')}" for n in shaping if getattr(args, n)]
     moot += ["--opset"] if args.opset != DEFAULT_OPSET else []
     moot += [f"--backend {args.backend}"] if args.backend not in ("auto", "tensorrt") else []
@@ -697,6 +823,18 @@ def _check_from_onnx_flags(args: argparse.Namespace) -> None:
             f"--from-onnx: expected only --fp16, --fp8, --max-batch, --timing-cache, --force, --no-verify beside it; "
             f"got {', '.join(moot)}, which apply to exports from a checkpoint (the ONNX files are already made)"
         )
+
+
+def _int8_settings(args: argparse.Namespace) -> int8_mod.Int8Settings | None:
+    """The quantization settings the flags ask for; None where they ask for none (the defaults)."""
+    bounds = (args.calibration_scenes, args.gate_scenes, args.scene_steps, args.gate_images)
+    if all(b is None for b in bounds):
+        return None
+    if not (args.int8 or args.fp8):
+        flag = next(f for f, b in zip(("--calibration-scenes", "--gate-scenes", "--scene-steps", "--gate-images"),
+                                      bounds, strict=True) if b is not None)  # fmt: skip
+        raise BuildArgumentError(f"{flag}: expected only with --int8 or --fp8 (it shapes their calibration and gate)")
+    return int8_mod.Int8Settings.of(*bounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -733,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
                 verify=not args.no_verify,
                 timing_cache=args.timing_cache,
                 int8=args.int8,
-                int8_settings=int8_mod.Int8Settings(gate_images=args.gate_images) if args.gate_images else None,
+                int8_settings=_int8_settings(args),
                 fp8=args.fp8,
                 progress=not args.quiet,
             )

@@ -5,7 +5,8 @@ which executes the same Q/DQ arithmetic. (NVIDIA's Model Optimizer would make it
 onnxruntime-gpu and an older onnx, which cannot sit beside this project's onnxruntime.)
 
 Calibration: the UNet inputs (latents at every step, both CFG rows, text and semantic tokens, lambda) that the
-fp32 pipeline itself produces on sample scenes, so the activation ranges are the ones inference meets. The gate
+pipeline produces with its fp32 UNet on sample scenes (in an fp16 dir the other components run fp16, as they will
+beside the quantized UNet), so the activation ranges are the ones inference meets. The gate
 then generates *other* scenes with other seeds (held out from calibration), plus any images the user adds from
 their own domain (`--gate-images`), through the INT8 UNet and the fp32 one and compares the final images: mean and
 99th-percentile grey-level difference inside the label, PSNR over the blend region (the only pixels generation
@@ -21,11 +22,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from acsdk.inference.agreement import Gate, agreement
 
@@ -96,6 +98,26 @@ class Int8Settings:
         if self.calibration.seed == self.gate.seed:
             raise BuildArgumentError("int8 settings: gate scenes must be held out (a seed other than calibration's)")
 
+    @classmethod
+    def of(
+        cls,
+        calibration_scenes: int | None = None,
+        gate_scenes: int | None = None,
+        scene_steps: int | None = None,
+        gate_images: Path | None = None,
+    ) -> Int8Settings:
+        """The defaults with the command line's bounds applied (`--calibration-scenes`, `--gate-scenes`,
+        `--scene-steps`): fewer scenes or steps make a real-size build hours shorter and its evidence weaker."""
+        d = cls()
+        for flag, value, least in (("--calibration-scenes", calibration_scenes, 1), ("--gate-scenes", gate_scenes, 1),
+                                   ("--scene-steps", scene_steps, 2)):  # fmt: skip
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise BuildArgumentError(f"{flag}: expected an integer >= {least}, got {value!r}")
+        steps = {"steps": scene_steps} if scene_steps is not None else {}
+        cal = replace(d.calibration, **({"count": calibration_scenes} if calibration_scenes else {}), **steps)
+        gate = replace(d.gate, **({"count": gate_scenes} if gate_scenes else {}), **steps)
+        return cls(cal, gate, gate_images)
+
     def gate_scenes(self, size: int) -> list[Scene]:
         extra = user_scenes(self.gate_images, size) if self.gate_images is not None else []
         return self.gate.make(size) + extra
@@ -143,11 +165,15 @@ def _generate(synth, scene: Scene, steps: int):
     )  # fmt: skip
 
 
-def calibration_inputs(engine_dir: Path, scenes: list[Scene], steps: int) -> list[dict[str, np.ndarray]]:
-    """The UNet's inputs at every step of the fp32 pipeline on the scenes (one dict per call)."""
+def calibration_inputs(
+    engine_dir: Path, scenes: list[Scene], steps: int, progress: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """The UNet's inputs at every step of the pipeline on the scenes (one dict per call), with the fp32 UNet: the
+    graph being quantized sees the inputs it produces itself. The other components run at the dir's precision
+    (an `--fp16 --int8` dir's fp16 text encoder and VAE: what its INT8 UNet will be fed)."""
     from acsdk.inference.synthesizer import Synthesizer
 
-    synth = Synthesizer(engine_dir, backend="openvino", device="cpu")
+    synth = Synthesizer(engine_dir, backend="openvino", device="cpu", precision_overrides={"unet": "fp32"})
     unet = synth.parts.engines["unet"]
     seen: list[dict[str, np.ndarray]] = []
     real = unet.run
@@ -157,7 +183,7 @@ def calibration_inputs(engine_dir: Path, scenes: list[Scene], steps: int) -> lis
         return real(inputs)
 
     unet.run = record
-    for scene in scenes:
+    for scene in tqdm(scenes, desc="quantization: calibration scenes", unit="scene", disable=not progress):
         _generate(synth, scene, steps)
     return seen
 
@@ -222,7 +248,12 @@ def quantize_unet(
 
 
 def quantize_unet_qdq(
-    onnx_path: Path, calibration: list[dict[str, np.ndarray]], out_path: Path, scope: Scope, kind: str = "int8"
+    onnx_path: Path,
+    calibration: list[dict[str, np.ndarray]],
+    out_path: Path,
+    scope: Scope,
+    kind: str = "int8",
+    progress: bool = False,
 ) -> Path:
     """The UNet as a Q/DQ ONNX for TensorRT's explicit quantization. `kind` "int8": INT8 weights per output channel
     and INT8 activations, both symmetric (zero point 0, which TensorRT requires), min/max calibrated on
@@ -234,18 +265,19 @@ def quantize_unet_qdq(
     OpenVINO's overflow fix): ONNX Runtime's pre-VNNI x86 kernels multiply in saturating int16 pairs, so the gate
     it measures holds on AVX2-only CPUs too; TensorRT reads them as ordinary INT8.
     Left in float: the scope's fp32 modules and, as NNCF's transformer mode does for OpenVINO, the attention's
-    activation-by-activation matmuls (scores and their product with the values)."""
+    activation-by-activation matmuls (scores and their product with the values).
+
+    Real size: the calibration models and the output are written with external data (a real-size UNet is past
+    protobuf's 2 GiB). Ranges are calibrated min/max (the calibration graph reduces every tensor to its min and max,
+    so a 512 px call keeps two numbers per tensor, not its activations); FP8's scales come from those |max| values,
+    not from ONNX Runtime's histogram calibration, which would hold every call's activations."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .onnx_export import nodes_in_scopes
 
+    if kind not in QDQ_KINDS:
+        raise BuildArgumentError(f"Q/DQ kind: expected one of {', '.join(QDQ_KINDS)}, got {kind!r}")
     model = onnx.load(str(onnx_path), load_external_data=False)
     graph = model.graph
     weights = {t.name for t in graph.initializer}
@@ -259,39 +291,71 @@ def quantize_unet_qdq(
 
     attention = [n.name for n in graph.node if n.op_type == "MatMul" and not any(constant(i) for i in n.input)]
     excluded = nodes_in_scopes(model, scope.keep_fp32_scopes)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.feeds, None)
-
-    if kind not in QDQ_KINDS:
-        raise BuildArgumentError(f"Q/DQ kind: expected one of {', '.join(QDQ_KINDS)}, got {kind!r}")
+    del model, graph
     fp8 = kind == "fp8"
     qtype = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
     options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-    if fp8:
-        options["TensorQuantOverrides"] = _fp8_amax_scales(onnx_path, calibration, scope.onnx_op_types)
+    if fp8:  # every calibrated tensor gets its |max| / 448 scale: ONNX Runtime's std-based FP8 scale is never used
+        options["TensorQuantOverrides"] = _fp8_amax_scales(onnx_path, calibration, scope.onnx_op_types, progress)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # ONNX Runtime insists on its histogram calibration for float8 and keeps every call's activations for it (GBs
+    # per call at 512 px); the overrides above set every scale, so one call satisfies it.
+    feeds = _Feeds(calibration[:1] if fp8 else calibration, f"quantization: {kind} Q/DQ ranges", progress)
     quantize_static(
-        str(onnx_path), str(out_path), Reader(),
+        str(onnx_path), str(out_path), feeds,
         quant_format=QuantFormat.QDQ, activation_type=qtype, weight_type=qtype,
         per_channel=not fp8, reduce_range=not fp8,
         op_types_to_quantize=list(scope.onnx_op_types), nodes_to_exclude=excluded + attention,
-        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax, extra_options=options,
+        calibrate_method=CalibrationMethod.Distribution if fp8 else CalibrationMethod.MinMax,
+        extra_options=options, use_external_data_format=True,
     )  # fmt: skip
+    _inline_small(out_path)
     onnx.checker.check_model(str(out_path), full_check=True)
     return out_path
+
+
+class _Feeds:
+    """ONNX Runtime's calibration data reader over `calibration`, with a progress bar (the pass that runs the model
+    once per sample is the long part of a Q/DQ quantization)."""
+
+    def __init__(self, calibration: list[dict[str, np.ndarray]], desc: str, progress: bool):
+        self.feeds = iter(calibration)
+        self.bar = tqdm(total=len(calibration), desc=desc, unit="call", disable=not progress)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feed = next(self.feeds, None)
+        if feed is None:
+            self.bar.close()
+        else:
+            self.bar.update()
+        return feed
+
+
+def _inline_small(path: Path) -> None:
+    """A Q/DQ graph small enough for one protobuf file is stored as one (the quantizer wrote external data to be
+    safe at real size); a larger one keeps its weights in `<name>.data` beside it, listed in the manifest."""
+    import onnx
+
+    from .onnx_export import EXTERNAL_DATA_THRESHOLD, artifact_files
+
+    data = artifact_files(path)[1:]
+    if sum(f.stat().st_size for f in data) >= EXTERNAL_DATA_THRESHOLD:
+        return
+    model = onnx.load(str(path))
+    onnx.save(model, str(path))
+    for f in data:
+        f.unlink()
 
 
 E4M3_MAX = 448.0
 
 
-def _fp8_amax_scales(onnx_path: Path, calibration: list[dict[str, np.ndarray]], op_types: tuple[str, ...]) -> dict:
-    """ONNX Runtime TensorQuantOverrides giving every input of the quantized op types scale = |max| / 448, zero
-    point 0: activations' |max| from a min/max pass over `calibration`, weights' from their values."""
+def _fp8_amax_scales(
+    onnx_path: Path, calibration: list[dict[str, np.ndarray]], op_types: tuple[str, ...], progress: bool = False
+) -> dict:
+    """ONNX Runtime TensorQuantOverrides giving every tensor the calibrator ranges for the quantized op types scale
+    = |max| / 448, zero point 0: weights' |max| from their values, activations' from a min/max pass over
+    `calibration`."""
     import tempfile
 
     import onnx
@@ -300,33 +364,33 @@ def _fp8_amax_scales(onnx_path: Path, calibration: list[dict[str, np.ndarray]], 
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    model = onnx.load(str(onnx_path))
-    weights = {t.name: t for t in model.graph.initializer}
-    inputs = {i for n in model.graph.node if n.op_type in op_types for i in n.input[:2]}
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(
             onnx_path, list(op_types), Path(tmp) / "augmented.onnx", CalibrationMethod.MinMax,
-            extra_options={"symmetric": True},
+            use_external_data_format=True, extra_options={"symmetric": True},
         )  # fmt: skip
-
-        class Reader:
-            feeds = iter(calibration)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                return next(self.feeds, None)
-
-        calibrator.collect_data(Reader())
+        calibrator.collect_data(_Feeds(calibration, "quantization: fp8 activation ranges", progress))
         ranges = calibrator.compute_data()
-    amax = {n: float(np.abs(numpy_helper.to_array(weights[n])).max()) for n in inputs if n in weights}
-    for name in inputs - set(weights):
-        if name in ranges:
+        del calibrator
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inputs = {i for n in model.graph.node if n.op_type in op_types for i in n.input[:2]}
+    onnx.load_external_data_for_model(model, str(onnx_path.parent))
+    amax = {t.name: float(np.abs(numpy_helper.to_array(t)).max()) for t in model.graph.initializer if t.name in inputs}
+    del model
+    for name in ranges:
+        if name not in amax:
             amax[name] = float(np.abs(np.concatenate([np.ravel(v) for v in ranges[name].range_value])).max())
     zero = np.array(0, dtype=float8_e4m3fn)
     return {n: [{"scale": np.array(max(a, 1e-12) / E4M3_MAX, np.float32), "zero_point": zero}] for n, a in amax.items()}
 
 
 def gate_metrics(
-    engine_dir: Path, scenes: list[Scene], steps: int, backend: str = "openvino", precision: str = "int8"
+    engine_dir: Path,
+    scenes: list[Scene],
+    steps: int,
+    backend: str = "openvino",
+    precision: str = "int8",
+    progress: bool = False,
 ) -> dict:
     """The quantized UNet against the fp32 one, everything else equal, on the scenes: the numbers the gate judges.
     `backend` "openvino" gates the OpenVINO INT8 IR, "onnxruntime" a Q/DQ ONNX of `precision` (int8, fp8), whose
@@ -334,10 +398,17 @@ def gate_metrics(
     from acsdk.inference.synthesizer import Synthesizer
 
     results = {}
+    bar = tqdm(total=2 * len(scenes), desc=f"quantization: {precision} gate on {backend}", unit="image",
+               disable=not progress)  # fmt: skip
     for prec in (precision, "fp32"):
         synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": prec})
         model_size = (synth.parts.config.height, synth.parts.config.width)
-        results[prec] = [_generate(synth, scene, steps) for scene in scenes]
+        results[prec] = []
+        for scene in scenes:
+            results[prec].append(_generate(synth, scene, steps))
+            bar.update()
+        del synth  # one Synthesizer's engines at a time (at real size each UNet holds GBs)
+    bar.close()
     return {
         **agreement(list(zip(results[precision], results["fp32"], strict=True)), model_size),
         "scenes": len(scenes),

@@ -18,7 +18,7 @@ from export import int8 as int8_mod
 from export.build import _add_int8, build_engine_dir, main
 from export.errors import BuildArgumentError
 from runtime import cpu
-from runtime.manifest import write_manifest
+from runtime.manifest import list_files, write_manifest
 
 pytest.importorskip("nncf", reason="INT8 needs the openvino extra: pip install 'acsdk[openvino]'")
 
@@ -55,6 +55,10 @@ def int8_dir(tmp_path_factory, gate_images, demo_engine_dir):
 
 
 def test_int8_unet_passes_the_held_out_gate_on_the_demo_model_and_runs(int8_dir):
+    from runtime import model_cache
+
+    made_here = [e for e in model_cache.entries() if e.source == str(int8_dir.resolve())]
+    assert made_here == [], "the calibration's and gates' OpenVINO cache entries (GBs at real size) were removed"
     unet = json.loads((int8_dir / "manifest.json").read_text())["components"]["unet"]
     gate = unet["int8_gate"]
     assert unet["precision"] == "int8" and gate["passed"]
@@ -255,7 +259,7 @@ def test_a_qdq_graph_that_misses_the_gate_is_not_kept(engine_dir, tmp_path, monk
     manifest = json.loads((root / "manifest.json").read_text())
     manifest.pop("schema_version")
 
-    def quantize(onnx_path, calibration, out_path, scope, kind):
+    def quantize(onnx_path, calibration, out_path, scope, kind, progress=False):
         shutil.copyfile(onnx_path, out_path)  # a readable graph standing in for the quantized one
         return out_path
 
@@ -280,3 +284,130 @@ def test_a_qdq_graph_that_misses_the_gate_is_not_kept(engine_dir, tmp_path, monk
         assert unet["int8_qdq_gate"]["passed"] is False and len(unet["int8_qdq_gate"]["tried"]) == len(int8_mod.SCOPES)
         assert all(a["precision"] != "int8" for a in unet["artifacts"])
     assert not (root / "onnx" / f"unet.{kind}.qdq.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_a_qdq_quantization_that_raises_is_recorded_not_raw(engine_dir, tmp_path, monkeypatch, kind):
+    """What ONNX Runtime's quantizer raised at real size before it wrote external data (protobuf's 2 GiB limit): for
+    INT8 the OpenVINO INT8 stands and the error is recorded; for FP8 (asked for) the build fails, typed."""
+    from export import build as build_mod
+    from export.errors import BuildError
+
+    root = shutil.copytree(engine_dir, tmp_path / "e", ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("schema_version")
+
+    def too_large(onnx_path, calibration, out_path, scope, kind, progress=False):
+        out_path.write_bytes(b"half-written")
+        raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB: 3442212864")
+
+    monkeypatch.setattr(int8_mod, "quantize_unet_qdq", too_large)
+    if kind == "fp8":
+        with pytest.raises(BuildError, match="FP8 unet .*ValueError: Message onnx.ModelProto exceeds"):
+            build_mod._add_qdq(root, manifest, ([], []), int8_mod.Int8Settings(), kind)
+    else:
+        build_mod._add_qdq(root, manifest, ([], []), int8_mod.Int8Settings(), kind)
+        gate = json.loads((root / "manifest.json").read_text())["components"]["unet"]["int8_qdq_gate"]
+        assert gate["passed"] is False and all("exceeds maximum protobuf size" in t["error"] for t in gate["tried"])
+    assert not (root / "onnx" / f"unet.{kind}.qdq.onnx").exists(), "nothing half-written left in the dir"
+
+
+def test_fp16_with_fp8_keeps_the_fp32_unet_the_quantizer_starts_from(tiny_ckpt, tmp_path, monkeypatch):
+    """`--fp16 --fp8` (no --int8) used to delete the fp32 UNet ONNX and crash with a raw StopIteration. The
+    quantizer and gate are stand-ins here (the wiring is under test; test_from_onnx checks a real FP8 graph)."""
+    quantized = []
+
+    def quantize(onnx_path, calibration, out_path, scope, kind, progress=False):
+        quantized.append((onnx_path.name, kind, len(calibration)))
+        shutil.copyfile(onnx_path, out_path)
+        return out_path
+
+    good = {"mean": 0.1, "p99": 1.0, "psnr_db": 50.0, "scenes": 1, "user_scenes": 0, "steps": 4, "backend": "ort"}
+    monkeypatch.setattr(int8_mod, "quantize_unet_qdq", quantize)
+    monkeypatch.setattr(int8_mod, "gate_metrics", lambda *a, **k: dict(good))
+    argv = ["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "--fp16", "--fp8", "--no-verify", "-q",
+            "--calibration-scenes", "1", "--gate-scenes", "1", "--scene-steps", "4"]  # fmt: skip
+    assert main(argv) == 0
+    unet = json.loads((tmp_path / "e" / "manifest.json").read_text())["components"]["unet"]
+    onnx = {a["precision"]: a["file"] for a in unet["artifacts"] if a["format"] == "onnx"}
+    assert onnx == {"fp32": "onnx/unet.onnx", "fp16": "onnx/unet.fp16.onnx", "fp8": "onnx/unet.fp8.qdq.onnx"}
+    assert quantized == [("unet.onnx", "fp8", 2)], "from the fp32 graph, on 1 scene x 4 steps x 0.7 = 2 UNet calls"
+
+
+def test_calibration_runs_the_fp32_unet_in_an_fp16_dir(engine_dir, engine_dir_fp16, tmp_path, monkeypatch):
+    """`--fp16 --int8` calibrates on the UNet inputs the pipeline makes with the fp32 UNet (the graph quantized),
+    the other components at the dir's fp16."""
+    import runtime.openvino_engine as ov_engine
+
+    root = shutil.copytree(engine_dir_fp16, tmp_path / "e", ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("schema_version")
+    shutil.copyfile(engine_dir / "onnx" / "unet.onnx", root / "onnx" / "unet.onnx")  # as --fp16 --int8 keeps it
+    manifest["components"]["unet"]["artifacts"].append(
+        {"format": "onnx", "precision": "fp32", "file": "onnx/unet.onnx", "data_files": []}
+    )
+    manifest["files"] = list_files(root)
+    write_manifest(root, manifest)
+    opened = []
+    real = ov_engine.OpenVINOEngine.__init__
+
+    def spy(self, name, path, *args, precision="fp32", **kwargs):
+        opened.append((name, precision))
+        return real(self, name, path, *args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(ov_engine.OpenVINOEngine, "__init__", spy)
+    seen = int8_mod.calibration_inputs(root, int8_mod.Scenes(1, 4).make(64), 4, progress=False)
+    assert len(seen) == 2 and ("unet", "fp32") in opened and ("unet", "fp16") not in opened
+    assert ("vae_encoder", "fp16") in opened, "the rest of the pipeline at the dir's precision"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--int8", "--calibration-scenes", "0"], "--calibration-scenes: expected an integer >= 1, got 0"),
+        (["--fp8", "--scene-steps", "1"], "--scene-steps: expected an integer >= 2, got 1"),
+        (["--gate-scenes", "2"], "--gate-scenes: expected only with --int8 or --fp8"),
+    ],
+)
+def test_quantization_bounds_are_checked_before_anything_is_written(tiny_ckpt, tmp_path, capsys, flags, message):
+    assert main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "e"), "-q", *flags]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "e").exists()
+    bounded = int8_mod.Int8Settings.of(calibration_scenes=3, gate_scenes=2, scene_steps=6)
+    assert (bounded.calibration.count, bounded.gate.count, bounded.calibration.steps, bounded.gate.steps) == (
+        3,
+        2,
+        6,
+        6,
+    )
+    assert bounded.calibration.seed != bounded.gate.seed, "still held out"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_qdq_quantization_of_a_graph_over_2_gib(tmp_path, kind):
+    """A real-size UNet's fp32 ONNX is 3.4 GB, past protobuf's 2 GiB: ONNX Runtime's quantizer and calibrator must
+    write their models with external data. A one-MatMul graph with a 2.2 GiB weight stands in (seconds, ~8 GB RAM)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 24_500  # n * n * 4 bytes = 2.24 GiB
+    weight = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32) * 0.01
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["sample", "w"], ["noise_pred"], name="proj")],
+        "big",
+        [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("noise_pred", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    del weight
+    src = tmp_path / "unet.onnx"
+    onnx.save(model, str(src), save_as_external_data=True, location="unet.onnx.data")
+    del model
+    calibration = [{"sample": np.random.default_rng(i).standard_normal((1, n), dtype=np.float32)} for i in range(2)]
+    out = int8_mod.quantize_unet_qdq(src, calibration, tmp_path / f"unet.{kind}.qdq.onnx", int8_mod.SCOPES[1], kind)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, calibration[0])
+    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, calibration[0])[0]
+    assert y.shape == (1, n) and np.corrcoef(y.ravel(), reference.ravel())[0, 1] > 0.99
