@@ -36,6 +36,12 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): OpenVINO then runs fp16 engines at bf16, whose
+    weights take half the memory of the fp32 it widens them to elsewhere."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def _cap_allows_vnni(cap: str) -> bool:
     cap = cap.strip().upper()
     return not cap or cap == "ALL" or cap in _VNNI_CAPS or cap.startswith(_VNNI_CAPS_PREFIX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import threading
+from pathlib import Path
 
 
 def peak_rss_mb() -> float:
@@ -87,3 +88,59 @@ class MemorySampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def available_memory_mib() -> float | None:
+    """Memory this process can still take, in MiB: the host's MemAvailable, or less where a cgroup (a container, a
+    systemd slice, `benchmarks.memcap`) limits this process to less; None where neither can be read."""
+    found: list[float] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) / 1024.0)
+    except OSError:
+        pass
+    room = _cgroup_room_mib()
+    if room is not None:
+        found.append(room)
+    return min(found) if found else None
+
+
+def _cgroup_room_mib(proc: Path = Path("/proc/self/cgroup"), sys_fs: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The limit of this process's memory cgroup less what the cgroup uses now (v2 or v1); None without a limit."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            base, limit_file, usage_file = sys_fs / path.lstrip("/"), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            base = sys_fs / "memory" / path.lstrip("/")
+            limit_file, usage_file = "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        try:
+            limit = (base / limit_file).read_text().strip()
+            usage = int((base / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number for none)
+            continue
+        return (int(limit) - usage + _reclaimable(base / "memory.stat")) / 2**20
+    return None
+
+
+def _reclaimable(stat: Path) -> int:
+    """Bytes of page cache the cgroup's usage counts that the kernel drops before it runs out (inactive file pages):
+    a cgroup that has read its engine files is not that much closer to its limit."""
+    try:
+        for line in stat.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("inactive_file", "total_inactive_file"):
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -438,3 +438,16 @@ def test_every_seed_of_a_batch_is_checked_before_a_model_runs(ort, scene, monkey
     with pytest.raises(InputError) as err:
         ort.run_batch(jobs, **FAST)
     assert err.value.argument == "seed" and "2**64 - 1" in str(err.value) and str(2**64) in str(err.value)
+
+
+def test_a_step_count_the_schedule_cannot_take_is_refused_before_a_model_runs(ort, scene, monkeypatch):
+    """The Python API too: 1000 steps at strength 0.7 are more UNet calls than the schedule has timesteps after
+    DDIM-50's start; refused before the prompt is encoded, not by the sampler after the reference side ran."""
+
+    def encoded(*args, **kwargs):
+        raise AssertionError("a model ran before the step count was checked")
+
+    monkeypatch.setattr(ort, "_encode_text", encoded)
+    with pytest.raises(InputError) as err:
+        ort.run(scene["image"], scene["mask"], "a photo of a plate with a step test", num_inference_steps=1000)
+    assert err.value.argument == "num_inference_steps"

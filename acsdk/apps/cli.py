@@ -168,7 +168,7 @@ def _synthesizer(args: argparse.Namespace, **kwargs: Any):
         backend=args.backend,
         device=args.device,
         openvino_device=args.openvino_device,
-        low_memory=getattr(args, "low_memory", False),
+        low_memory=getattr(args, "low_memory", None),
         **kwargs,
     )
 
@@ -404,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--openvino-device", default="CPU", help="OpenVINO device: CPU, GPU, NPU (backend openvino)")
         p.add_argument(
             "--low-memory",
-            action="store_true",
+            action=argparse.BooleanOptionalAction,
+            default=None,
             help="hold one component in memory at a time: each is released when its stage ends and reopened (from "
-            "OpenVINO's model cache) when next needed",
+            "OpenVINO's model cache) when next needed. Default: chosen when this host has too little memory free "
+            "to hold every component (said in the log); --no-low-memory holds them anyway",
         )
 
     def reference_args(p: argparse.ArgumentParser) -> None:

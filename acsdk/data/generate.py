@@ -56,7 +56,7 @@ def generate(
     backend: str = "auto",
     device: str | None = None,
     openvino_device: str = "CPU",
-    low_memory: bool = False,
+    low_memory: bool | None = None,
     synthesizer=None,
     progress: bool = True,
     ray: str | None = None,

@@ -25,6 +25,7 @@ from runtime import Engine
 from runtime.dtypes import TORCH_DTYPES
 from runtime.errors import ACSDKError
 from runtime.files import atomic_write
+from runtime.process import return_freed_memory
 
 from ..version import __version__
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 CHOICE_FILE = "backend_choice.json"
 CPU_BACKENDS = ("openvino", "onnxruntime")
 CALLS = 3  # timed calls per backend, after one warm-up call (which also compiles OpenVINO's static shape)
+TIMED_SECONDS = 2.0  # ... or fewer, once the timed calls add up to this
 # ONNX Runtime replaces OpenVINO only when it is this much faster: close calls keep one answer from run to run (the
 # backends differ in the last bits, and processes measuring separately should pick alike; pass an explicit backend
 # where outputs must be byte-identical across machines).
@@ -69,10 +71,11 @@ def sample_feed(entry: Mapping) -> dict[str, torch.Tensor]:
 
 
 def time_engine(engine: Engine, feed: Mapping[str, torch.Tensor]) -> float:
-    """Median seconds per call, after a warm-up call."""
+    """Median seconds per call, after a warm-up call: CALLS calls, or fewer once they add up to TIMED_SECONDS (a
+    real-size UNet call takes seconds; one of them is timed well enough, and a first load does not wait minutes)."""
     engine.run(feed)
-    times = []
-    for _ in range(CALLS):
+    times: list[float] = []
+    while len(times) < CALLS and sum(times) < TIMED_SECONDS:
         t0 = time.perf_counter()
         engine.run(feed)
         times.append(time.perf_counter() - t0)
@@ -93,43 +96,61 @@ class BackendChoice:
         except (OSError, ValueError, AttributeError):
             pass  # no cache yet, or an unreadable one: measure again
 
+    def pending(self, components: Mapping[str, Mapping]) -> bool:
+        """Whether any of these components (name -> manifest entry) has yet to be timed here."""
+        return any(f"{n}@{e['precision']}" not in self.records for n, e in components.items())
+
     def order(
         self, name: str, precision: str, open_engine: Callable[[str], Engine], entry: Mapping
-    ) -> tuple[list[str], dict[str, str]]:
+    ) -> tuple[list[str], dict[str, str], Engine | None]:
         """(the CPU backends for `name` at `precision`, fastest first; {backend: why} for those that could not run
-        it). Measured now unless cached; a measurement in which a backend failed is not cached."""
+        it; the fastest one's engine when it was measured now, kept open so that it is not opened twice). Measured
+        now unless cached; a measurement in which a backend failed is not cached."""
         key = f"{name}@{precision}"
         record = self.records.get(key)
+        winner = None
         if record is None:
-            record = self._measure(name, open_engine, entry)
+            record, winner = self._measure(name, open_engine, entry)
             self.records[key] = record
             if not record["failed"]:
                 self._save()
         else:
             record = {**record, "cached": True}
             self.records[key] = record
-        return list(record["order"]), dict(record["failed"])
+        return list(record["order"]), dict(record["failed"]), winner
 
-    def _measure(self, name: str, open_engine: Callable[[str], Engine], entry: Mapping) -> dict:
+    def _measure(self, name: str, open_engine: Callable[[str], Engine], entry: Mapping) -> tuple[dict, Engine | None]:
+        """Time each CPU backend, one engine held at a time. The usual winner (OpenVINO, the default order's first)
+        is timed last, so that it is still open when it wins and is kept; a backend that wins after being timed
+        first is opened again (holding both would double the peak: at real size each UNet holds GBs)."""
         feed = sample_feed(entry)
         seconds: dict[str, float] = {}
         failed: dict[str, str] = {}
-        for backend in CPU_BACKENDS:
+        last: tuple[str, Engine] | None = None
+        for backend in reversed(CPU_BACKENDS):
+            if last is not None:  # the previous one is released before the next opens, its heap handed back
+                last = None
+                return_freed_memory()
             try:
                 engine = open_engine(backend)
                 seconds[backend] = time_engine(engine, feed)
+                last = (backend, engine)
             except ACSDKError as exc:  # a backend that cannot run it goes last; loading it again says why
                 failed[backend] = str(exc)
-            finally:
-                engine = None  # one component's engines at a time: the loser is released before the next
+            engine = None
         order = [b for b in CPU_BACKENDS if b in seconds]  # the default order unless another is clearly faster
         if len(order) == 2 and seconds[order[1]] * MARGIN < seconds[order[0]]:
             order.reverse()
+        winner = last[1] if last is not None and order and last[0] == order[0] else None
+        if winner is None and last is not None:
+            last = None
+            return_freed_memory()
         order += [b for b in CPU_BACKENDS if b not in seconds]
         log.info("backend auto, %s: %s (ms per call: %s)", name, order[0],
                  {b: round(s * 1e3, 2) for b, s in seconds.items()})  # fmt: skip
-        return {"order": order, "ms": {b: round(s * 1e3, 3) for b, s in seconds.items()}, "failed": failed,
-                "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cached": False}  # fmt: skip
+        record = {"order": order, "ms": {b: round(s * 1e3, 3) for b, s in seconds.items()}, "failed": failed,
+                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cached": False}  # fmt: skip
+        return record, winner
 
     def _save(self) -> None:
         kept = {k: {**v, "cached": False} for k, v in self.records.items() if not v["failed"]}

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import BertTokenizer, Blip2Config, CLIPTokenizer
 
 from runtime import Engine, TorchEngine, model_cache
-from runtime.cpu import int8_gate_holds_here
+from runtime.cpu import cpu_has_bf16, int8_gate_holds_here
 from runtime.errors import BackendUnavailableError, EngineDirError, IncompatibleEngineError
 from runtime.manifest import Manifest, manifest_sha256
 
@@ -28,6 +29,7 @@ from ..models.config import ModelConfig
 from ..models.csm import QFormer
 from .backend_choice import BackendChoice
 from .loading import Components, Lazy
+from .memory_plan import MemoryPlan, plan_memory
 from .sampler import GUARDED, LatentGeometry
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class ModelParts:
     unconditional_tokens: torch.Tensor  # [1, T, D]
     fallbacks: list[str] = field(default_factory=list)  # backend="auto" choices below the first, and why
     backend_choice: dict[str, dict] = field(default_factory=dict)  # auto on a CPU: ms per backend, per component
+    memory: MemoryPlan = MemoryPlan(False, "caller", "components are torch modules")  # all held, or one at a time
 
 
 def parts_from_model(model: AnomalyControlModel) -> ModelParts:
@@ -237,6 +240,41 @@ def _int8_here(name: str, entry: Mapping) -> tuple[str, str]:
     return ("int8", "") if ok else ("fp32", f"{name}: fp32 instead of INT8, because {why}")
 
 
+class _UntilFirstRun:
+    """An engine `auto` opened but has not run yet (OpenVINO compiles at the first call; with low_memory nothing
+    was measured): if that first call fails on its backend, the next candidate opens and runs the same inputs, and
+    that fallback is recorded. After a first success it is simply the engine, failures and all. Everything but
+    `run` is the engine's own (backend, precision, describe, ...)."""
+
+    def __init__(self, engine: Engine, fallback):
+        self._engine, self._fallback, self._proven = engine, fallback, False
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attr: str):
+        return getattr(self._engine, attr)
+
+    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self._proven:
+            with self._lock:
+                while not self._proven:
+                    try:
+                        out = self._engine.run(inputs)
+                    except BackendUnavailableError as exc:
+                        if self._fallback is None:
+                            raise
+                        log.warning("backend auto: %s failed at its first call on %s: %s", self._engine.name,
+                                    self._engine.backend, exc)  # fmt: skip
+                        nxt = self._fallback(exc)  # raises when no backend is left
+                        if isinstance(nxt, _UntilFirstRun):  # (the next one may fail as well)
+                            self._engine, self._fallback = nxt._engine, nxt._fallback
+                        else:
+                            self._engine, self._fallback = nxt, None
+                        continue
+                    self._proven = True
+                    return out
+        return self._engine.run(inputs)
+
+
 def openvino_cache_dir(manifest: Manifest) -> Path:
     """OpenVINO's compiled-model cache: in this user's acsdk cache on this host, per engine dir, never in the engine
     dir. OpenVINO writes its blobs in place, so a cache on a shared engine dir could be read half-written by another
@@ -255,10 +293,11 @@ def parts_from_engine_dir(
     openvino_device: str = "CPU",
     precision_overrides: Mapping[str, str] | None = None,
     allow_unverified_plans: bool = False,
-    low_memory: bool = False,
+    low_memory: bool | None = False,
 ):
     """Return ModelParts whose engines come from the engine dir (or torch for overridden components), each opened
-    when first used (a run from a bank never opens the reference side).
+    when first used (a run from a bank never opens the reference side). `low_memory` None chooses it from this
+    host's free memory (memory_plan.py).
 
     `precision_overrides` runs a component at another precision the dir holds (e.g. {"unet": "fp32"} in an
     `--int8` dir, for an A/B comparison)."""
@@ -282,10 +321,16 @@ def parts_from_engine_dir(
             raise InputError("checkpoint", "the checkpoint dir, to run components in torch", "None")
         torch_parts = parts_from_model(AnomalyControlModel.from_pretrained(checkpoint, device=device))
 
+    cpu = device.type == "cpu" and openvino_device.upper().startswith("CPU")
+    choice = BackendChoice(openvino_cache_dir(manifest))  # `auto` on a CPU: the faster backend per component, here
+    measuring = backend == "auto" and cpu and choice.pending(manifest.components)
+    memory = plan_memory(manifest.root, manifest.data, low_memory, cpu, not cpu_has_bf16(), measuring)
+    low_memory = memory.low_memory
     options = EngineOptions(openvino_device, openvino_cache_dir(manifest), allow_unverified_plans, low_memory)
-    choice = BackendChoice(options.cache_dir)  # `auto` on a CPU: the faster backend per component, measured here
     fallbacks: list[str] = []
     opened: dict[str, tuple[str, torch.device]] = {}  # component -> the backend and device it was opened on
+    # component -> {(backend, device): why}: what `auto` saw fail at a first call, skipped from then on
+    unusable: dict[str, dict[tuple[str, torch.device], str]] = {n: {} for n in manifest.components}
 
     def open_component(name: str) -> Engine:
         """Open `name` on the first backend that can run it (`auto`: in order of preference or measurement)."""
@@ -294,43 +339,74 @@ def parts_from_engine_dir(
             opened[name] = ("torch", device)
             return torch_parts.engines[name]
         precision = precisions.get(name, entry["precision"])
-        on_cpu = overrides.get(name, backend) in ("auto", "openvino") and openvino_device.upper().startswith("CPU")
-        if precision == "int8" and name not in precisions and on_cpu:
-            precision, why = _int8_here(name, entry)
-            if why:
-                fallbacks.append(why)
-                log.warning("%s", why)
-        tried = []
-        candidates = _candidates(entry, overrides.get(name, backend), device)
+        explicit = name in precisions
+
+        def precision_on(b: str) -> tuple[str, str]:
+            """(what backend `b` runs of the component's precision, why it is not the dir's INT8 or ""). The INT8
+            gate measured on the build CPU decides only where this host's CPU runs the INT8 UNet: OpenVINO on the
+            CPU device. TensorRT's INT8 plan on a GPU (a Jetson's aarch64 host included) is not the CPU's business."""
+            prec = _precision_on(b, precision, explicit)
+            if prec == "int8" and not explicit and b == "openvino" and openvino_device.upper().startswith("CPU"):
+                prec, why = _int8_here(name, entry)
+                return prec, why
+            return prec, ""
+
+        chose = overrides.get(name, backend) == "auto"
+        candidates = [c for c in _candidates(entry, overrides.get(name, backend), device) if c not in unusable[name]]
+        tried = [f"{b} on {d.type}: {why}" for (b, d), why in unusable[name].items()]
         cpu_backends = [b for b, d in candidates if d.type == "cpu"]
+        measured: Engine | None = None  # the measurement's winner, kept open
         # low_memory: OpenVINO first, unmeasured. Timing both would open both (at 512 px ONNX Runtime's UNet peaks at
         # 7.3 GB own memory, OpenVINO's at 4.1: docs/real-size.md), and OpenVINO's peak is the lower one to keep.
         measure = not low_memory and len(cpu_backends) > 1
-        if overrides.get(name, backend) == "auto" and device.type == "cpu" and measure:
+        if chose and device.type == "cpu" and measure:
 
             def open_on(b: str) -> Engine:
-                prec = _precision_on(b, precision, explicit=name in precisions)
-                return load_engine(name, manifest, b, prec, torch.device("cpu"), verify, options)
+                return load_engine(name, manifest, b, precision_on(b)[0], torch.device("cpu"), verify, options)
 
-            order, failed = choice.order(name, precision, open_on, entry)
+            order, failed, measured = choice.order(name, precision, open_on, entry)
             candidates.sort(key=lambda c: order.index(c[0]) if c[0] in order else len(order))
             tried += [f"{b} on cpu: {why}" for b, why in failed.items()]
-        for chosen, dev in candidates:
-            try:
-                prec = _precision_on(chosen, precision, explicit=name in precisions)
-                engine = load_engine(name, manifest, chosen, prec, dev, verify, options)
-                break
-            except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
-                if backend != "auto" or name in overrides:
-                    raise
-                tried.append(f"{chosen} on {dev.type}: {exc}")
-        else:
+
+        def open_from(i: int) -> Engine:
+            """The first of candidates[i:] that opens (`auto`), or candidates[i] (an explicit backend)."""
+            nonlocal measured
+            for k in range(i, len(candidates)):
+                chosen, dev = candidates[k]
+                try:
+                    prec, why = precision_on(chosen)
+                    if measured is not None and measured.backend == chosen and dev.type == "cpu":
+                        engine, measured = measured, None
+                    else:
+                        engine = load_engine(name, manifest, chosen, prec, dev, verify, options)
+                except (BackendUnavailableError, IncompatibleEngineError, EngineDirError) as exc:
+                    if not chose:
+                        raise
+                    tried.append(f"{chosen} on {dev.type}: {exc}")
+                    continue
+                notes = [why] if why else []
+                if tried:  # `auto` went further down its list than the first choice: say so, once, loudly
+                    notes.append(f"{name}: {engine.backend} on {dev.type}, after {' | '.join(tried)}")
+                    tried.clear()
+                for note in notes:
+                    if note not in fallbacks:  # (low_memory reopens per image: each note once)
+                        fallbacks.append(note)
+                        log.warning("%s", note)
+                opened[name] = (chosen, dev)
+                if chose and k + 1 < len(candidates):
+                    return _UntilFirstRun(engine, lambda exc, k=k: failed_first_run(k, exc))
+                return engine
             raise BackendUnavailableError(f"{name}: no backend could run it here: {'; '.join(tried)}")
-        if tried:  # `auto` went further down its list than the first choice: say so, once, loudly
-            fallbacks.append(f"{name}: {engine.backend} on {dev.type}, after {' | '.join(tried)}")
-            log.warning("backend auto: %s", fallbacks[-1])
-        opened[name] = (chosen, dev)
-        return engine
+
+        def failed_first_run(k: int, exc: Exception) -> Engine:
+            """The engine `auto` chose failed at its first call (OpenVINO compiles then): the next candidate, and
+            this backend is not tried for `name` again in this Synthesizer (low_memory reopens per image)."""
+            chosen, dev = candidates[k]
+            unusable[name][(chosen, dev)] = f"failed at its first call: {exc}"
+            tried.append(f"{chosen} on {dev.type}: failed at its first call: {exc}")
+            return open_from(k + 1)
+
+        return open_from(0)
 
     def open_fp32_variant(name: str) -> Engine:
         """The fp32 variant of an fp16 VAE, on its backend: loaded the first time an fp16 output is not finite."""
@@ -384,5 +460,6 @@ def parts_from_engine_dir(
         unconditional_tokens=uncond,
         fallbacks=fallbacks,
         backend_choice=choice.records,  # live: filled as components open
+        memory=memory,
     )
     return parts, manifest

@@ -61,7 +61,9 @@ class Synthesizer:
     `release()` closes them; a run from a `Bank` never opens the reference side, and `low_memory=True` holds one
     component at a time (each is released when the stage that runs it ends and reopened, from OpenVINO's model
     cache, when next needed), keeps one compiled input shape per OpenVINO engine, and opens ONNX Runtime's CPU
-    sessions without their allocation arena (docs/real-size.md: the measured trade).
+    sessions without their allocation arena (docs/real-size.md: the measured trade). `low_memory=None` (the default)
+    chooses it where this host has too little memory free for every component at once (logged; `info()["memory"]`
+    says why); `False` holds them anyway.
 
     One instance may be called from several threads: engines and weights are shared and read-only, per-call state
     (scheduler, generator, buffers) is made per call, and the caches and loads lock. (With low_memory, threads
@@ -81,7 +83,7 @@ class Synthesizer:
         openvino_device: str = "CPU",
         precision_overrides: Mapping[str, str] | None = None,
         allow_unverified_plans: bool = False,
-        low_memory: bool = False,
+        low_memory: bool | None = None,
     ):
         dev = torch.device(device) if device is not None else _default_device()
         parts, manifest = parts_from_engine_dir(
@@ -96,7 +98,7 @@ class Synthesizer:
             allow_unverified_plans,
             low_memory,
         )
-        self._setup(parts, dev, cache_size, manifest.data, low_memory)
+        self._setup(parts, dev, cache_size, manifest.data, parts.memory.low_memory)
         self.engine_dir = manifest.root
         self.manifest_digest: str | None = manifest_sha256(manifest.root)  # what a bank is prepared for
 
@@ -224,6 +226,7 @@ class Synthesizer:
             "tensorrt": tensorrt_status(),  # which major is here, and whether this acsdk builds and runs it
             "samplers": list(SAMPLERS),
             "low_memory": self.low_memory,
+            "memory": self.parts.memory.as_dict(),  # who chose the mode, and why (low_memory=None: this host's room)
         }
 
     # -- reference encoding ------------------------------------------------------------------
@@ -443,6 +446,7 @@ class Synthesizer:
         """
         p = self.parts
         sampling = SamplingSettings.of(sampling, **overrides)
+        sampling.check_schedule(p.scheduler_config)  # (a step count the schedule cannot take: before any model runs)
         if roi not in ROI_MODES:
             raise InputError("roi", f"one of {', '.join(ROI_MODES)}", repr(roi))
         roi_padding = check_int("roi_padding", roi_padding, 0)
