@@ -10,9 +10,11 @@ writes another can read where the umask allows; inside a directory, modes set on
 from __future__ import annotations
 
 import ctypes
+import glob
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,7 +162,8 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     if dest.exists() and not replace:
         raise FileExistsError(f"{dest} exists")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    _remove_abandoned(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_owner()}~", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         umask = current_umask()
@@ -178,6 +181,32 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _owner() -> str:
+    """This process as a temporary directory names it: host and pid (a shared folder may serve several hosts)."""
+    return f"{socket.gethostname()}~{os.getpid()}"
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Delete the temporary directories a killed writer of `dest` on this host left beside it (a real-size engine
+    dir's is ~10 GB, hidden): those whose process is gone. Another host's, and a live process's, are left alone."""
+    host = socket.gethostname()
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*~*~*.tmp"):
+        owner = tmp.name[len(dest.name) + 2 : -len(".tmp")].split("~")
+        if len(owner) != 3 or owner[0] != host or not owner[1].isdigit() or _alive(int(owner[1])):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _old_mode(path: Path) -> int | None:

@@ -83,3 +83,31 @@ def test_atomic_dir_keeps_the_modes_set_on_purpose(tmp_path, umask, mask):
     assert mode(old / "tool") == 0o755, "set on purpose: kept"
     assert mode(old / "helper") == 0o777 & ~mask, "an owner-only executable: widened, executable"
     assert mode(old / "unet.onnx.data") == 0o666 & ~mask, "a writer's private file: the plain mode"
+
+
+def test_a_killed_writers_temporary_dir_is_removed_by_the_next_write_of_the_same_dest(tmp_path):
+    """A build killed (OOM, Ctrl-C twice) leaves its hidden temporary dir, ~10 GB at real size; the next atomic_dir
+    for the same dest removes those whose process is gone on this host, and nothing else."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    host = socket.gethostname()
+    leftovers = {
+        "abandoned": tmp_path / f".engines.{host}~{pid}~abc123.tmp",
+        "live": tmp_path / f".engines.{host}~{os.getpid()}~def456.tmp",
+        "other host": tmp_path / f".engines.another-node~{pid}~ghi789.tmp",
+        "other dest": tmp_path / f".engines-fp16.{host}~{pid}~jkl012.tmp",
+        "older naming": tmp_path / ".engines.mno345.tmp",
+    }
+    for path in leftovers.values():
+        (path / "onnx").mkdir(parents=True)
+        (path / "onnx" / "unet.onnx").write_bytes(b"x")
+    with atomic_dir(tmp_path / "engines") as tmp:
+        assert tmp.name.startswith(f".engines.{host}~{os.getpid()}~") and tmp.name.endswith(".tmp")
+        (tmp / "manifest.json").write_text("{}")
+    assert not leftovers["abandoned"].exists()
+    assert all(p.exists() for k, p in leftovers.items() if k != "abandoned")
+    assert (tmp_path / "engines" / "manifest.json").is_file()
