@@ -35,7 +35,7 @@ from runtime.compat import parse_compute_capability
 from runtime.cpu import isa_summary
 from runtime.files import atomic_dir, sha256_file
 from runtime.manifest import Manifest, list_files, manifest_sha256, write_manifest
-from runtime.process import peak_rss_mb, reset_peak_rss
+from runtime.process import peak_rss_mb, reset_peak_rss, return_freed_memory
 from runtime.tensorrt_engine import tensorrt_usable
 from runtime.versions import tool_versions
 
@@ -329,6 +329,8 @@ def _gate_scopes(root: Path, manifest: dict, what: str, make, metrics) -> tuple[
     gate, tried = int8_mod.Gate(), []
     for scope in int8_mod.SCOPES:
         t0 = time.perf_counter()
+        gc.collect()  # the last gate's Synthesizers, before a quantizer that holds the model several times over
+        return_freed_memory()
         try:
             art = make(scope)
         except (ACSDKError, MemoryError, TypeError, AttributeError, NameError):  # ours, or a bug: not a scope's fate

@@ -389,22 +389,26 @@ def test_qdq_quantization_of_a_graph_over_2_gib(tmp_path, kind):
     write their models with external data. A one-MatMul graph with a 2.2 GiB weight stands in (seconds, ~8 GB RAM)."""
     import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    n = 24_500  # n * n * 4 bytes = 2.24 GiB
-    weight = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32) * 0.01
+    n = 24_500  # n * n * 4 bytes = 2.24 GiB, written straight to the external-data file (protobuf cannot hold it)
+    src = tmp_path / "unet.onnx"
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "unet.onnx.data", "wb") as f:
+        for _ in range(0, n, 2_450):  # in slices: the weight never sits in memory whole here
+            (rng.standard_normal((2_450, n), dtype=np.float32) * 0.01).tofile(f)
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[n, n])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "unet.onnx.data"), ("offset", "0"), ("length", str(n * n * 4))):
+        weight.external_data.add(key=key, value=value)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["sample", "w"], ["noise_pred"], name="proj")],
         "big",
         [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [1, n])],
         [helper.make_tensor_value_info("noise_pred", TensorProto.FLOAT, [1, n])],
-        [numpy_helper.from_array(weight, "w")],
+        [weight],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    del weight
-    src = tmp_path / "unet.onnx"
-    onnx.save(model, str(src), save_as_external_data=True, location="unet.onnx.data")
-    del model
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(src))
     calibration = [{"sample": np.random.default_rng(i).standard_normal((1, n), dtype=np.float32)} for i in range(2)]
     out = int8_mod.quantize_unet_qdq(src, calibration, tmp_path / f"unet.{kind}.qdq.onnx", int8_mod.SCOPES[1], kind)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
