@@ -1,13 +1,15 @@
 // acsdk-native: run an engine dir on one image without Python. `acsdk-native synth --help` lists the flags.
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
-#include <type_traits>
 
 #include "bank.hpp"
 #include "cpu.hpp"
@@ -36,6 +38,9 @@ CPU. --repeat N runs the same synthesis N times in this process (for benchmarks:
 timings). --low-memory holds one engine's compiled weights at a time (each released when its stage ends and
 compiled again, from OpenVINO's model cache, when next needed): a lower peak for a little compile time per stage.
 )";
+
+constexpr int64_t kMaxSteps = 100000;   // far past any schedule (DDIM caps the calls at the timesteps it has)
+constexpr int64_t kMaxRepeat = 100000;
 
 struct Args {
   std::map<std::string, std::string> values;
@@ -69,22 +74,58 @@ Args parse(int argc, char** argv, int first) {
   return a;
 }
 
-// The value of --name parsed as T (strtoll / strtod: the whole text, in range, finite), or `fallback` when absent.
-template <typename T>
-T number(const Args& a, const std::string& name, T fallback) {
+// Every numeric flag: the whole text parsed (strtoll / strtoull / strtod), in [lo, hi]; otherwise an InputError
+// naming the flag, the range and the text that came (a value out of range is never narrowed or wrapped).
+int64_t integer(const Args& a, const std::string& name, int64_t fallback, int64_t lo, int64_t hi) {
   auto it = a.values.find(name);
   if (it == a.values.end()) return fallback;
   const char* text = it->second.c_str();
   char* end = nullptr;
   errno = 0;
-  const T v = std::is_integral_v<T> ? static_cast<T>(std::strtoll(text, &end, 10)) : static_cast<T>(std::strtod(text, &end));
-  if (errno || end == text || *end || !std::isfinite(static_cast<double>(v)))
-    throw acsdk::InputError(name, std::is_integral_v<T> ? "an integer" : "a finite number", "'" + it->second + "'");
+  const long long v = std::strtoll(text, &end, 10);
+  const bool digits = end != text && !*end;  // an integer, maybe past long long (ERANGE)
+  const bool parsed = digits && errno == 0;
+  if (!parsed || v < lo || v > hi)  // an integer out of range as it came; other text quoted
+    throw acsdk::InputError(name, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
+                            digits ? it->second : "'" + it->second + "'");
   return v;
 }
 
-int64_t to_int(const Args& a, const std::string& name, int64_t fallback) { return number<int64_t>(a, name, fallback); }
-double to_real(const Args& a, const std::string& name, double fallback) { return number<double>(a, name, fallback); }
+std::string shown(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+// lo_open: (lo, hi] instead of [lo, hi].
+double real(const Args& a, const std::string& name, double fallback, double lo, double hi, bool lo_open = false) {
+  auto it = a.values.find(name);
+  if (it == a.values.end()) return fallback;
+  const char* text = it->second.c_str();
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text, &end);
+  const bool parsed = !errno && end != text && !*end && std::isfinite(v);
+  if (!parsed || (lo_open ? v <= lo : v < lo) || v > hi)
+    throw acsdk::InputError(name, std::string("a number in ") + (lo_open ? "(" : "[") + shown(lo) + ", " + shown(hi) + "]",
+                            parsed ? it->second : "'" + it->second + "'");
+  return v;
+}
+
+// --seed: torch's generator takes 0 .. 2^64 - 1, as `acsdk synth --seed`.
+uint64_t seed_of(const Args& a) {
+  auto it = a.values.find("seed");
+  if (it == a.values.end()) return 0;
+  const std::string& text = it->second;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  const bool digits = !text.empty() && std::isdigit(static_cast<unsigned char>(text[0]));  // strtoull takes "-1"
+  if (!digits || errno || *end)
+    throw acsdk::InputError("seed", "an integer in [0, " + std::to_string(std::numeric_limits<uint64_t>::max()) + "]",
+                            digits && !*end ? text : "'" + text + "'");
+  return v;
+}
 
 std::string default_mask_out(const std::string& out) {
   const std::filesystem::path p(out);
@@ -93,47 +134,44 @@ std::string default_mask_out(const std::string& out) {
 
 int synth(const Args& a) {
   acsdk::Settings s;
-  const int64_t seed = to_int(a, "seed", 0);
-  if (seed < 0) throw acsdk::InputError("seed", "an integer >= 0", std::to_string(seed));
-  s.seed = static_cast<uint64_t>(seed);
-  s.steps = to_int(a, "steps", s.steps);
-  s.strength = to_real(a, "strength", s.strength);
-  s.guidance = to_real(a, "guidance", s.guidance);
-  s.semantic_scale = to_real(a, "semantic-scale", s.semantic_scale);
+  s.seed = seed_of(a);
+  s.steps = integer(a, "steps", s.steps, 1, kMaxSteps);
+  s.strength = real(a, "strength", s.strength, 0.0, 1.0, /*lo_open=*/true);
+  s.guidance = real(a, "guidance", s.guidance, 0.0, 1e3);
+  s.semantic_scale = real(a, "semantic-scale", s.semantic_scale, -1e3, 1e3);
   s.roi = a.values.count("roi") ? a.values.at("roi") : s.roi;
-  s.roi_padding = to_int(a, "roi-padding", s.roi_padding);
-  s.roi_min_size = to_int(a, "roi-min-size", s.roi_min_size);
-  if (a.values.count("roi-min-size") && s.roi_min_size < 1)
-    throw acsdk::InputError("roi-min-size", "an integer >= 1", std::to_string(s.roi_min_size));
-  s.blur_sigma = to_real(a, "blur-sigma", s.blur_sigma);
-  if (a.values.count("blur-sigma") && s.blur_sigma < 0)
-    throw acsdk::InputError("blur-sigma", "a number >= 0", a.values.at("blur-sigma"));
+  // No image side is longer than kMaxPixels: a padding or minimum size past it changes nothing (and 2 x padding
+  // cannot overflow).
+  s.roi_padding = integer(a, "roi-padding", s.roi_padding, 0, acsdk::kMaxPixels);
+  s.roi_min_size = integer(a, "roi-min-size", s.roi_min_size, 1, acsdk::kMaxPixels);
+  s.blur_sigma = real(a, "blur-sigma", s.blur_sigma, 0.0, 1e4);
   s.sampler = a.values.count("sampler") ? a.values.at("sampler") : s.sampler;
-  s.cfg_cutoff = to_real(a, "cfg-cutoff", s.cfg_cutoff);
-  if (a.values.count("cfg-cutoff") && !(s.cfg_cutoff >= 0.0 && s.cfg_cutoff <= 1.0))
-    throw acsdk::InputError("cfg-cutoff", "a number in [0, 1]", a.values.at("cfg-cutoff"));
-  const int64_t repeat = to_int(a, "repeat", 1);
-  if (repeat < 1) throw acsdk::InputError("repeat", "an integer >= 1", std::to_string(repeat));
+  s.cfg_cutoff = real(a, "cfg-cutoff", s.cfg_cutoff, 0.0, 1.0);
+  const int64_t repeat = integer(a, "repeat", 1, 1, kMaxRepeat);
+  const int bit_depth = static_cast<int>(integer(a, "bit-depth", 0, 1, 16));  // the file's depth is checked on reading
   acsdk::check_settings(s);  // before anything is opened: a bad flag costs nothing
   namespace fs = std::filesystem;
+  const std::string out = a.values.at("out");
+  const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
   for (const char* input : {"image", "mask"}) {  // the result never replaces an input
     std::error_code ec;
     for (const char* output : {"out", "mask-out"}) {
-      const std::string target = output == std::string("out") ? a.values.at("out")
-                                 : a.values.count("mask-out") ? a.values.at("mask-out")
-                                                              : default_mask_out(a.values.at("out"));
+      const std::string& target = output == std::string("out") ? out : mask_out;
       if (fs::equivalent(a.values.at(input), target, ec))
         throw acsdk::InputError(output, std::string("a path other than --") + input, "'" + target + "'");
     }
   }
+  // Both outputs writable before any work: not a directory, in a writable directory, not another user's file in a
+  // sticky one (what the commit could not replace). The commit renames both or neither all the same.
+  acsdk::check_output_path(out, "out");
+  acsdk::check_output_path(mask_out, "mask-out");
 
-  const std::string mask_target = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(a.values.at("out"));
   std::error_code ec1, ec2;
-  if (fs::weakly_canonical(mask_target, ec1) == fs::weakly_canonical(a.values.at("out"), ec2) && !ec1 && !ec2)
-    throw acsdk::InputError("mask-out", "a path other than --out", "'" + mask_target + "'");
+  if (fs::weakly_canonical(mask_out, ec1) == fs::weakly_canonical(out, ec2) && !ec1 && !ec2)
+    throw acsdk::InputError("mask-out", "a path other than --out", "'" + mask_out + "'");
 
   acsdk::Picture image = acsdk::read_png(a.values.at("image"), "image");
-  if (a.values.count("bit-depth")) acsdk::declare_bit_depth(image, static_cast<int>(to_int(a, "bit-depth", 0)), "image");
+  if (bit_depth) acsdk::declare_bit_depth(image, bit_depth, "image");
   const acsdk::Tensor mask = acsdk::read_mask(a.values.at("mask"), "mask");
   acsdk::BackendOptions options;
   options.backend = a.values.count("backend") ? a.values.at("backend") : "openvino";
@@ -152,8 +190,6 @@ int synth(const Args& a) {
   }
   const double run_peak = acsdk::peak_rss_mib();
 
-  const std::string out = a.values.at("out");
-  const std::string mask_out = a.values.count("mask-out") ? a.values.at("mask-out") : default_mask_out(out);
   nlohmann::json summary = {{"out", out},     {"mask_out", mask_out}, {"seed", s.seed},
                             {"timings", result.timings}, {"notes", result.notes}, {"engines", synth.describe()}};
   summary["peak_rss_mib"] = {{"load", load_peak}, {"run", run_peak}};  // engines opened + bank; the synthesis
@@ -161,7 +197,8 @@ int synth(const Args& a) {
   for (const auto& w : result.windows)
     summary["windows"].push_back({{"top", w.top}, {"left", w.left}, {"height", w.height}, {"width", w.width}});
   // Everything that can fail happens before the first rename: the report is rendered (paths that are not UTF-8
-  // are replaced, not thrown on) and both files are staged in full; then both are renamed into place.
+  // are replaced, not thrown on) and both files are staged in full; then both are renamed into place, or neither
+  // (commit_all puts back the first when the second cannot be placed).
   const std::string report =
       a.flags.count("json")
           ? summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"
@@ -170,8 +207,7 @@ int synth(const Args& a) {
   acsdk::StagedFile image_file(out, acsdk::encode_png(result.image, out, "out"), "out");
   acsdk::StagedFile label_file(mask_out, acsdk::encode_png(acsdk::mask_picture(result.label), mask_out, "mask-out"),
                                "mask-out");
-  image_file.commit();
-  label_file.commit();
+  acsdk::commit_all({&image_file, &label_file});
   std::cout << report;
   return 0;
 }

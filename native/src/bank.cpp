@@ -4,6 +4,7 @@
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "json_read.hpp"
 #include "safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -15,7 +16,8 @@ namespace {
 Bank read_bank(const std::string& dir, const std::string& engine_manifest_sha256) {
   const std::string info_file = (fs::path(dir) / "bank.json").string();
   const std::string tensors_file = (fs::path(dir) / "bank.safetensors").string();
-  if (!fs::is_regular_file(info_file) || !fs::is_regular_file(tensors_file))
+  // path_kind, not std::filesystem: a directory this user may not search is an InputError naming --bank
+  if (path_kind(info_file, "bank") != PathKind::kFile || path_kind(tensors_file, "bank") != PathKind::kFile)
     throw InputError("bank", "a directory written by `acsdk prepare` (bank.json, bank.safetensors)", "'" + dir + "'");
   Bank bank;
   try {
@@ -23,12 +25,18 @@ Bank read_bank(const std::string& dir, const std::string& engine_manifest_sha256
   } catch (const nlohmann::json::exception& e) {
     throw InputError("bank", "a readable bank.json", "'" + info_file + "': " + e.what());
   }
-  if (bank.info.value("schema", "") != kBankSchema)
-    throw InputError("bank", std::string("schema ") + kBankSchema, bank.info.value("schema", nlohmann::json()).dump());
+  if (!bank.info.is_object())
+    throw InputError("bank", "a bank.json written by `acsdk prepare` (a JSON object)",
+                     "'" + info_file + "' holding " + json_read::shown(bank.info));
+  auto field = [&](const char* key) {  // a string field, or what the file holds there (null where absent)
+    const auto it = bank.info.find(key);
+    return it == bank.info.end() ? nlohmann::json() : *it;
+  };
+  if (field("schema") != kBankSchema) throw InputError("bank", std::string("schema ") + kBankSchema, json_read::shown(field("schema")));
   const std::string bytes = read_file(tensors_file, "bank");  // read once: the bytes hashed are the bytes parsed
-  if (sha256_hex(bytes) != bank.info.value("tensors_sha256", ""))
+  if (field("tensors_sha256") != sha256_hex(bytes))
     throw IntegrityError("bank", "bank '" + dir + "': bank.safetensors differs from the sha256 recorded in bank.json");
-  const auto recorded = bank.info.value("engine_manifest_sha256", nlohmann::json());
+  const auto recorded = field("engine_manifest_sha256");
   if (recorded != engine_manifest_sha256)
     throw InputError("bank",
                      "a bank prepared for this engine dir (manifest sha256 " + engine_manifest_sha256.substr(0, 16) +

@@ -1,9 +1,13 @@
 #include "ddim.hpp"
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <utility>
 
 #include "errors.hpp"
+#include "json_read.hpp"
 
 namespace acsdk {
 
@@ -21,26 +25,97 @@ std::vector<float> linspace(double start, double end, int64_t n) {
 
 }  // namespace
 
-template <typename T>
-T config_value(const nlohmann::json& c, const char* key, T fallback) {
-  return c.contains(key) && !c[key].is_null() ? c[key].get<T>() : fallback;
+namespace {
+
+constexpr const char* kConfigFile = "scheduler/scheduler_config.json";
+constexpr int64_t kReferenceSteps = 50;       // the paper's DDIM count: its start at a strength is every run's
+constexpr int64_t kMaxTrainSteps = 100000;    // SD's is 1000; past this a config asks for memory, not a schedule
+
+EngineDirError bad_text(const std::string& key, const std::string& expected, const std::string& got) {
+  return EngineDirError(std::string(kConfigFile) + ": " + key + ": expected " + expected + ", got " + got +
+                        "; rebuild the engine dir");
 }
-template bool config_value(const nlohmann::json&, const char*, bool);
-template int64_t config_value(const nlohmann::json&, const char*, int64_t);
-template double config_value(const nlohmann::json&, const char*, double);
-template float config_value(const nlohmann::json&, const char*, float);
-template std::string config_value(const nlohmann::json&, const char*, std::string);
+
+EngineDirError bad_value(const std::string& key, const std::string& expected, const nlohmann::json& got) {
+  return bad_text(key, expected, json_read::shown(got));
+}
+
+const nlohmann::json* present(const nlohmann::json& c, const char* key) {
+  if (!c.is_object()) return nullptr;
+  const auto it = c.find(key);
+  return it == c.end() || it->is_null() ? nullptr : &*it;
+}
+
+nlohmann::json value_of(const nlohmann::json& c, const char* key) {  // for messages: null where absent
+  const nlohmann::json* v = present(c, key);
+  return v ? *v : nlohmann::json();
+}
+
+}  // namespace
+
+// Each type read as the file holds it: a value of another type, or a number out of the type's range (1e300 for an
+// integer or a float: a conversion with undefined behaviour in nlohmann's get<>()), is an EngineDirError naming it.
+template <>
+bool config_value(const nlohmann::json& c, const char* key, bool fallback) {
+  const nlohmann::json* v = present(c, key);
+  if (!v) return fallback;
+  if (!v->is_boolean()) throw bad_value(key, "true or false", *v);
+  return v->get<bool>();
+}
+template <>
+int64_t config_value(const nlohmann::json& c, const char* key, int64_t fallback) {
+  const nlohmann::json* v = present(c, key);
+  if (!v) return fallback;
+  const auto i = json_read::integer(*v, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
+  if (!i) throw bad_value(key, "an integer", *v);
+  return *i;
+}
+template <>
+double config_value(const nlohmann::json& c, const char* key, double fallback) {
+  const nlohmann::json* v = present(c, key);
+  if (!v) return fallback;
+  const auto d = json_read::real(*v, -std::numeric_limits<double>::max(), std::numeric_limits<double>::max());
+  if (!d) throw bad_value(key, "a finite number", *v);
+  return *d;
+}
+template <>
+float config_value(const nlohmann::json& c, const char* key, float fallback) {
+  const nlohmann::json* v = present(c, key);
+  if (!v) return fallback;
+  const double limit = std::numeric_limits<float>::max();
+  const auto d = json_read::real(*v, -limit, limit);
+  if (!d) throw bad_value(key, "a finite number within float32's range", *v);
+  return static_cast<float>(*d);
+}
+template <>
+std::string config_value(const nlohmann::json& c, const char* key, std::string fallback) {
+  const nlohmann::json* v = present(c, key);
+  if (!v) return fallback;
+  if (!v->is_string()) throw bad_value(key, "a string", *v);
+  return v->get<std::string>();
+}
 
 DDIM::DDIM(const nlohmann::json& c) {
   auto refuse = [](const std::string& what) {
-    return EngineDirError("scheduler/scheduler_config.json: " + what + " is not supported by the native runtime");
+    return EngineDirError(std::string(kConfigFile) + ": " + what + " is not supported by the native runtime");
   };
-  train_steps_ = config_value<int64_t>(c, "num_train_timesteps", 1000);
-  steps_offset_ = config_value<int64_t>(c, "steps_offset", 0);
+  if (!c.is_object()) throw bad_value("its root", "a JSON object", c);
+  // An integer within [lo, hi] (the fallback where absent or null), read as the file holds it.
+  auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why) {
+    const nlohmann::json* v = present(c, key);
+    const auto i = v ? json_read::integer(*v, lo, hi) : std::optional<int64_t>(fallback);
+    if (!i) throw bad_value(key, "an integer in " + json_read::range(lo, hi) + why, *v);
+    return *i;
+  };
+  // diffusers' set_timesteps(50) needs 50 timesteps at least; past kMaxTrainSteps a config asks for memory
+  train_steps_ = bounded("num_train_timesteps", 1000, kReferenceSteps, kMaxTrainSteps,
+                         " (every run starts where DDIM-" + std::to_string(kReferenceSteps) + " starts)");
+  steps_offset_ = bounded("steps_offset", 0, 0, train_steps_ - 1, "");
   spacing_ = config_value<std::string>(c, "timestep_spacing", "leading");
   const std::string prediction = config_value<std::string>(c, "prediction_type", "epsilon");
   clip_sample_ = config_value<bool>(c, "clip_sample", true);
   clip_range_ = config_value<float>(c, "clip_sample_range", 1.0f);
+  if (clip_sample_ && !(clip_range_ > 0.0f)) throw bad_value("clip_sample_range", "a number > 0", value_of(c, "clip_sample_range"));
   if (config_value<bool>(c, "thresholding", false)) throw refuse("thresholding");
   if (config_value<bool>(c, "rescale_betas_zero_snr", false)) throw refuse("rescale_betas_zero_snr");
   if (spacing_ != "leading" && spacing_ != "trailing" && spacing_ != "linspace")
@@ -55,19 +130,31 @@ DDIM::DDIM(const nlohmann::json& c) {
     throw refuse("prediction_type '" + prediction + "'");
   }
 
+  // Every beta in [0, 1): 1 - beta is a probability's complement that the cumprod and its square roots divide by.
   std::vector<float> betas;
   const std::string schedule = config_value<std::string>(c, "beta_schedule", "linear");
   const double b0 = config_value<double>(c, "beta_start", 0.0001), b1 = config_value<double>(c, "beta_end", 0.02);
-  if (c.contains("trained_betas") && !c["trained_betas"].is_null()) {
-    betas = c["trained_betas"].get<std::vector<float>>();
-    train_steps_ = static_cast<int64_t>(betas.size());
-  } else if (schedule == "linear") {
-    betas = linspace(b0, b1, train_steps_);
-  } else if (schedule == "scaled_linear") {
-    betas = linspace(std::sqrt(b0), std::sqrt(b1), train_steps_);
-    for (auto& b : betas) b = b * b;
+  if (const nlohmann::json* trained = present(c, "trained_betas")) {
+    const std::string expected = "a list of num_train_timesteps (" + std::to_string(train_steps_) + ") numbers in [0, 1)";
+    if (!trained->is_array() || static_cast<int64_t>(trained->size()) != train_steps_)
+      throw bad_text("trained_betas", expected,
+                     trained->is_array() ? std::to_string(trained->size()) + " values" : json_read::shown(*trained));
+    for (const auto& b : *trained) {
+      const auto v = json_read::real(b, 0.0, 1.0);
+      if (!v || *v >= 1.0) throw bad_value("trained_betas", expected, b);
+      betas.push_back(static_cast<float>(*v));
+    }
   } else {
-    throw refuse("beta_schedule '" + schedule + "'");
+    for (const auto& [key, v] : {std::pair<const char*, double>{"beta_start", b0}, {"beta_end", b1}})
+      if (!(v >= 0.0 && v < 1.0)) throw bad_value(key, "a number in [0, 1)", value_of(c, key));
+    if (schedule == "linear") {
+      betas = linspace(b0, b1, train_steps_);
+    } else if (schedule == "scaled_linear") {
+      betas = linspace(std::sqrt(b0), std::sqrt(b1), train_steps_);
+      for (auto& b : betas) b = b * b;
+    } else {
+      throw refuse("beta_schedule '" + schedule + "'");
+    }
   }
   alphas_cumprod_.resize(betas.size());
   double acc = 1.0;  // torch.cumprod over float32 accumulates in double on the CPU, storing each product as float
@@ -76,6 +163,7 @@ DDIM::DDIM(const nlohmann::json& c) {
     alphas_cumprod_[i] = static_cast<float>(acc);
   }
   final_alpha_cumprod_ = config_value<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
+  diffusers_timesteps(kReferenceSteps, 1.0);  // every run starts on it: its timesteps within [0, T) (steps_offset)
 }
 
 // diffusers' DDIMScheduler.set_timesteps, with numpy's arithmetic reproduced (np.round and nearbyint both round half
@@ -101,12 +189,19 @@ std::vector<int64_t> DDIM::diffusers_timesteps(int64_t steps, double strength) c
       all.push_back(static_cast<int64_t>(std::nearbyint(v)));
     }
   }
+  // Leading spacing adds steps_offset: it must not push a timestep past the schedule. (Trailing spacing's extra
+  // timestep -1, which diffusers gives too, e.g. at 61 steps, is left as diffusers has it.)
+  for (const int64_t t : all)
+    if (spacing_ == "leading" && t >= train_steps_)
+      throw EngineDirError(std::string(kConfigFile) + ": steps_offset " + std::to_string(steps_offset_) + " puts DDIM-" +
+                           std::to_string(steps) + "'s timestep " + std::to_string(t) + " outside [0, " +
+                           std::to_string(train_steps_ - 1) + "]; rebuild the engine dir");
   const int64_t init = std::min<int64_t>(static_cast<int64_t>(steps * strength), steps);
   return std::vector<int64_t>(all.begin() + (steps - init), all.end());
 }
 
 std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
-  constexpr int64_t kReference = 50;  // the paper's DDIM count: its start at a strength is every run's
+  constexpr int64_t kReference = kReferenceSteps;
   const std::vector<int64_t> reference = diffusers_timesteps(kReference, 1.0);
   const int64_t init = std::min<int64_t>(static_cast<int64_t>(kReference * strength), kReference);
   const std::vector<int64_t> paper(reference.begin() + std::min(kReference - init, kReference - 1), reference.end());

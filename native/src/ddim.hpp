@@ -11,16 +11,30 @@
 namespace acsdk {
 
 // A scheduler-config value; `fallback` where the key is missing or null (diffusers writes nulls). Defined for bool,
-// int64_t, double, float and std::string.
+// int64_t, double, float and std::string; a value of another type, or a number outside the type's range, is an
+// EngineDirError naming the file and key.
 template <typename T>
 T config_value(const nlohmann::json& config, const char* key, T fallback);
+template <>
+bool config_value(const nlohmann::json& config, const char* key, bool fallback);
+template <>
+int64_t config_value(const nlohmann::json& config, const char* key, int64_t fallback);
+template <>
+double config_value(const nlohmann::json& config, const char* key, double fallback);
+template <>
+float config_value(const nlohmann::json& config, const char* key, float fallback);
+template <>
+std::string config_value(const nlohmann::json& config, const char* key, std::string fallback);
 
 enum class Prediction { kEpsilon, kSample, kV };  // what the UNet predicts: the config's prediction_type
 
 class DDIM {
  public:
   // Refuses (EngineDirError) the options the Python sampler's scheduler would treat differently than this port:
-  // thresholding, zero-SNR rescaling, beta schedules other than linear / scaled_linear / trained betas.
+  // thresholding, zero-SNR rescaling, beta schedules other than linear / scaled_linear / trained betas; and, naming
+  // the key, a config no schedule comes from: num_train_timesteps outside [50, 100000] (every run starts where
+  // DDIM-50 does), trained_betas not num_train_timesteps values in [0, 1), betas outside [0, 1), a steps_offset
+  // that puts a DDIM-50 timestep outside [0, num_train_timesteps).
   explicit DDIM(const nlohmann::json& config);
 
   // What diffusers' pipeline visits for `steps` at `strength`: the last int(steps * strength) of set_timesteps(steps).

@@ -5,15 +5,41 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "json_read.hpp"
 
 namespace fs = std::filesystem;
 
 namespace acsdk {
 
 namespace {
+
+// A JSON library's message without its "[json.exception.type_error.302] " prefix: the line names the file instead.
+std::string json_why(const nlohmann::json::exception& e) {
+  const std::string what = e.what();
+  const size_t end = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
+}
+
+const char* kind_of(const nlohmann::json& v) {
+  if (v.is_null()) return "null";
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "a list";
+  if (v.is_string()) return "a string";
+  if (v.is_boolean()) return "a boolean";
+  return "a number";
+}
+
+// What each component the synthesizer runs must list among its outputs: the names it reads from the results.
+const std::map<std::string, std::vector<std::string>> kReadOutputs = {
+    {"vae_encoder", {"latent_moments"}}, {"unet", {"noise_pred"}}, {"vae_decoder", {"image"}}};
 
 // A relative POSIX path without ".." or a root: the only kind an engine dir may name.
 bool confined(const std::string& rel) {
@@ -27,23 +53,31 @@ bool confined(const std::string& rel) {
 }  // namespace
 
 EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify_(verify) {
-  if (!fs::is_directory(root))
+  if (path_kind(root, "engines") != PathKind::kDirectory)
     throw EngineDirError("engine dir '" + root + "' does not exist; build one with `python -m export.build`");
   const std::string file = (fs::path(root) / "manifest.json").string();
-  if (!fs::is_regular_file(file))
+  if (path_kind(file, "engines") != PathKind::kFile)
     throw EngineDirError("'" + root + "' has no manifest.json: not an engine dir, or its build did not finish");
   const std::string text = read_file(file, "engines");
   try {
     manifest_ = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw EngineDirError(file + " is not readable JSON (" + e.what() + ")");
+    throw EngineDirError(file + " is not readable JSON (" + json_why(e) + ")");
   }
-  const auto version = manifest_.value("schema_version", nlohmann::json());
+  if (!manifest_.is_object())
+    throw EngineDirError(file + " holds " + kind_of(manifest_) + ", not a JSON object: not a manifest written by "
+                         "`python -m export.build`; rebuild the engine dir");
+  const auto found = manifest_.find("schema_version");
+  const nlohmann::json version = found == manifest_.end() ? nlohmann::json() : *found;
   if (version != kManifestSchema)
-    throw EngineDirError(file + " has schema_version " + version.dump() + "; this runtime reads " +
+    throw EngineDirError(file + " has schema_version " + json_read::shown(version) + "; this runtime reads " +
                          std::to_string(kManifestSchema) + ". Rebuild the engine dir with this version's export.build.");
-  for (const char* key : {"components", "files", "settings", "model"})
+  for (const char* key : {"components", "files", "settings", "model"}) {
     if (!manifest_.contains(key)) throw EngineDirError(file + " lacks '" + key + "'; rebuild the engine dir");
+    if (!manifest_[key].is_object())
+      throw EngineDirError(file + ": '" + key + "' is " + kind_of(manifest_[key]) + ", expected an object; rebuild "
+                           "the engine dir");
+  }
   for (const auto& [rel, sha] : manifest_["files"].items()) {
     if (!confined(rel)) throw EngineDirError(file + " names a path outside the engine dir ('" + rel + "')");
     if (!sha.is_string()) throw EngineDirError(file + " records no sha256 string for '" + rel + "'");
@@ -52,29 +86,53 @@ EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify
 }
 
 Geometry EngineDir::geometry() const {
-  try {
-    const auto& s = manifest_["settings"];
-    const auto& m = manifest_["model"];
-    Geometry g;
-    g.height = s.at("height").get<int64_t>();
-    g.width = s.at("width").get<int64_t>();
-    g.scale_factor = m.at("vae_scale_factor").get<int64_t>();
-    g.channels = m.at("latent_channels").get<int64_t>();
-    g.scaling_factor = m.at("vae_scaling_factor").get<double>();
-    if (g.height < 1 || g.width < 1 || g.scale_factor < 1 || g.channels < 1) throw EngineDirError("bad geometry");
-    return g;
-  } catch (const std::exception& e) {
-    throw EngineDirError(root_ + "/manifest.json has no usable model geometry (" + e.what() + "); rebuild the dir");
-  }
+  const std::string file = root_ + "/manifest.json";
+  auto bad = [&](const std::string& field, const std::string& expected, const std::string& got) {
+    return EngineDirError(file + ": " + field + ": expected " + expected + ", got " + got + "; rebuild the engine dir");
+  };
+  auto integer = [&](const char* section, const char* key, int64_t lo, int64_t hi) {
+    const nlohmann::json& s = manifest_[section];
+    const std::string field = std::string(section) + "." + key;
+    if (!s.contains(key)) throw bad(field, "an integer in " + json_read::range(lo, hi), "nothing");
+    const auto v = json_read::integer(s[key], lo, hi);
+    if (!v) throw bad(field, "an integer in " + json_read::range(lo, hi), json_read::shown(s[key]));
+    return *v;
+  };
+  Geometry g;
+  g.scale_factor = integer("model", "vae_scale_factor", 1, kMaxScaleFactor);
+  g.height = integer("settings", "height", 1, kMaxModelSide);
+  g.width = integer("settings", "width", 1, kMaxModelSide);
+  g.channels = integer("model", "latent_channels", 1, kMaxLatentChannels);
+  const nlohmann::json& m = manifest_["model"];
+  const auto scaling = m.contains("vae_scaling_factor") ? json_read::real(m["vae_scaling_factor"], 0.0, kMaxScalingFactor)
+                                                        : std::nullopt;
+  if (!scaling || *scaling <= 0.0)
+    throw bad("model.vae_scaling_factor", "a finite number in (0, 1000]",
+              m.contains("vae_scaling_factor") ? json_read::shown(m["vae_scaling_factor"]) : "nothing");
+  g.scaling_factor = *scaling;
+  for (const auto& [name, side] : {std::pair<const char*, int64_t>{"settings.height", g.height}, {"settings.width", g.width}})
+    if (side % g.scale_factor != 0)
+      throw bad(name, "a multiple of model.vae_scale_factor (" + std::to_string(g.scale_factor) + ")",
+                std::to_string(side));
+  const int64_t latent = g.channels * (g.height / g.scale_factor) * (g.width / g.scale_factor);  // < 2^43: no overflow
+  if (latent < kMinLatentValues)
+    throw bad("model geometry", "a latent of at least " + std::to_string(kMinLatentValues) + " values (channels x h x w)",
+              std::to_string(g.channels) + " x " + std::to_string(g.height / g.scale_factor) + " x " +
+                  std::to_string(g.width / g.scale_factor));
+  return g;
 }
 
 nlohmann::json EngineDir::scheduler_config() {
   const std::string file = path("scheduler/scheduler_config.json");
+  nlohmann::json config;
   try {
-    return nlohmann::json::parse(read_file(file, "engines"));
+    config = nlohmann::json::parse(read_file(file, "engines"));
   } catch (const nlohmann::json::exception& e) {
-    throw EngineDirError(file + " is not readable JSON (" + e.what() + ")");
+    throw EngineDirError(file + " is not readable JSON (" + json_why(e) + ")");
   }
+  if (!config.is_object())
+    throw EngineDirError(file + " holds " + kind_of(config) + ", not a JSON object; rebuild the engine dir");
+  return config;
 }
 
 namespace {
@@ -90,7 +148,7 @@ IntegrityError tampered(const std::string& rel, const std::string& actual, const
 std::string EngineDir::listed(const std::string& rel) const {
   if (!manifest_["files"].contains(rel)) throw EngineDirError("'" + rel + "' is not listed in " + root_ + "/manifest.json");
   const std::string full = (fs::path(root_) / rel).string();
-  if (!fs::is_regular_file(full))
+  if (path_kind(full, "engines") != PathKind::kFile)
     throw EngineDirError("engine file '" + rel + "' is missing from " + root_ + "; rebuild the engine dir");
   return full;
 }
@@ -120,29 +178,86 @@ std::string EngineDir::read(const std::string& rel) {
 Artifact EngineDir::artifact(const std::string& component, const std::string& backend, const std::string& precision) {
   try {
     return find_artifact(component, backend, precision);
-  } catch (const nlohmann::json::exception& e) {
-    throw EngineDirError(root_ + "/manifest.json: component '" + component + "' is malformed (" + e.what() +
+  } catch (const nlohmann::json::exception& e) {  // checked below before use: a last guard, still one typed line
+    throw EngineDirError(root_ + "/manifest.json: component '" + component + "' is malformed (" + json_why(e) +
                          "); rebuild the engine dir");
   }
 }
 
+const nlohmann::json& EngineDir::component_entry(const std::string& component) const {
+  const std::string where = root_ + "/manifest.json: component '" + component + "' is malformed: ";
+  auto bad = [&](const std::string& field, const std::string& expected, const nlohmann::json* got) {
+    return EngineDirError(where + field + ": expected " + expected + ", got " +
+                          (got ? json_read::shown(*got) : std::string("nothing")) + "; rebuild the engine dir");
+  };
+  const nlohmann::json& entry = manifest_["components"][component];
+  if (!entry.is_object()) throw bad("its entry", "an object", &entry);
+  if (entry.contains("precision") && !entry["precision"].is_string())
+    throw bad("precision", "a string", &entry["precision"]);
+  const auto artifacts = entry.find("artifacts");
+  if (artifacts == entry.end() || !artifacts->is_array())
+    throw bad("artifacts", "a list", artifacts == entry.end() ? nullptr : &*artifacts);
+  for (size_t i = 0; i < artifacts->size(); ++i) {
+    const nlohmann::json& a = (*artifacts)[i];
+    const std::string field = "artifacts[" + std::to_string(i) + "]";
+    if (!a.is_object()) throw bad(field, "an object", &a);
+    for (const char* key : {"format", "precision", "file"})
+      if (!a.contains(key) || !a[key].is_string())
+        throw bad(field + "." + key, "a string", a.contains(key) ? &a[key] : nullptr);
+    if (a.contains("data_files")) {
+      const nlohmann::json& d = a["data_files"];
+      if (!d.is_array()) throw bad(field + ".data_files", "a list of paths", &d);
+      for (const auto& rel : d)
+        if (!rel.is_string()) throw bad(field + ".data_files", "a list of paths", &rel);
+    }
+  }
+  for (const char* io : {"inputs", "outputs"}) {
+    const auto specs = entry.find(io);
+    if (specs == entry.end() || !specs->is_array())
+      throw bad(io, "a list of {name, dtype, shape}", specs == entry.end() ? nullptr : &*specs);
+    for (size_t i = 0; i < specs->size(); ++i) {
+      const nlohmann::json& spec = (*specs)[i];
+      const std::string field = std::string(io) + "[" + std::to_string(i) + "]";
+      if (!spec.is_object()) throw bad(field, "an object", &spec);
+      if (!spec.contains("name") || !spec["name"].is_string())
+        throw bad(field + ".name", "a string", spec.contains("name") ? &spec["name"] : nullptr);
+      if (!spec.contains("shape")) continue;
+      const nlohmann::json& shape = spec["shape"];
+      if (!shape.is_array()) throw bad(field + ".shape", "a list", &shape);
+      for (const auto& d : shape)  // a dynamic dimension's name, or a size
+        if (!d.is_string() && !json_read::integer(d, -1, std::numeric_limits<int32_t>::max()))
+          throw bad(field + ".shape", "names or integers in [-1, 2147483647]", &d);
+    }
+  }
+  const auto read = kReadOutputs.find(component);
+  if (read != kReadOutputs.end())
+    for (const std::string& name : read->second) {
+      bool listed = false;
+      for (const auto& spec : entry["outputs"]) listed |= spec["name"] == name;
+      if (!listed)
+        throw EngineDirError(where + "outputs: expected one named '" + name + "' (what the runtime reads), got " +
+                             json_read::shown(entry["outputs"]) + "; rebuild the engine dir");
+    }
+  return entry;
+}
+
 const nlohmann::json* EngineDir::find_in(const nlohmann::json& entry, const std::string& format,
                                          const std::string& precision) {
-  for (const auto& a : entry.at("artifacts"))
-    if (a.at("format") == format && a.at("precision") == precision) return &a;
+  for (const auto& a : entry["artifacts"])  // component_entry checked every artifact's format and precision
+    if (a["format"] == format && a["precision"] == precision) return &a;
   return nullptr;
 }
 
 bool EngineDir::has_artifact(const std::string& component, const std::string& format,
                              const std::string& precision) const {
-  return has_component(component) && find_in(manifest_["components"][component], format, precision) != nullptr;
+  return has_component(component) && find_in(component_entry(component), format, precision) != nullptr;
 }
 
 Artifact EngineDir::find_artifact(const std::string& component, const std::string& backend,
                                   const std::string& precision) {
   if (!has_component(component))
     throw EngineDirError(root_ + "/manifest.json has no component '" + component + "'");
-  const auto& entry = manifest_["components"][component];
+  const auto& entry = component_entry(component);
   const std::string want = precision.empty() ? entry.value("precision", "fp32") : precision;
   auto find = [&](const std::string& format, const std::string& prec) { return find_in(entry, format, prec); };
   const nlohmann::json* art = nullptr;
@@ -159,9 +274,9 @@ Artifact EngineDir::find_artifact(const std::string& component, const std::strin
                          " artifact in " + root_ + "; rebuild the engine dir" +
                          (backend == "tensorrt" ? " with --backend tensorrt" : ""));
   Artifact out;
-  out.format = art->at("format").get<std::string>();
-  out.precision = art->at("precision").get<std::string>();
-  const std::string file = art->at("file").get<std::string>();
+  out.format = (*art)["format"].get<std::string>();
+  out.precision = (*art)["precision"].get<std::string>();
+  const std::string file = (*art)["file"].get<std::string>();
   const auto data_files = art->value("data_files", std::vector<std::string>{});
   out.path = listed(file);
   out.bytes = std::make_shared<const std::string>(read(file));
@@ -171,10 +286,56 @@ Artifact EngineDir::find_artifact(const std::string& component, const std::strin
     for (const auto& rel : data_files) path(rel);
     out.external_data = !data_files.empty();
   }
-  out.inputs = entry.at("inputs");
-  out.outputs = entry.at("outputs");
+  out.inputs = entry["inputs"];
+  out.outputs = entry["outputs"];
   out.record = *art;
   return out;
+}
+
+PlanRecord plan_record(const nlohmann::json& record, const std::string& component) {
+  auto bad = [&](const std::string& field, const std::string& expected, const nlohmann::json& got) {
+    return EngineDirError("manifest.json: component '" + component + "': its TensorRT plan's " + field + ": expected " +
+                          expected + ", got " + json_read::shown(got) + "; rebuild the engine dir");
+  };
+  PlanRecord out;
+  if (!record.is_object()) throw bad("entry", "an object", record);
+  for (const auto& [key, field] : {std::pair<const char*, std::string*>{"tensorrt_version", &out.tensorrt_version},
+                                   {"compute_capability", &out.compute_capability}}) {
+    if (!record.contains(key) || record[key].is_null()) continue;
+    if (!record[key].is_string()) throw bad(key, "a string", record[key]);
+    *field = record[key].get<std::string>();
+  }
+  if (record.contains("verification") && !record["verification"].is_null()) {
+    const nlohmann::json& v = record["verification"];
+    if (!v.is_object()) throw bad("verification", "an object", v);
+    if (v.contains("passed") && !v["passed"].is_boolean()) throw bad("verification.passed", "true or false", v["passed"]);
+    out.verified = v.value("passed", false);
+  }
+  return out;
+}
+
+std::vector<std::string> output_names(const std::string& component, const Artifact& artifact) {
+  const nlohmann::json& outputs = artifact.outputs;
+  if (!outputs.is_array())
+    throw EngineDirError("manifest.json: component '" + component + "': outputs: expected a list, got " +
+                         json_read::shown(outputs) + "; rebuild the engine dir");
+  std::vector<std::string> names;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& o = outputs[i];
+    if (!o.is_object() || !o.contains("name") || !o["name"].is_string())
+      throw EngineDirError("manifest.json: component '" + component + "': outputs[" + std::to_string(i) +
+                           "].name: expected a string, got " + json_read::shown(o) + "; rebuild the engine dir");
+    names.push_back(o["name"].get<std::string>());
+  }
+  return names;
+}
+
+EngineDirError missing_output(const std::string& component, const std::string& name,
+                              const std::vector<std::string>& produced) {
+  std::string got;
+  for (const auto& n : produced) got += (got.empty() ? "'" : ", '") + n + "'";
+  return EngineDirError(component + ": the model has no output '" + name + "', which manifest.json lists (it has " +
+                        (got.empty() ? std::string("none") : got) + "); rebuild the engine dir");
 }
 
 // Per host in the user's acsdk cache, as the Python runtime keeps it: never in the (shared, read-only) engine dir,

@@ -7,6 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
+
+#include "errors.hpp"
 
 namespace acsdk {
 
@@ -33,6 +36,32 @@ struct Geometry {
   double scaling_factor = 0.18215;
 };
 
+// The geometry a manifest may declare (EngineDirError naming the field otherwise): a model side of 1 to
+// kMaxModelSide pixels, a multiple of the VAE's scale factor (1 to kMaxScaleFactor), 1 to kMaxLatentChannels latent
+// channels, a latent of at least kMinLatentValues values (torch draws fewer than 16 normals another way) and a VAE
+// scaling factor in (0, kMaxScalingFactor]. Above these a manifest would ask for allocations no model needs (SD
+// runs at 512 to 1024 px, scale factor 8, 4 or 16 channels, scaling factors 0.13 to 1.5).
+constexpr int64_t kMaxModelSide = 8192;
+constexpr int64_t kMaxScaleFactor = 64;
+constexpr int64_t kMaxLatentChannels = 256;
+constexpr int64_t kMinLatentValues = 16;
+constexpr double kMaxScalingFactor = 1e3;
+
+// What check_compatible reads from a TensorRT plan's manifest entry: "?" for a field the entry does not record.
+struct PlanRecord {
+  std::string tensorrt_version = "?", compute_capability = "?";
+  bool verified = false;  // verification.passed
+};
+// EngineDirError naming the field when the entry records one with the wrong type.
+PlanRecord plan_record(const nlohmann::json& record, const std::string& component);
+
+// The output names an artifact's manifest entry lists (EngineDir::artifact checked them; an Artifact a caller
+// built may not have been): EngineDirError naming the component otherwise.
+std::vector<std::string> output_names(const std::string& component, const Artifact& artifact);
+// What a backend throws when a model lacks an output the manifest lists (the runtime reads outputs by these names).
+EngineDirError missing_output(const std::string& component, const std::string& name,
+                              const std::vector<std::string>& produced);
+
 class EngineDir {
  public:
   // Reads and checks manifest.json (schema version, required keys, every path inside the dir). `verify`:
@@ -45,6 +74,8 @@ class EngineDir {
   Geometry geometry() const;
   nlohmann::json scheduler_config();
 
+  // Every value read from the manifest is checked for its type and range where it is read: an EngineDirError (one
+  // line naming the file and field), never a JSON library's exception or a conversion out of range.
   // A listed file's absolute path, after its sha256 matched the manifest (IntegrityError naming it otherwise).
   std::string path(const std::string& rel);
   // A listed file's bytes, checked against the manifest's sha256 as read (the bytes hashed are the ones returned).
@@ -58,6 +89,8 @@ class EngineDir {
  private:
   Artifact find_artifact(const std::string& component, const std::string& backend, const std::string& precision);
   std::string listed(const std::string& rel) const;  // the absolute path of a file the manifest lists
+  // The component's manifest entry, its artifacts and IO specs checked for shape and type.
+  const nlohmann::json& component_entry(const std::string& component) const;
   static const nlohmann::json* find_in(const nlohmann::json& entry, const std::string& format,
                                        const std::string& precision);
 

@@ -35,7 +35,7 @@ class OpenVINOEngine : public Engine {
  public:
   OpenVINOEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
       : name_(name), device_(options.device), precision_(artifact.precision), low_memory_(options.low_memory) {
-    for (const auto& o : artifact.outputs) outputs_.push_back(o.at("name").get<std::string>());
+    outputs_ = output_names(name, artifact);
     const auto devices = core_.get_available_devices();
     const std::string family = device_.substr(0, device_.find('.'));
     const bool found = std::any_of(devices.begin(), devices.end(),
@@ -119,6 +119,12 @@ class OpenVINOEngine : public Engine {
       }
       outs.emplace(output_name(port), std::move(t));
     }
+    for (const auto& spec : outputs_)  // what the caller reads by the manifest's names: never a map::at
+      if (!outs.count(spec)) {
+        std::vector<std::string> produced;
+        for (const auto& [n, t] : outs) produced.push_back(n);
+        throw missing_output(name_, spec, produced);
+      }
     return outs;
   }
 

@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
 #include "files.hpp"
+#include "json_read.hpp"
 
 namespace acsdk {
 
@@ -43,6 +45,7 @@ std::map<std::string, Tensor> parse_safetensors(const std::string& bytes, const 
   } catch (const nlohmann::json::exception& e) {
     throw bad(std::string("header is not JSON: ") + e.what());
   }
+  if (!header.is_object()) throw bad("header is not a JSON object");
   const char* data = bytes.data() + 8 + header_len;
   const size_t data_len = bytes.size() - 8 - header_len;
   std::map<std::string, Tensor> out;
@@ -50,8 +53,24 @@ std::map<std::string, Tensor> parse_safetensors(const std::string& bytes, const 
     if (name == "__metadata__") continue;
     try {
       Tensor t;
-      t.shape = info.at("shape").get<std::vector<int64_t>>();
-      const auto offsets = info.at("data_offsets").get<std::vector<uint64_t>>();
+      // Integers read as the header holds them: 1e300 or -1 as a size is malformed, never a conversion out of
+      // range (undefined in nlohmann's get<int64_t>) or a wrapped-around offset.
+      auto integers = [&](const char* key, int64_t lo) {
+        const nlohmann::json& list = info.at(key);
+        if (!list.is_array()) throw bad("tensor '" + name + "' has a " + key + " that is not a list");
+        std::vector<int64_t> out;
+        for (const auto& v : list) {
+          const auto i = json_read::integer(v, lo, std::numeric_limits<int64_t>::max());
+          if (!i) throw bad("tensor '" + name + "' has " + key + " " + json_read::shown(list) + ", not integers" +
+                            (lo == 0 ? " >= 0" : ""));
+          out.push_back(*i);
+        }
+        return out;
+      };
+      if (!info.is_object()) throw bad("tensor '" + name + "' is described by " + json_read::shown(info));
+      t.shape = integers("shape", std::numeric_limits<int64_t>::min());  // a negative one: its own message below
+      std::vector<uint64_t> offsets;
+      for (const int64_t o : integers("data_offsets", 0)) offsets.push_back(static_cast<uint64_t>(o));
       const std::string dtype = info.at("dtype").get<std::string>();
       const size_t item = dtype == "F32" || dtype == "I32" ? 4 : dtype == "F64" || dtype == "I64" ? 8 : 0;
       if (item == 0) throw bad("tensor '" + name + "' has dtype " + dtype + "; F32, F64, I32 or I64 are read");

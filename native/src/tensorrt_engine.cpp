@@ -58,7 +58,8 @@ struct DeviceBuffer {
 class TensorRTEngine : public Engine {
  public:
   TensorRTEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
-      : name_(name), device_(cuda_device_index(options.device)), precision_(artifact.precision) {
+      : name_(name), device_(cuda_device_index(options.device)), precision_(artifact.precision),
+        outputs_(output_names(name, artifact)) {
     int count = 0;
     cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     if (device_ >= count)
@@ -121,6 +122,12 @@ class TensorRTEngine : public Engine {
       result.emplace(io, std::move(t));
     }
     cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    for (const auto& spec : outputs_)  // what the caller reads by the manifest's names: never a map::at
+      if (!result.count(spec)) {
+        std::vector<std::string> produced;
+        for (const auto& [n, t] : result) produced.push_back(n);
+        throw missing_output(name_, spec, produced);
+      }
     return result;
   }
 
@@ -140,15 +147,15 @@ class TensorRTEngine : public Engine {
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
-    const std::string built = record.value("tensorrt_version", "?"), here = library_version();
+    const PlanRecord plan = plan_record(record, name_);  // each field typed: EngineDirError naming a wrong one
+    const std::string& built = plan.tensorrt_version;
+    const std::string here = library_version();
     std::vector<std::string> problems;
     if (built.rfind(here, 0) != 0 || (built.size() > here.size() && built[here.size()] != '.'))
       problems.push_back("built with TensorRT " + built + " but this machine has TensorRT " + here);
-    if (record.value("compute_capability", "?") != cc)
-      problems.push_back("built for compute capability " + record.value("compute_capability", "?") +
-                         " but this GPU is " + cc);
-    if (!record.contains("verification") || !record["verification"].value("passed", false))
-      problems.push_back("the plan was not verified against its ONNX graph at build time");
+    if (plan.compute_capability != cc)
+      problems.push_back("built for compute capability " + plan.compute_capability + " but this GPU is " + cc);
+    if (!plan.verified) problems.push_back("the plan was not verified against its ONNX graph at build time");
     if (problems.empty()) return;
     std::string all;
     for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
@@ -159,6 +166,7 @@ class TensorRTEngine : public Engine {
   std::string name_;
   int device_ = 0;
   std::string precision_;
+  std::vector<std::string> outputs_;  // the manifest's output names
   Logger logger_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;

@@ -1,7 +1,9 @@
 #include "torch_rng.hpp"
 
 #include <cmath>
-#include <stdexcept>
+#include <string>
+
+#include "errors.hpp"
 
 namespace acsdk {
 
@@ -37,7 +39,10 @@ void box_muller16(float* d) {
 }  // namespace
 
 std::vector<float> TorchGenerator::randn(size_t n) {
-  if (n < 16) throw std::invalid_argument("TorchGenerator::randn: torch draws fewer than 16 values differently");
+  if (n < 16)  // the latents drawn here come from manifest.json's geometry, which EngineDir holds to >= 16 values
+    throw Error("engines", "a latent of " + std::to_string(n) + " values: torch draws fewer than 16 normals another "
+                           "way, which the native runtime does not reproduce (the model geometry in manifest.json "
+                           "must give a latent of 16 values or more)");
   std::vector<float> d(n);
   for (auto& v : d) v = uniform(*this);
   for (size_t i = 0; i + 16 <= n; i += 16) box_muller16(d.data() + i);

@@ -14,7 +14,7 @@ class TorchGenerator {
   explicit TorchGenerator(uint64_t seed);
   uint32_t next_u32();
   // torch.randn(n, generator=g, dtype=float32) for n >= 16 (the Box-Muller over blocks of 16 that torch's CPU
-  // kernel uses; the shapes drawn here are latents, never smaller).
+  // kernel uses; the shapes drawn here are latents, never smaller); acsdk::Error naming "engines" below 16.
   std::vector<float> randn(size_t n);
 
  private:
