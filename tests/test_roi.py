@@ -158,6 +158,44 @@ def test_windows_geometry():
     assert (small.top, small.left, small.height, small.width) == (0, 0, 100, 100)
 
 
+# A 5x10 defect on a 300x200 image (padding 32, min_size 16) under models of every aspect, and the window each
+# gets: where the model's short side is at most 6 feather sigmas (30/512 of its long side, past ~17:1) no window
+# holds the feather's reach, and the window is the whole image's. native/tests/test_imaging.cpp holds the C++ port
+# to the same table. Before: an OverflowError (float infinity) from 1x100 on, a loop that never ended at 30x512.
+ASPECT_WINDOWS = [
+    ((1, 100), (0, -14900, 300, 30000)),
+    ((100, 1), (-9850, 0, 20000, 200)),
+    ((1, 10000), (0, -1499900, 300, 3000000)),
+    ((10000, 1), (-999850, 0, 2000000, 200)),
+    ((30, 512), (0, -2460, 300, 5120)),
+    ((512, 30), (-1557, 0, 3414, 200)),
+    ((31, 512), (0, -2378, 300, 4955)),
+    ((64, 64), (108, 55, 74, 74)),
+    ((512, 768), (108, 37, 74, 111)),
+]
+
+
+@pytest.mark.parametrize(("model", "want"), ASPECT_WINDOWS, ids=[f"{m[0]}x{m[1]}" for m, _ in ASPECT_WINDOWS])
+def test_windows_end_for_every_model_aspect(model, want):
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError(f"plan_windows did not end for a {model} model")
+
+    mask = np.zeros((300, 200), bool)
+    mask[140:150, 90:95] = True
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        (win,), notes = plan_windows(mask, model, 32, 16)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (win.top, win.left, win.height, win.width) == want
+    assert win.top <= 140 and win.bottom >= 150 and win.left <= 90 and win.right >= 95
+    assert bool(notes) == (win.height > 300 or win.width > 200)
+
+
 def test_reference_window_puts_the_defect_on_several_attention_cells():
     big_mask = np.zeros((1024, 1024), np.uint8)
     big_mask[500:530, 300:330] = 255  # 30 px on 1000 px: one 14-px patch of a 224-px view holds a fifth of it

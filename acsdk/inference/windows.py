@@ -110,15 +110,20 @@ def _fit(
     y0, x0, y1, x1 = box
     mh, mw = model_size
     need_h, need_w = max(y1 - y0 + 2 * padding, min_size), max(x1 - x0 + 2 * padding, min_size)
+    whole = max(h / mh, w / mw)  # the smallest window of the model's aspect holding the whole image
     while True:
         scale = max(need_h / mh, need_w / mw)
+        # At the whole image's scale the window is the whole image's (below), reach or not, so the loop ends there
+        # even where no window holds the reach: a model side of at most 6 feather sigmas (30/512 of the long side, an
+        # aspect past ~17:1) never does. Where one does, this ends with the same window: scale only grows.
+        if scale >= whole:
+            break
         win_h, win_w = math.ceil(scale * mh), math.ceil(scale * mw)
         # The feather reaches 3 sigma past the label; keep that inside the window.
         reach = math.ceil(3 * feather_sigma(Window(0, 0, win_h, win_w), model_size))
         if win_h >= y1 - y0 + 2 * reach and win_w >= x1 - x0 + 2 * reach:
             break
         need_h, need_w = max(need_h, y1 - y0 + 2 * reach + 2), max(need_w, x1 - x0 + 2 * reach + 2)
-    whole = max(h / mh, w / mw)  # the smallest window of the model's aspect holding the whole image
     if scale >= whole:
         win_h, win_w = math.ceil(whole * mh), math.ceil(whole * mw)
     top = _place((y0 + y1) // 2 - win_h // 2, win_h, h)

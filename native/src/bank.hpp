@@ -10,6 +10,8 @@ namespace acsdk {
 
 constexpr const char* kBankSchema = "acsdk.bank/1";  // acsdk/inference/bank.py SCHEMA
 
+// load_bank makes only banks whose tensors are [2, L, D] and hold their shapes' values; Synthesizer::run checks a
+// bank built another way before reading it (InputError naming the bank and the field otherwise).
 struct Bank {
   Tensor text_embeds;      // [2, L, D]: negative prompt, prompt
   Tensor semantic_tokens;  // [2, T, D]: unconditional, reference

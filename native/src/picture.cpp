@@ -30,6 +30,23 @@ void png_fail(png_structp png, png_const_charp message) {
 
 void png_warn(png_structp, png_const_charp) {}
 
+// The O(1) part of check_picture: sizes, layout and depth (no pass over the values).
+void check_layout(const Picture& p, const std::string& argument) {
+  if (p.height < 1 || p.width < 1 || p.height > kMaxPixels / p.width)
+    throw InputError(argument, "a picture of 1 to 100 megapixels (height and width >= 1)",
+                     std::to_string(p.height) + " x " + std::to_string(p.width));
+  if (p.channels != 1 && p.channels != 3 && p.channels != 4)
+    throw InputError(argument, "channels 1 (gray), 3 (RGB) or 4 (RGBA)", std::to_string(p.channels));
+  if (p.bit_depth != 8 && p.bit_depth != 16) throw InputError(argument, "bit_depth 8 or 16", std::to_string(p.bit_depth));
+  if (p.value_bits < 0 || p.value_bits > p.bit_depth)
+    throw InputError(argument, "value_bits 0 or 1 to bit_depth (" + std::to_string(p.bit_depth) + ")",
+                     std::to_string(p.value_bits));
+  const auto n = static_cast<size_t>(p.height * p.width * p.channels);
+  if (p.pixels.size() != n)
+    throw InputError(argument, "pixels of height x width x channels = " + std::to_string(n) + " values",
+                     std::to_string(p.pixels.size()));
+}
+
 int png_color_type(int64_t channels) {
   return channels == 1 ? PNG_COLOR_TYPE_GRAY : channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_RGBA;
 }
@@ -101,6 +118,16 @@ Picture decode(const std::string& bytes, const std::string& path, const std::str
 
 }  // namespace
 
+void check_picture(const Picture& picture, const std::string& argument) {
+  check_layout(picture, argument);
+  const uint16_t top = *std::max_element(picture.pixels.begin(), picture.pixels.end());
+  if (top > picture.scale())
+    throw InputError(argument, "values of at most " + std::to_string(static_cast<int>(picture.scale())) + " (" +
+                                   std::to_string(picture.value_bits ? picture.value_bits : picture.bit_depth) +
+                                   "-bit)",
+                     "maximum " + std::to_string(top));
+}
+
 Picture read_png(const std::string& path, const std::string& argument) {
   Picture pic = decode(read_file(path, argument), path, argument);
   if (pic.height < 1 || pic.width < 1) throw InputError(argument, "a non-empty image", "'" + path + "'");
@@ -108,12 +135,13 @@ Picture read_png(const std::string& path, const std::string& argument) {
 }
 
 void declare_bit_depth(Picture& picture, int bits, const std::string& argument) {
+  check_layout(picture, argument);
   if (bits < 1 || bits > picture.bit_depth)
     throw InputError("bit-depth", "an integer in [1, " + std::to_string(picture.bit_depth) + "] for this " +
                                       std::to_string(picture.bit_depth) + "-bit image",
                      std::to_string(bits));
   const uint32_t full = (1u << bits) - 1u;
-  const uint16_t top = picture.pixels.empty() ? 0 : *std::max_element(picture.pixels.begin(), picture.pixels.end());
+  const uint16_t top = *std::max_element(picture.pixels.begin(), picture.pixels.end());  // not empty: checked
   if (top > full)
     throw InputError(argument, "values of at most " + std::to_string(full) + " (" + std::to_string(bits) + "-bit)",
                      "maximum " + std::to_string(top));
@@ -135,7 +163,15 @@ Tensor read_mask(const std::string& path, const std::string& argument) {
 }
 
 Tensor Picture::rgb(const Window& window) const {
+  check_layout(*this, "image");
+  if (window.height < 1 || window.width < 1)
+    throw InputError("window", "a positive height and width",
+                     std::to_string(window.height) + " x " + std::to_string(window.width));
   const Span s = within(window, height, width);
+  if (s.image_y0 >= s.image_y1 || s.image_x0 >= s.image_x1)
+    throw InputError("window", "a window that overlaps the " + std::to_string(height) + "x" + std::to_string(width) +
+                                   " image",
+                     "top " + std::to_string(window.top) + ", left " + std::to_string(window.left));
   const int64_t h = s.image_y1 - s.image_y0, w = s.image_x1 - s.image_x0;
   Tensor inside({3, h, w});
   const float full = scale();  // divided, not multiplied by 1 / scale: the same float32 values as numpy's
@@ -149,6 +185,18 @@ Tensor Picture::rgb(const Window& window) const {
 }
 
 Picture compose(const Picture& picture, const std::vector<Patch>& patches) {
+  check_picture(picture, "image");
+  for (const Patch& p : patches) {
+    if (p.window.height < 1 || p.window.width < 1)
+      throw InputError("patch", "a window of positive height and width",
+                       std::to_string(p.window.height) + " x " + std::to_string(p.window.width));
+    p.generated.check("patch");
+    p.blend.check("patch");
+    const std::vector<int64_t> rgb{3, p.window.height, p.window.width}, plane{p.window.height, p.window.width};
+    if (p.generated.shape != rgb || p.blend.shape != plane)
+      throw InputError("patch", "generated " + shape_str(rgb) + " and blend " + shape_str(plane) + " (the window's size)",
+                       "generated " + shape_str(p.generated.shape) + " and blend " + shape_str(p.blend.shape));
+  }
   Picture out = picture;
   const float scale = picture.scale();
   const int64_t C = picture.channels;
@@ -181,6 +229,9 @@ Picture compose(const Picture& picture, const std::vector<Patch>& patches) {
 }
 
 Picture mask_picture(const Tensor& mask) {
+  mask.check("mask", 2);
+  if (mask.shape[0] < 1 || mask.shape[1] < 1 || mask.shape[0] > kMaxPixels / mask.shape[1])
+    throw InputError("mask", "a mask of 1 to 100 megapixels", shape_str(mask.shape));
   Picture pic;
   pic.height = mask.dim(0);
   pic.width = mask.dim(1);
@@ -191,6 +242,7 @@ Picture mask_picture(const Tensor& mask) {
 }
 
 std::string encode_png(const Picture& pic, const std::string& path, const std::string& argument) {
+  check_picture(pic, argument);
   std::string bytes, why;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &why, png_fail, png_warn);
   png_infop info = png ? png_create_info_struct(png) : nullptr;

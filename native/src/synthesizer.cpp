@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <utility>
 
 #include "cpu.hpp"
 #include "errors.hpp"
@@ -266,6 +267,19 @@ Tensor Synthesizer::sample(const Tensor& image, const Tensor& mask, const Bank& 
 }
 
 void Synthesizer::check_bank(const Bank& bank) {
+  // What sample() reads of a bank, whoever built it: two rows (CFG's negative or unconditional row, then the
+  // prompt's or reference's), each [L, D], and the values the shape says. A caller's [1, L, D] bank would otherwise
+  // be read past its end.
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"text_embeds", &bank.text_embeds},
+                                {"semantic_tokens", &bank.semantic_tokens}}) {
+    if (t->shape.size() != 3 || t->shape[0] != 2 || t->shape[1] < 1 || t->shape[2] < 1)
+      throw InputError("bank", std::string(name) + " of shape [2, L, D] (L, D >= 1)", shape_str(t->shape));
+    const size_t n = Tensor::count(t->shape, "bank");
+    if (t->data.size() != n)
+      throw InputError("bank", std::string(name) + " of shape " + shape_str(t->shape) + " holding " +
+                                   std::to_string(n) + " values",
+                       std::to_string(t->data.size()) + " values");
+  }
   try {  // .at() throughout: a manifest is a file nobody vouched for, a missing key must throw, never read past
     for (const auto& spec : dir_.manifest().at("components").at("unet").at("inputs")) {
       const std::string name = spec.at("name").get<std::string>();
@@ -273,7 +287,7 @@ void Synthesizer::check_bank(const Bank& bank) {
                                                                                                 : nullptr;
       if (!t) continue;
       const int64_t rows = spec.at("shape").at(1).get<int64_t>(), width = spec.at("shape").at(2).get<int64_t>();
-      if (t->shape.size() != 3 || t->dim(1) != rows || t->dim(2) != width)  // a bank of another model cannot fit
+      if (t->dim(1) != rows || t->dim(2) != width)  // a bank of another model cannot fit
         throw InputError("bank", name + " of shape [2, " + std::to_string(rows) + ", " + std::to_string(width) + "]",
                          shape_str(t->shape));
     }
@@ -285,6 +299,9 @@ void Synthesizer::check_bank(const Bank& bank) {
 Result Synthesizer::run(const Picture& image, const Tensor& mask, const Bank& bank, const Settings& s) {
   const auto start = Clock::now();
   check_settings(s);
+  // The public types' invariants, whoever built them (read_png and read_mask make only ones that hold them).
+  check_picture(image, "image");
+  mask.check("mask", 2);
   if (mask.dim(0) != image.height || mask.dim(1) != image.width)
     throw InputError("mask", "the size of image (H x W = " + std::to_string(image.height) + " x " +
                                  std::to_string(image.width) + ")",

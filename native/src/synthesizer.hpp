@@ -43,6 +43,9 @@ struct Result {
 class Synthesizer {
  public:
   Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify = true);
+  // Checks every argument before any model runs (InputError naming it): `settings` as check_settings, `image` as
+  // check_picture, `mask` [H, W] of the image's size holding H x W values with at least one above 0.5, the bank's
+  // text_embeds and semantic_tokens [2, L, D] (the manifest's L and D) holding their shapes' counts of values.
   Result run(const Picture& image, const Tensor& mask, const Bank& bank, const Settings& settings);
 
   EngineDir& engine_dir() { return dir_; }

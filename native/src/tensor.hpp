@@ -2,12 +2,19 @@
 #pragma once
 
 #include <cstdint>
-#include <numeric>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
+
 namespace acsdk {
 
+inline std::string shape_str(const std::vector<int64_t>& shape);
+
+// The invariant every function taking a Tensor checks where it comes from a caller (Synthesizer::run, compose, crop,
+// ...): every dimension >= 0, their product representable (int64), and data.size() equal to it. A Tensor built by
+// the constructor holds it; one whose public fields were set by hand is checked with check() before it is read.
 struct Tensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
@@ -15,8 +22,28 @@ struct Tensor {
   Tensor() = default;
   explicit Tensor(std::vector<int64_t> s, float fill = 0.0f) : shape(std::move(s)), data(count(shape), fill) {}
 
-  static size_t count(const std::vector<int64_t>& s) {
-    return static_cast<size_t>(std::accumulate(s.begin(), s.end(), int64_t{1}, std::multiplies<int64_t>()));
+  // The number of values of a shape; InputError naming `argument` for a negative dimension or a product past
+  // int64 (never a wrapped size that a later allocation or loop would trust).
+  static size_t count(const std::vector<int64_t>& s, const std::string& argument = "tensor") {
+    int64_t n = 1;
+    for (const int64_t d : s) {
+      if (d < 0 || (d > 0 && n > std::numeric_limits<int64_t>::max() / d))
+        throw InputError(argument, "a shape of dimensions >= 0 with at most 2^63 - 1 values", shape_str(s));
+      n *= d;
+    }
+    if (static_cast<uint64_t>(n) > std::numeric_limits<size_t>::max() / sizeof(float))
+      throw InputError(argument, "a shape this machine can address", shape_str(s));
+    return static_cast<size_t>(n);
+  }
+  // InputError naming `argument` unless the shape has `rank` dimensions (any rank when rank < 0) and data holds
+  // exactly the shape's count of values.
+  void check(const std::string& argument, int rank = -1) const {
+    if (rank >= 0 && shape.size() != static_cast<size_t>(rank))
+      throw InputError(argument, "a tensor of rank " + std::to_string(rank), "shape " + shape_str(shape));
+    const size_t n = count(shape, argument);
+    if (data.size() != n)
+      throw InputError(argument, "a tensor of shape " + shape_str(shape) + " holding " + std::to_string(n) + " values",
+                       std::to_string(data.size()) + " values");
   }
   size_t numel() const { return data.size(); }
   int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }

@@ -12,6 +12,7 @@ namespace {
 
 constexpr double kFeatherSigma = 5.0;  // model pixels at 512 (the paper's blur), scaled to the model's size
 constexpr double kModelReferenceSize = 512.0;
+constexpr int64_t kMaxWindowModelSide = int64_t{1} << 20;  // far past any model; keeps fit()'s arithmetic exact
 
 // Python's // on integers: rounds toward minus infinity (C++'s / truncates toward zero).
 int64_t floor_div(int64_t a, int64_t b) {
@@ -64,12 +65,22 @@ int64_t place(int64_t start, int64_t size, int64_t limit) {
 // The box grown by `padding`, at least `min_size`, at the model's aspect, with room for the feather's reach; never
 // larger than the smallest model-aspect window holding the whole image; moved inside the image.
 Window fit(const Box& b, int64_t h, int64_t w, int64_t mh, int64_t mw, int64_t padding, int64_t min_size) {
+  // Past max(h, w) neither changes the window (it is the whole image's either way, see below); clamped there, no
+  // sum below can overflow, where Python's integers cannot.
+  const int64_t longest = std::max(h, w);
+  padding = std::min(padding, longest);
+  min_size = std::min(min_size, longest);
   int64_t need_h = std::max(b.y1 - b.y0 + 2 * padding, min_size);
   int64_t need_w = std::max(b.x1 - b.x0 + 2 * padding, min_size);
+  const double whole = std::max(static_cast<double>(h) / mh, static_cast<double>(w) / mw);
   double scale = 0.0;
   int64_t win_h = 0, win_w = 0;
   while (true) {
     scale = std::max(static_cast<double>(need_h) / mh, static_cast<double>(need_w) / mw);
+    // At the whole image's scale the window is the whole image's (below), reach or not, so the loop ends there
+    // even where no window holds the reach: a model side of at most 6 feather sigmas (30/512 of the long side, an
+    // aspect past ~17:1) never does. Where one does, this ends with the same window: scale only grows.
+    if (scale >= whole) break;
     win_h = static_cast<int64_t>(std::ceil(scale * mh));
     win_w = static_cast<int64_t>(std::ceil(scale * mw));
     // The feather reaches 3 sigma past the label; keep that inside the window.
@@ -78,7 +89,6 @@ Window fit(const Box& b, int64_t h, int64_t w, int64_t mh, int64_t mw, int64_t p
     need_h = std::max(need_h, b.y1 - b.y0 + 2 * reach + 2);
     need_w = std::max(need_w, b.x1 - b.x0 + 2 * reach + 2);
   }
-  const double whole = std::max(static_cast<double>(h) / mh, static_cast<double>(w) / mw);
   if (scale >= whole) {
     win_h = static_cast<int64_t>(std::ceil(whole * mh));
     win_w = static_cast<int64_t>(std::ceil(whole * mw));
@@ -117,10 +127,14 @@ double feather_sigma(const Window& window, int64_t model_h, int64_t model_w) {
 
 std::vector<Window> plan_windows(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t model_h,
                                  int64_t model_w, int64_t padding, int64_t min_size, std::vector<std::string>* notes) {
-  if (h < 1 || w < 1 || static_cast<int64_t>(mask.size()) != h * w)
-    throw InputError("mask", "h * w = " + std::to_string(h * w) + " bytes", std::to_string(mask.size()));
-  if (model_h < 1 || model_w < 1)
-    throw InputError("model_size", "a positive size", std::to_string(model_h) + " x " + std::to_string(model_w));
+  if (h < 1 || w < 1 || h > static_cast<int64_t>(mask.size()) / w || static_cast<int64_t>(mask.size()) != h * w)
+    throw InputError("mask", std::to_string(h) + " x " + std::to_string(w) + " bytes (h, w >= 1)",
+                     std::to_string(mask.size()));
+  if (model_h < 1 || model_w < 1 || model_h > kMaxWindowModelSide || model_w > kMaxWindowModelSide)
+    throw InputError("model_size", "1 to " + std::to_string(kMaxWindowModelSide) + " pixels a side",
+                     std::to_string(model_h) + " x " + std::to_string(model_w));
+  if (padding < 0) throw InputError("roi-padding", "an integer >= 0", std::to_string(padding));
+  if (min_size < 0) throw InputError("roi-min-size", "an integer >= 0", std::to_string(min_size));
   std::vector<Box> boxes = component_boxes(mask, h, w);
   std::vector<Window> windows;
   for (const Box& b : boxes) windows.push_back(fit(b, h, w, model_h, model_w, padding, min_size));
@@ -157,7 +171,8 @@ std::vector<Window> plan_windows(const std::vector<uint8_t>& mask, int64_t h, in
 }
 
 Tensor crop(const Tensor& image, const Window& window, bool replicate) {
-  if (image.shape.size() != 3 || image.shape[1] < 1 || image.shape[2] < 1)
+  image.check("image", 3);
+  if (image.shape[1] < 1 || image.shape[2] < 1)
     throw InputError("image", "a non-empty [C, H, W] tensor", shape_str(image.shape));
   if (window.height < 1 || window.width < 1)
     throw InputError("window", "a positive height and width", as_dict(window));

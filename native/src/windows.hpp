@@ -33,10 +33,12 @@ double feather_sigma(const Window& window, int64_t model_h, int64_t model_w);
 
 // Windows covering every defect pixel of `mask` (h * w bytes, row-major, nonzero = defect), sorted by (top, left);
 // windows that would overlap are merged. `notes` (may be null) gets one line per window past the image's edges.
+// InputError for a mask of another size, a model side outside 1 to 2^20, a negative padding or min_size. Ends for
+// every model aspect: a window that cannot hold the feather's reach is the whole image's, as in Python.
 std::vector<Window> plan_windows(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t model_h,
                                  int64_t model_w, int64_t padding, int64_t min_size, std::vector<std::string>* notes);
 
-// The window of a [C, H, W] tensor; parts past the image replicate its edge pixels, or are 0 when !replicate (for
+// The window (height and width >= 1) of a [C, H, W] tensor (H, W >= 1, holding C x H x W values); parts past the image replicate its edge pixels, or are 0 when !replicate (for
 // masks, which must not grow past the image).
 Tensor crop(const Tensor& image, const Window& window, bool replicate);
 

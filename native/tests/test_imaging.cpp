@@ -8,7 +8,13 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+#include <functional>
+#include <unistd.h>
+
+#include "errors.hpp"
 #include "imageops.hpp"
+#include "picture.hpp"
 #include "safetensors.hpp"
 #include "windows.hpp"
 
@@ -68,6 +74,150 @@ void test_window_seed() {
   bool ok = true;
   for (const Case& c : table) ok = ok && acsdk::window_seed(c.seed, c.index) == c.want;
   report("window_seed", ok ? 0.0 : 1.0, ok);
+}
+
+// The windows of a 5x10 defect on a 300x200 image (padding 32, min_size 16) under models of every aspect: the table
+// of tests/test_roi.py (ASPECT_WINDOWS), which acsdk.inference.windows gives. Where the model's short side is at most
+// 6 feather sigmas (30/512 of its long side, past ~17:1) no window holds the feather's reach and the window is the
+// whole image's; before, fit() looped for ever (30x512) or cast an infinite scale to int64 (1x100 and beyond).
+void timed_out(int) {
+  const char line[] = "plan_windows: did not end within 10 s (FAIL)\n";
+  (void)!::write(2, line, sizeof line - 1);
+  ::_exit(1);
+}
+
+void test_windows_every_model_aspect() {
+  struct Case {
+    int64_t mh, mw;
+    acsdk::Window want;
+  };
+  const Case table[] = {
+      {1, 100, {0, -14900, 300, 30000}},       {100, 1, {-9850, 0, 20000, 200}},
+      {1, 10000, {0, -1499900, 300, 3000000}}, {10000, 1, {-999850, 0, 2000000, 200}},
+      {30, 512, {0, -2460, 300, 5120}},        {512, 30, {-1557, 0, 3414, 200}},
+      {31, 512, {0, -2378, 300, 4955}},        {64, 64, {108, 55, 74, 74}},
+      {512, 768, {108, 37, 74, 111}},
+  };
+  std::vector<uint8_t> mask(300 * 200, 0);
+  for (int y = 140; y < 150; ++y)
+    for (int x = 90; x < 95; ++x) mask[y * 200 + x] = 1;
+  std::signal(SIGALRM, timed_out);
+  for (const Case& c : table) {
+    ::alarm(10);
+    std::vector<std::string> notes;
+    const auto windows = acsdk::plan_windows(mask, 300, 200, c.mh, c.mw, 32, 16, &notes);
+    ::alarm(0);
+    const bool ok = windows.size() == 1 && windows[0] == c.want;
+    const std::string name = "plan_windows.aspect_" + std::to_string(c.mh) + "x" + std::to_string(c.mw);
+    report(name, ok ? 0.0 : 1.0, ok);
+    if (!ok && windows.size() == 1)
+      std::printf("  got {%lld, %lld, %lld, %lld}\n", (long long)windows[0].top, (long long)windows[0].left,
+                  (long long)windows[0].height, (long long)windows[0].width);
+  }
+  // Huge padding and min_size (no overflow: the window is the whole image's) and out-of-range arguments.
+  const auto whole = acsdk::plan_windows(mask, 300, 200, 64, 64, int64_t{1} << 62, int64_t{1} << 62, nullptr);
+  const bool whole_ok = whole.size() == 1 && whole[0] == acsdk::Window{0, -50, 300, 300};
+  report("plan_windows.huge_padding_is_the_whole_image", whole_ok ? 0.0 : 1.0, whole_ok);
+}
+
+// `f` throws acsdk::InputError whose message starts with `argument` + ": ".
+bool refuses(const std::function<void()>& f, const std::string& argument) {
+  try {
+    f();
+  } catch (const acsdk::InputError& e) {
+    const bool named = std::string(e.what()).rfind(argument + ": ", 0) == 0;
+    if (!named) std::printf("  wrong argument: %s\n", e.what());
+    return named;
+  } catch (const std::exception& e) {
+    std::printf("  not an InputError: %s\n", e.what());
+    return false;
+  }
+  std::printf("  accepted\n");
+  return false;
+}
+
+bool accepts(const std::function<void()>& f) {
+  try {
+    f();
+    return true;
+  } catch (const std::exception& e) {
+    std::printf("  refused: %s\n", e.what());
+    return false;
+  }
+}
+
+// The public types' invariants, held at every function that takes one from a caller (issue 34 section 3).
+void test_invariants() {
+  using acsdk::Picture;
+  auto expect_refused = [](const std::string& name, const std::function<void()>& f, const std::string& argument) {
+    const bool ok = refuses(f, argument);
+    report("invariant." + name, ok ? 0.0 : 1.0, ok);
+  };
+  // Tensor::count: negative dimensions and products past int64 (which wrapped before) are refused.
+  expect_refused("count_negative", [] { acsdk::Tensor::count({2, -3}); }, "tensor");
+  expect_refused("count_overflow", [] { acsdk::Tensor::count({int64_t{1} << 32, int64_t{1} << 32}); }, "tensor");
+  expect_refused("count_overflow_wraps_to_small", [] { acsdk::Tensor::count({int64_t{1} << 62, 4, 3}); }, "tensor");
+  expect_refused("tensor_ctor_overflow", [] { acsdk::Tensor t({int64_t{1} << 40, int64_t{1} << 40}); }, "tensor");
+  const bool count_ok = acsdk::Tensor::count({2, 3, 4}) == 24 && acsdk::Tensor::count({}) == 1 &&
+                        acsdk::Tensor::count({5, 0, int64_t{1} << 62}) == 0;
+  report("invariant.count_values", count_ok ? 0.0 : 1.0, count_ok);
+  acsdk::Tensor short_data({3, 4, 5});
+  short_data.data.resize(10);
+  expect_refused("check_data_size", [&] { short_data.check("x"); }, "x");
+  expect_refused("crop_data_size", [&] { acsdk::crop(short_data, {0, 0, 2, 2}, true); }, "image");
+
+  Picture good;
+  good.height = 2;
+  good.width = 3;
+  good.channels = 3;
+  good.pixels.assign(2 * 3 * 3, 7);
+  const bool good_ok = accepts([&] { acsdk::check_picture(good, "image"); }) &&
+                       accepts([&] { acsdk::encode_png(good, "x.png", "out"); });
+  report("invariant.picture_good_passes", good_ok ? 0.0 : 1.0, good_ok);
+  auto bad = [&](const std::string& name, const std::function<void(Picture&)>& spoil) {
+    Picture p = good;
+    spoil(p);
+    expect_refused("picture_" + name, [&] { acsdk::check_picture(p, "image"); }, "image");
+    expect_refused("encode_png_" + name, [&] { acsdk::encode_png(p, "x.png", "out"); }, "out");
+    expect_refused("compose_" + name, [&] { acsdk::compose(p, {}); }, "image");
+  };
+  bad("short_pixels", [](Picture& p) { p.pixels.resize(5); });
+  bad("long_pixels", [](Picture& p) { p.pixels.resize(100); });
+  bad("channels_2", [](Picture& p) { p.channels = 2; });
+  bad("bit_depth_40", [](Picture& p) { p.bit_depth = 40; });
+  bad("value_bits_past_depth", [](Picture& p) { p.value_bits = 12; });
+  bad("value_past_8_bits", [](Picture& p) { p.pixels[4] = 300; });
+  bad("zero_height", [](Picture& p) { p.height = 0; });
+  bad("overflowing_size", [](Picture& p) { p.height = p.width = int64_t{1} << 32; });
+  bad("over_100_megapixels", [](Picture& p) { p.height = p.width = 10001; });
+  {
+    Picture p = good;
+    p.pixels.resize(5);
+    expect_refused("rgb_short_pixels", [&] { p.rgb({0, 0, 2, 3}); }, "image");
+    expect_refused("declare_bit_depth_short_pixels", [&] { acsdk::declare_bit_depth(p, 4, "image"); }, "image");
+  }
+  // A patch whose tensors are not of its window's size would be read past their ends.
+  acsdk::Patch patch{{0, 0, 2, 3}, acsdk::Tensor({3, 2, 3}, 0.5f), acsdk::Tensor({2, 3}, 1.0f)};
+  const bool patch_ok = accepts([&] { acsdk::compose(good, {patch}); });
+  report("invariant.patch_good_passes", patch_ok ? 0.0 : 1.0, patch_ok);
+  acsdk::Patch small_blend = patch;
+  small_blend.blend = acsdk::Tensor({1, 3}, 1.0f);
+  expect_refused("patch_blend_shape", [&] { acsdk::compose(good, {small_blend}); }, "patch");
+  acsdk::Patch short_generated = patch;
+  short_generated.generated.data.resize(4);
+  expect_refused("patch_generated_data", [&] { acsdk::compose(good, {short_generated}); }, "patch");
+  // mask_picture: [H, W] holding H x W values.
+  acsdk::Tensor mask({2, 3});
+  mask.data.resize(2);
+  expect_refused("mask_picture_data", [&] { acsdk::mask_picture(mask); }, "mask");
+  expect_refused("mask_picture_rank", [&] { acsdk::mask_picture(acsdk::Tensor({6})); }, "mask");
+  // plan_windows: a mask of another size, a model of no size, negative padding.
+  std::vector<uint8_t> m(6, 1);
+  expect_refused("plan_mask_size", [&] { acsdk::plan_windows(m, 2, 4, 64, 64, 0, 1, nullptr); }, "mask");
+  expect_refused("plan_mask_overflow",
+                 [&] { acsdk::plan_windows(m, int64_t{1} << 32, int64_t{1} << 32, 64, 64, 0, 1, nullptr); }, "mask");
+  expect_refused("plan_model_size", [&] { acsdk::plan_windows(m, 2, 3, 0, 64, 0, 1, nullptr); }, "model_size");
+  expect_refused("plan_padding", [&] { acsdk::plan_windows(m, 2, 3, 64, 64, -1, 1, nullptr); }, "roi-padding");
 }
 
 }  // namespace
@@ -157,6 +307,9 @@ int main(int argc, char** argv) {
       total += 2;
     }
     test_window_seed();
+    ++total;
+    test_windows_every_model_aspect();
+    test_invariants();
     ++total;
 
     std::printf("%d checks, %d failed\n", total, failures);
