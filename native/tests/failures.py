@@ -186,7 +186,8 @@ def _long_name(fx, work):
 # "__ok" a run that must succeed and write both outputs.
 CASES = {
     "manifest_root_array": (_manifest_root_array, 1, E + r"engines: \S*manifest\.json holds a list, not a JSON object"),
-    "manifest_section_wrong_type": (_manifest_sections_wrong_type, 1, E + r"engines: \S*manifest\.json: 'model' is a list"),
+    "manifest_section_wrong_type": (_manifest_sections_wrong_type, 1,
+                                    E + r"engines: \S*manifest\.json: 'model' is a list"),
     "manifest_output_without_name": (_output_without_name, 1,
                                      E + r"engines: .*component 'vae_encoder' is malformed: outputs\[0\]\.name: "
                                          r"expected a string"),
