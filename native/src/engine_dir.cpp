@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "errors.hpp"
 #include "files.hpp"
 #include "json_read.hpp"
+#include "onnx_external.hpp"
 
 namespace fs = std::filesystem;
 
@@ -41,13 +43,23 @@ const char* kind_of(const nlohmann::json& v) {
 const std::map<std::string, std::vector<std::string>> kReadOutputs = {
     {"vae_encoder", {"latent_moments"}}, {"unet", {"noise_pred"}}, {"vae_decoder", {"image"}}};
 
-// A relative POSIX path without ".." or a root: the only kind an engine dir may name.
+// A relative POSIX path without ".." or a root: the only kind an engine dir may name. (Lexical: where it resolves
+// to, symlinks followed, is checked when the file is opened: EngineDir::listed.)
 bool confined(const std::string& rel) {
   const fs::path p(rel);
   if (rel.empty() || p.is_absolute()) return false;
   for (const auto& part : p)
     if (part == "..") return false;
   return true;
+}
+
+// `path` with every symlink resolved (realpath), "" when it cannot be resolved.
+std::string resolved(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (!real) return "";
+  std::string out(real);
+  std::free(real);
+  return out;
 }
 
 }  // namespace
@@ -83,6 +95,8 @@ EngineDir::EngineDir(const std::string& root, bool verify) : root_(root), verify
     if (!sha.is_string()) throw EngineDirError(file + " records no sha256 string for '" + rel + "'");
   }
   digest_ = sha256_hex(text);
+  real_root_ = resolved(root);
+  if (real_root_.empty()) throw EngineDirError("engine dir '" + root + "' cannot be resolved to a real path");
 }
 
 Geometry EngineDir::geometry() const {
@@ -123,10 +137,12 @@ Geometry EngineDir::geometry() const {
 }
 
 nlohmann::json EngineDir::scheduler_config() {
-  const std::string file = path("scheduler/scheduler_config.json");
+  const std::string rel = "scheduler/scheduler_config.json";
+  const std::string file = (fs::path(root_) / rel).string();
+  const std::string bytes = read(rel);  // read once: the bytes hashed are the bytes parsed
   nlohmann::json config;
   try {
-    config = nlohmann::json::parse(read_file(file, "engines"));
+    config = nlohmann::json::parse(bytes);
   } catch (const nlohmann::json::exception& e) {
     throw EngineDirError(file + " is not readable JSON (" + json_why(e) + ")");
   }
@@ -150,28 +166,43 @@ std::string EngineDir::listed(const std::string& rel) const {
   const std::string full = (fs::path(root_) / rel).string();
   if (path_kind(full, "engines") != PathKind::kFile)
     throw EngineDirError("engine file '" + rel + "' is missing from " + root_ + "; rebuild the engine dir");
+  // A symlink (the file's or a directory's on the way) must not lead out of the dir: the file read is the dir's.
+  const std::string real = resolved(full), inside = real_root_ == "/" ? "/" : real_root_ + "/";
+  if (real.compare(0, inside.size(), inside) != 0)
+    throw EngineDirError("engine file '" + rel + "' resolves to '" + (real.empty() ? std::string("nothing") : real) +
+                         "', outside the engine dir " + real_root_ + " (a symlink); rebuild the engine dir");
   return full;
+}
+
+void EngineDir::check_hash(const std::string& rel, const std::string& actual) const {
+  const std::string expected = manifest_["files"][rel].get<std::string>();  // a string: the constructor checked
+  if (actual != expected) throw tampered(rel, actual, expected);
 }
 
 std::string EngineDir::path(const std::string& rel) {
   const std::string full = listed(rel);
   std::lock_guard<std::mutex> guard(lock_);
-  if (verify_ && !verified_.count(rel)) {
-    const std::string expected = manifest_["files"][rel].get<std::string>();
-    const std::string actual = sha256_file(full, "engines");
-    if (actual != expected) throw tampered(rel, actual, expected);
-    verified_.insert(rel);
+  if (!verified_.count(rel)) {
+    FileStamp stamp;
+    if (verify_) {
+      check_hash(rel, sha256_file(full, "engines", &stamp));
+    } else {
+      stamp = file_stamp(full);
+    }
+    verified_[rel] = stamp;
   }
   return full;
 }
 
 std::string EngineDir::read(const std::string& rel) {
   std::string bytes = read_file(listed(rel), "engines");
-  if (verify_) {
-    const std::string expected = manifest_["files"][rel].get<std::string>();
-    const std::string actual = sha256_hex(bytes);
-    if (actual != expected) throw tampered(rel, actual, expected);
-  }
+  if (verify_) check_hash(rel, sha256_hex(bytes));
+  return bytes;
+}
+
+std::shared_ptr<const FileBytes> EngineDir::map(const std::string& rel) {
+  auto bytes = FileBytes::open(listed(rel), "engines");
+  if (verify_) check_hash(rel, sha256_hex(bytes->view()));  // the mapping hashed is the mapping handed on
   return bytes;
 }
 
@@ -278,13 +309,34 @@ Artifact EngineDir::find_artifact(const std::string& component, const std::strin
   out.precision = (*art)["precision"].get<std::string>();
   const std::string file = (*art)["file"].get<std::string>();
   const auto data_files = art->value("data_files", std::vector<std::string>{});
+  const std::string where = root_ + "/manifest.json: component '" + component + "': ";
   out.path = listed(file);
-  out.bytes = std::make_shared<const std::string>(read(file));
-  if (out.format == "openvino" && data_files.size() == 1) {
-    out.weights = std::make_shared<const std::string>(read(data_files[0]));
+  out.bytes = map(file);
+  if (out.format == "openvino") {  // an IR: its XML and at most one weights file, both handed over as checked bytes
+    if (data_files.size() > 1)
+      throw EngineDirError(where + "an OpenVINO IR lists " + std::to_string(data_files.size()) +
+                           " data_files, expected its one weights file; rebuild the engine dir");
+    if (!data_files.empty()) out.weights = map(data_files[0]);
   } else {
-    for (const auto& rel : data_files) path(rel);
-    out.external_data = !data_files.empty();
+    for (const auto& rel : data_files) {
+      const std::string full = path(rel);
+      std::lock_guard<std::mutex> guard(lock_);
+      out.data_files.emplace_back(full, verified_.at(rel));
+    }
+    if (out.format == "onnx") {
+      // OpenVINO opens every external location the graph names, relative to the graph's directory: each must be
+      // one of the data_files just checked, never a path the manifest does not hash or one outside the dir.
+      // A location must not hold "..": the kernel resolves "x/.." from where a symlink x leads, not lexically.
+      const fs::path dir = fs::path(file).parent_path();
+      for (const std::string& location : onnx_external_locations(out.bytes->view(), root_ + "/" + file)) {
+        const std::string rel = (dir / location).lexically_normal().generic_string();
+        const bool listed_here = std::find(data_files.begin(), data_files.end(), rel) != data_files.end();
+        if (!confined(location) || !listed_here)
+          throw EngineDirError(where + "'" + file + "' names external data '" + location + "', which is not one of " +
+                               "its data_files (each sha256-checked, inside the dir); rebuild the engine dir");
+        out.external_data = true;
+      }
+    }
   }
   out.inputs = entry["inputs"];
   out.outputs = entry["outputs"];
@@ -328,6 +380,13 @@ std::vector<std::string> output_names(const std::string& component, const Artifa
     names.push_back(o["name"].get<std::string>());
   }
   return names;
+}
+
+void check_data_files(const std::string& component, const Artifact& artifact) {
+  for (const auto& [path, stamp] : artifact.data_files)
+    if (file_stamp(path) != stamp)
+      throw IntegrityError("engines", component + ": engine file '" + path + "' changed after its sha256 was checked "
+                                      "(replaced or written while the engine opened); rebuild or restore the engine dir");
 }
 
 EngineDirError missing_output(const std::string& component, const std::string& name,

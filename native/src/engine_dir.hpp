@@ -5,11 +5,12 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "errors.hpp"
+#include "files.hpp"
 
 namespace acsdk {
 
@@ -19,12 +20,15 @@ constexpr int kManifestSchema = 1;  // runtime/manifest.py SCHEMA_VERSION
 struct Artifact {
   std::string format;     // "onnx", "openvino", "tensorrt"
   std::string precision;  // "fp32", "fp16", "int8"
-  std::string path;       // absolute, sha256 checked
-  // The main file's bytes (a plan, an ONNX graph, an IR's XML) and an IR's weights: the very bytes whose sha256
-  // was checked, so no file is re-read by path after its check. An ONNX with external data (over 2 GiB) is the
-  // exception: its data files are checked, then read by the backend from `path`.
-  std::shared_ptr<const std::string> bytes, weights;
+  std::string path;       // the main file's path: root/rel (for messages, and the directory external data is in)
+  // The main file's bytes (a plan, an ONNX graph, an IR's XML) and an IR's weights, mapped read-only (FileBytes):
+  // the very bytes whose sha256 was checked, so no file is re-read by path after its check, and no copy of them is
+  // this process's own memory. An ONNX with external data (over 2 GiB) is the exception: its data files are read by
+  // the backend from beside `path`; every location the graph names is one of the entry's data_files, each checked
+  // (sha256, inside the dir), and `data_files` holds their stamps as checked for check_data_files.
+  std::shared_ptr<const FileBytes> bytes, weights;
   bool external_data = false;
+  std::vector<std::pair<std::string, FileStamp>> data_files;  // absolute path, the stamp of what was hashed
   nlohmann::json inputs, outputs;  // the component's IO from the manifest (names, dtypes, shapes)
   nlohmann::json record;           // the artifact's manifest entry (a plan's TensorRT version, GPU, verification)
 };
@@ -58,6 +62,9 @@ PlanRecord plan_record(const nlohmann::json& record, const std::string& componen
 // The output names an artifact's manifest entry lists (EngineDir::artifact checked them; an Artifact a caller
 // built may not have been): EngineDirError naming the component otherwise.
 std::vector<std::string> output_names(const std::string& component, const Artifact& artifact);
+// After a backend opened an ONNX's external data by path: IntegrityError naming the file when one is no longer the
+// file whose sha256 was checked (replaced or written since: another inode, size or modification time).
+void check_data_files(const std::string& component, const Artifact& artifact);
 // What a backend throws when a model lacks an output the manifest lists (the runtime reads outputs by these names).
 EngineDirError missing_output(const std::string& component, const std::string& name,
                               const std::vector<std::string>& produced);
@@ -76,10 +83,13 @@ class EngineDir {
 
   // Every value read from the manifest is checked for its type and range where it is read: an EngineDirError (one
   // line naming the file and field), never a JSON library's exception or a conversion out of range.
-  // A listed file's absolute path, after its sha256 matched the manifest (IntegrityError naming it otherwise).
+  // A listed file's path (root/rel), after its sha256 matched the manifest (IntegrityError naming it otherwise).
+  // Every listed file must resolve, symlinks followed, to a file inside the engine dir (EngineDirError otherwise).
   std::string path(const std::string& rel);
   // A listed file's bytes, checked against the manifest's sha256 as read (the bytes hashed are the ones returned).
   std::string read(const std::string& rel);
+  // The same, mapped read-only (FileBytes): for model files, whose bytes should not be this process's own memory.
+  std::shared_ptr<const FileBytes> map(const std::string& rel);
   // The artifact `component` runs from on `backend` ("openvino": OpenVINO IR, else ONNX, of the component's
   // precision, else its fp32 ONNX; "tensorrt": the plan), with every file it consists of checked.
   Artifact artifact(const std::string& component, const std::string& backend, const std::string& precision = "");
@@ -88,21 +98,26 @@ class EngineDir {
 
  private:
   Artifact find_artifact(const std::string& component, const std::string& backend, const std::string& precision);
-  std::string listed(const std::string& rel) const;  // the absolute path of a file the manifest lists
+  // The path of a file the manifest lists, checked to exist and to resolve (symlinks followed) inside the dir.
+  std::string listed(const std::string& rel) const;
+  void check_hash(const std::string& rel, const std::string& actual) const;
   // The component's manifest entry, its artifacts and IO specs checked for shape and type.
   const nlohmann::json& component_entry(const std::string& component) const;
   static const nlohmann::json* find_in(const nlohmann::json& entry, const std::string& format,
                                        const std::string& precision);
 
   std::string root_;
+  std::string real_root_;  // root_ with every symlink resolved: where every listed file must resolve to
   nlohmann::json manifest_;
   std::string digest_;
   bool verify_;
-  std::set<std::string> verified_;
+  std::map<std::string, FileStamp> verified_;  // files hashed by path(), with the stamp of what was hashed
   std::mutex lock_;
 };
 
-// Where OpenVINO keeps compiled models: <engines>/cache/openvino when writable, else the user's acsdk cache.
+// Where OpenVINO keeps compiled models: the user's acsdk cache, per engine dir and host
+// ($ACSDK_CACHE, else $XDG_CACHE_HOME/acsdk, else ~/.cache/acsdk; then openvino/<manifest sha256[:16]>-<hostname>),
+// as the Python runtime keeps it; never inside the engine dir, which may be shared and read-only.
 std::string openvino_cache_dir(const EngineDir& dir);
 
 }  // namespace acsdk

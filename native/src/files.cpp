@@ -1,6 +1,7 @@
 #include "files.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
@@ -9,10 +10,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -20,13 +20,82 @@
 
 namespace acsdk {
 
+namespace {
+
+InputError unreadable(const std::string& path, const std::string& argument, const std::string& why) {
+  return InputError(argument, "a readable file", "'" + path + "' (" + why + ")");
+}
+
+// The descriptor of `path` opened for reading, closed when it goes out of scope.
+struct ReadFd {
+  int fd = -1;
+  ReadFd(const std::string& path, const std::string& argument) {
+    do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) throw unreadable(path, argument, std::strerror(errno));
+  }
+  ReadFd(const ReadFd&) = delete;
+  ReadFd& operator=(const ReadFd&) = delete;
+  ~ReadFd() { ::close(fd); }
+};
+
+// Everything from `fd` into `out` from `done` on: the buffer fstat sized first (no copy through a stream), then
+// grown for what a growing file or a pipe still gives, shrunk to what a shrinking one gave.
+void read_all(int fd, std::string& out, size_t done, const std::string& path, const std::string& argument) {
+  for (;;) {
+    if (done == out.size()) out.resize(out.size() + std::max<size_t>(out.size() / 2, 1 << 16));
+    const ssize_t n = ::read(fd, &out[done], out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw unreadable(path, argument, std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+}
+
+}  // namespace
+
 std::string read_file(const std::string& path, const std::string& argument) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(argument, "a readable file", "'" + path + "' (" + std::strerror(errno) + ")");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) throw InputError(argument, "a readable file", "'" + path + "' (read failed)");
-  return buf.str();
+  const ReadFd file(path, argument);
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) throw unreadable(path, argument, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw unreadable(path, argument, "a directory");
+  std::string out;
+  out.resize(S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 0);
+  read_all(file.fd, out, 0, path, argument);
+  return out;
+}
+
+FileBytes::FileBytes(std::string bytes) : owned_(std::move(bytes)) {
+  data_ = owned_.data();
+  size_ = owned_.size();
+}
+
+FileBytes::~FileBytes() {
+  if (mapping_) ::munmap(mapping_, size_);
+}
+
+std::shared_ptr<const FileBytes> FileBytes::open(const std::string& path, const std::string& argument) {
+  const ReadFd file(path, argument);
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) throw unreadable(path, argument, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw unreadable(path, argument, "a directory");
+  if (S_ISREG(st.st_mode) && st.st_size > 0 &&
+      static_cast<uint64_t>(st.st_size) <= std::numeric_limits<size_t>::max()) {
+    const size_t size = static_cast<size_t>(st.st_size);
+    void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd, 0);
+    if (mapping != MAP_FAILED) {
+      std::shared_ptr<FileBytes> out(new FileBytes());
+      out->mapping_ = mapping;
+      out->data_ = static_cast<const char*>(mapping);
+      out->size_ = size;
+      return out;
+    }
+  }
+  std::string bytes;  // not mappable: read, as read_file does
+  bytes.resize(S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 0);
+  read_all(file.fd, bytes, 0, path, argument);
+  return std::make_shared<const FileBytes>(std::move(bytes));
 }
 
 PathKind path_kind(const std::string& path, const std::string& argument) {
@@ -293,22 +362,50 @@ struct Sha256 {
 
 }  // namespace
 
-std::string sha256_hex(const std::string& bytes) {
+std::string sha256_hex(std::string_view bytes) {
   Sha256 h;
-  h.update(bytes.data(), bytes.size());
+  constexpr size_t kChunk = size_t{1} << 30;  // EVP_DigestUpdate takes any size; chunks bound one call's time
+  for (size_t at = 0; at < bytes.size(); at += kChunk)
+    h.update(bytes.data() + at, std::min(kChunk, bytes.size() - at));
   return h.hex();
 }
 
-std::string sha256_file(const std::string& path, const std::string& argument) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(argument, "a readable file", "'" + path + "' (" + std::strerror(errno) + ")");
+namespace {
+
+FileStamp stamp_of(const struct stat& st) {
+  FileStamp s;
+  s.device = static_cast<uint64_t>(st.st_dev);
+  s.inode = static_cast<uint64_t>(st.st_ino);
+  s.size = static_cast<int64_t>(st.st_size);
+  s.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return s;
+}
+
+}  // namespace
+
+FileStamp file_stamp(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? stamp_of(st) : FileStamp{};
+}
+
+std::string sha256_file(const std::string& path, const std::string& argument, FileStamp* stamp) {
+  const ReadFd file(path, argument);
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) throw unreadable(path, argument, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw unreadable(path, argument, "a directory");
   Sha256 h;
   std::vector<char> buf(1 << 20);  // streamed: a real UNet's weights are gigabytes
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(buf.data(), static_cast<size_t>(in.gcount()));
+  for (;;) {
+    const ssize_t n = ::read(file.fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw unreadable(path, argument, std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<size_t>(n));
   }
-  if (in.bad()) throw InputError(argument, "a readable file", "'" + path + "' (read failed)");
+  if (stamp) {
+    if (::fstat(file.fd, &st) != 0) throw unreadable(path, argument, std::strerror(errno));
+    *stamp = stamp_of(st);  // after the read: a file written meanwhile has another mtime than this
+  }
   return h.hex();
 }
 

@@ -1,7 +1,10 @@
 // OpenVINO backend: the engine dir's ONNX (or IR) read once, a static-shape copy compiled per input shapes.
 #include <algorithm>
+#include <istream>
+#include <openvino/frontend/manager.hpp>
 #include <openvino/openvino.hpp>
 #include <sstream>
+#include <streambuf>
 
 #include "engine.hpp"
 #include "errors.hpp"
@@ -31,6 +34,45 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
+// An istream over bytes in memory (a mapping), read in place: std::istringstream would copy them first.
+class ViewBuffer : public std::streambuf {
+ public:
+  ViewBuffer(const char* data, size_t size) {
+    char* p = const_cast<char*>(data);  // read only: a streambuf's get area is char*, nothing here writes it
+    setg(p, p, p + size);
+  }
+
+ protected:
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode which) override {
+    if (!(which & std::ios_base::in)) return pos_type(off_type(-1));
+    const off_type base = dir == std::ios_base::beg ? 0 : dir == std::ios_base::cur ? gptr() - eback() : egptr() - eback();
+    const off_type to = base + off;
+    if (to < 0 || to > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + to, egptr());
+    return pos_type(to);
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode which) override {
+    return seekoff(off_type(pos), std::ios_base::beg, which);
+  }
+};
+
+// An ONNX graph read from its checked bytes in place (Core::read_model(std::string) would copy them twice, into
+// the string and an istringstream): the frontend OpenVINO's read_model uses, given a stream over the mapping, and
+// the graph's path for the directory of its external data (mmap'd by the frontend; their locations and files were
+// checked by EngineDir::artifact).
+std::shared_ptr<ov::Model> read_onnx(const Artifact& artifact) {
+  ov::frontend::FrontEndManager manager;
+  const ov::frontend::FrontEnd::Ptr frontend = manager.load_by_framework("onnx");
+  ViewBuffer buffer(artifact.bytes->data(), artifact.bytes->size());
+  std::istream stream(&buffer);
+  ov::AnyVector params{static_cast<std::istream*>(&stream)};
+  if (artifact.external_data) params.emplace_back(artifact.path);
+  params.emplace_back(true);  // external data memory-mapped, as read_model does by default
+  const ov::frontend::InputModel::Ptr input = frontend ? frontend->load(params) : nullptr;
+  if (!input) OPENVINO_THROW("the ONNX frontend cannot read ", artifact.path);
+  return frontend->convert(input);
+}
+
 class OpenVINOEngine : public Engine {
  public:
   OpenVINOEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
@@ -42,16 +84,20 @@ class OpenVINOEngine : public Engine {
                                    [&](const std::string& d) { return d.substr(0, d.find('.')) == family; });
     if (!found) throw InputError("device", "an OpenVINO device of this machine (" + join(devices) + ")", "'" + device_ + "'");
     if (!options.cache_dir.empty()) core_.set_property(ov::cache_dir(options.cache_dir));
-    // From the bytes whose sha256 was checked (an IR's weights shared, not copied: kept alive by weights_); only
-    // an ONNX with external data is read by path, since its data files cannot be handed over in memory.
-    if (artifact.external_data) {
-      model_ = core_.read_model(artifact.path);
+    // From the bytes whose sha256 was checked, mapped (FileBytes). An IR's weights are shared, not copied, by the
+    // model's constants (and by compiled models where the plugin uses them as they are): the mapping is kept for
+    // the engine's life (weights_), file-backed pages, not this process's own memory. An ONNX's graph is parsed
+    // from the mapping in place; only its external data is opened by path, checked unchanged once read.
+    if (!artifact.bytes) throw EngineDirError(name + ": the artifact holds no bytes (EngineDir::artifact reads them)");
+    if (artifact.format == "onnx") {
+      model_ = read_onnx(artifact);
+      check_data_files(name, artifact);
     } else {
       weights_ = artifact.weights;
       const ov::Tensor weights = weights_ ? ov::Tensor(ov::element::u8, ov::Shape{weights_->size()},
                                                        const_cast<char*>(weights_->data()))
                                           : ov::Tensor();
-      model_ = core_.read_model(*artifact.bytes, weights);
+      model_ = core_.read_model(std::string(artifact.bytes->view()), weights);  // the XML: small
     }
     config_ = {ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::num_streams(1)};
     if (family == "CPU") {
@@ -92,7 +138,7 @@ class OpenVINOEngine : public Engine {
     std::vector<std::vector<ov::float16>> halves;  // fp16 inputs of an fp16 graph, converted here
     halves.reserve(model_->inputs().size());
     for (const auto& port : request.get_compiled_model().inputs()) {
-      const Tensor& t = feed(inputs, port);
+      const Tensor& t = feed(inputs, port);  // checked by feed(): data of the shape's count
       const ov::Shape shape(t.shape.begin(), t.shape.end());
       if (port.get_element_type() == ov::element::f32) {
         request.set_tensor(port, ov::Tensor(ov::element::f32, shape, const_cast<float*>(t.ptr())));
@@ -139,11 +185,17 @@ class OpenVINOEngine : public Engine {
 
  private:
   // A port has one or more tensor names (an fp16 graph may add a cast's); the manifest's name is among them.
+  // What the caller fed for `port`, checked (Engine::run is public: a Tensor built by hand must hold its shape's
+  // count of values before OpenVINO is handed its pointer and shape): InputError naming the input otherwise.
   template <typename Port>
   const Tensor& feed(const Feeds& inputs, const Port& port) const {
     for (const auto& name : port.get_names()) {
       auto it = inputs.find(name);
-      if (it != inputs.end()) return *it->second;
+      if (it == inputs.end()) continue;
+      const std::string argument = name_ + " input '" + name + "'";
+      if (!it->second) throw InputError(argument, "a tensor", "a null pointer");
+      it->second->check(argument);
+      return *it->second;
     }
     throw BackendError("engines", name_ + ": the model's input '" + port.get_any_name() + "' was not fed");
   }
@@ -159,7 +211,7 @@ class OpenVINOEngine : public Engine {
   bool low_memory_ = false;
   std::vector<std::string> outputs_;  // the manifest's output names
   ov::Core core_;
-  std::shared_ptr<const std::string> weights_;  // declared before model_: outlives the constants that share it
+  std::shared_ptr<const FileBytes> weights_;  // declared before model_: outlives the constants that share it
   std::shared_ptr<ov::Model> model_;
   ov::AnyMap config_;
   ov::element::Type hint_ = ov::element::f32;

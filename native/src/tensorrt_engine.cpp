@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <sstream>
+#include <type_traits>
 
 #include "engine.hpp"
 #include "errors.hpp"
@@ -36,6 +37,9 @@ std::string library_version() {
   return std::to_string(major) + "." + std::to_string(rest / 100) + "." + std::to_string(rest % 100);
 }
 
+// The most dimensions a TensorRT shape holds (Dims::MAX_DIMS, 8): the size of Dims' array, whatever header declares it.
+constexpr int32_t kMaxDims = static_cast<int32_t>(std::extent<decltype(nvinfer1::Dims::d)>::value);
+
 struct DeviceBuffer {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -59,20 +63,15 @@ class TensorRTEngine : public Engine {
  public:
   TensorRTEngine(const std::string& name, const Artifact& artifact, const BackendOptions& options)
       : name_(name), device_(cuda_device_index(options.device)), precision_(artifact.precision),
-        outputs_(output_names(name, artifact)) {
+        outputs_(output_names(name, artifact)), path_(artifact.path), plan_(artifact.bytes) {
     int count = 0;
     cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     if (device_ >= count)
       throw InputError("device", "a CUDA device index below " + std::to_string(count), "'" + options.device + "'");
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     check_compatible(artifact.record);
-    const std::string& plan = *artifact.bytes;  // the bytes whose sha256 was checked
-    runtime_.reset(nvinfer1::createInferRuntime(logger_));
-    if (runtime_) engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
-    if (engine_) context_.reset(engine_->createExecutionContext());
-    if (!context_)
-      throw BackendError("engines", name + ": TensorRT could not load " + artifact.path + " (" + logger_.last_error +
-                                        "); rebuild the plan on this machine");
+    if (!plan_) throw EngineDirError(name + ": the artifact holds no plan bytes (EngineDir::artifact reads them)");
+    load();
     cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   }
 
@@ -82,6 +81,7 @@ class TensorRTEngine : public Engine {
 
   std::map<std::string, Tensor> run(const Feeds& inputs) override {
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    if (!context_) load();  // released (--low-memory): deserialised again from the plan's checked bytes
     std::vector<std::pair<std::string, Tensor>> outputs;
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* io = engine_->getIOTensorName(i);
@@ -89,8 +89,15 @@ class TensorRTEngine : public Engine {
         throw BackendError("engines", name_ + ": tensor '" + io + "' is not float32; rebuild the plan with export.build");
       if (engine_->getTensorIOMode(io) != nvinfer1::TensorIOMode::kINPUT) continue;
       auto it = inputs.find(io);
-      if (it == inputs.end()) throw BackendError("engines", name_ + ": the plan's input '" + io + "' was not fed");
+      if (it == inputs.end() || !it->second)
+        throw BackendError("engines", name_ + ": the plan's input '" + io + "' was not fed");
       const Tensor& t = *it->second;
+      // A caller's Tensor (Engine::run is public): its data the shape's count, its rank one TensorRT's Dims holds.
+      const std::string argument = name_ + " input '" + io + "'";
+      t.check(argument);
+      if (t.shape.size() > static_cast<size_t>(kMaxDims))
+        throw InputError(argument, "a tensor of rank <= " + std::to_string(kMaxDims) + " (TensorRT's Dims::MAX_DIMS)",
+                         "shape " + shape_str(t.shape));
       nvinfer1::Dims dims{};
       dims.nbDims = static_cast<int32_t>(t.shape.size());
       for (size_t d = 0; d < t.shape.size(); ++d) dims.d[d] = t.shape[d];
@@ -106,8 +113,7 @@ class TensorRTEngine : public Engine {
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* io = engine_->getIOTensorName(i);
       if (engine_->getTensorIOMode(io) != nvinfer1::TensorIOMode::kOUTPUT) continue;
-      const nvinfer1::Dims dims = context_->getTensorShape(io);
-      Tensor t(std::vector<int64_t>(dims.d, dims.d + dims.nbDims));
+      Tensor t(output_shape(io));
       DeviceBuffer& buf = buffers_[io];
       buf.reserve(t.numel() * sizeof(float));
       bind(io, buf.ptr);
@@ -141,7 +147,47 @@ class TensorRTEngine : public Engine {
     return "tensorrt " + library_version() + " cuda:" + std::to_string(device_) + " " + precision_;
   }
 
+  // --low-memory: the execution context, the deserialised engine (the weights on the GPU) and the IO buffers freed;
+  // the next run deserialises the plan again from the bytes kept (a mapping of the checked file: no copy held).
+  void release() override {
+    buffers_.clear();
+    context_.reset();
+    engine_.reset();
+  }
+
  private:
+  void load() {
+    if (!runtime_) runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (runtime_) engine_.reset(runtime_->deserializeCudaEngine(plan_->data(), plan_->size()));
+    if (engine_) context_.reset(engine_->createExecutionContext());
+    if (!context_) {
+      engine_.reset();
+      throw BackendError("engines", name_ + ": TensorRT could not load " + path_ + " (" + logger_.last_error +
+                                        "); rebuild the plan on this machine");
+    }
+  }
+
+  // What TensorRT says an output's shape is for the inputs set: every extent known (nbDims -1 is its error value;
+  // a -1 extent an unresolved dynamic dimension) and the count addressable, a BackendError naming it otherwise.
+  std::vector<int64_t> output_shape(const char* io) const {
+    const nvinfer1::Dims dims = context_->getTensorShape(io);
+    auto refuse = [&](const std::string& why) {
+      return BackendError("engines", name_ + ": TensorRT gives output '" + io + "' " + why + " for these inputs" +
+                                         (logger_.last_error.empty() ? "" : " (" + logger_.last_error + ")") +
+                                         "; rebuild the plan with export.build");
+    };
+    if (dims.nbDims < 0 || dims.nbDims > kMaxDims) throw refuse("no shape (nbDims " + std::to_string(dims.nbDims) + ")");
+    std::vector<int64_t> shape(dims.d, dims.d + dims.nbDims);
+    for (const int64_t d : shape)
+      if (d < 0) throw refuse("the unresolved shape " + shape_str(shape));
+    try {
+      Tensor::count(shape, io);
+    } catch (const InputError&) {
+      throw refuse("the shape " + shape_str(shape) + ", past what this machine can address");
+    }
+    return shape;
+  }
+
   // A plan runs only on the TensorRT version and GPU architecture that built it, and only verified plans run.
   void check_compatible(const nlohmann::json& record) const {
     cudaDeviceProp prop{};
@@ -167,6 +213,8 @@ class TensorRTEngine : public Engine {
   int device_ = 0;
   std::string precision_;
   std::vector<std::string> outputs_;  // the manifest's output names
+  std::string path_;
+  std::shared_ptr<const FileBytes> plan_;  // the plan's checked bytes, kept to deserialise again after release()
   Logger logger_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;

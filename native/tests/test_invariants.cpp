@@ -7,6 +7,7 @@
 #include <string>
 
 #include "bank.hpp"
+#include "engine.hpp"
 #include "errors.hpp"
 #include "picture.hpp"
 #include "synthesizer.hpp"
@@ -107,6 +108,24 @@ int main(int argc, char** argv) {
     with_image("value_bits past bit_depth", [](acsdk::Picture& p) { p.value_bits = 9; });
     with_image("a value past 8 bits", [](acsdk::Picture& p) { p.pixels[0] = 256; });
     with_image("negative width", [](acsdk::Picture& p) { p.width = -p.width; });
+
+    // Engine::run (public engine.hpp): a fed Tensor holding other than its shape's count of values, or none at
+    // all, is refused before OpenVINO is handed its pointer and shape.
+    const auto engine = acsdk::open_engine("vae_encoder", synth.engine_dir().artifact("vae_encoder", "openvino"),
+                                           acsdk::BackendOptions{});
+    acsdk::Tensor pair({2, 3, 64, 64}, 0.5f);
+    engine->run({{"image", &pair}});
+    expect(true, "engine: a well-formed input runs");
+    acsdk::Tensor short_pair = pair;
+    short_pair.data.resize(short_pair.data.size() / 2);
+    refused("engine: input data shorter than its shape", "vae_encoder input 'image'",
+            [&] { engine->run({{"image", &short_pair}}); });
+    acsdk::Tensor long_pair = pair;
+    long_pair.data.push_back(0.0f);
+    refused("engine: input data longer than its shape", "vae_encoder input 'image'",
+            [&] { engine->run({{"image", &long_pair}}); });
+    refused("engine: input fed as a null pointer", "vae_encoder input 'image'",
+            [&] { engine->run({{"image", nullptr}}); });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "test_invariants: %s\n", e.what());
     return 1;
