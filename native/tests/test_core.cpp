@@ -7,12 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "compare.hpp"
 #include "ddim.hpp"
 #include "engine.hpp"
 #include "errors.hpp"
@@ -25,18 +27,43 @@ namespace {
 
 int failures = 0;
 
-void check(const std::string& name, const std::vector<float>& got, const std::vector<float>& want, double tol,
-           bool relative = false) {
-  double worst = got.size() == want.size() ? 0.0 : INFINITY;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    double d = std::abs(static_cast<double>(got[i]) - want[i]);
-    if (relative) d /= std::max(1e-12, std::abs(static_cast<double>(want[i])));
-    worst = std::max(worst, d);
-  }
-  const bool ok = worst <= tol;
-  failures += !ok;
+// Whether `got` matches `want` within `tol`, printed; a NaN anywhere fails (compare.hpp).
+bool check(const std::string& name, const std::vector<float>& got, const std::vector<float>& want, double tol,
+           bool relative = false, bool count = true) {
+  const double worst = acsdk_test::max_error(got, want, relative);
+  const bool ok = acsdk_test::within(worst, tol);
+  failures += count && !ok;
   std::printf("%-40s %zu values, max %s diff %.3g (tolerance %.3g): %s\n", name.c_str(), want.size(),
-              relative ? "relative" : "abs", worst, tol, ok ? "ok" : "FAIL");
+              relative ? "relative" : "abs", worst, tol, ok ? "ok" : count ? "FAIL" : "not within");
+  return ok;
+}
+
+// The comparison itself: an output of NaNs (all, or one among good values), an infinity where a finite value is
+// expected or a short output must fail at any tolerance; equal values, infinities included, pass at 0.
+void check_the_comparison() {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> want = {0.5f, -1.0f, 2.0f};
+  struct Case {
+    const char* name;
+    std::vector<float> got;
+    bool relative, passes;
+  };
+  const Case cases[] = {
+      {"all NaN", {nan, nan, nan}, false, false},       {"all NaN, relative", {nan, nan, nan}, true, false},
+      {"one NaN last", {0.5f, -1.0f, nan}, false, false}, {"one NaN first", {nan, -1.0f, 2.0f}, true, false},
+      {"an infinity", {0.5f, inf, 2.0f}, false, false}, {"one value short", {0.5f, -1.0f}, false, false},
+      {"equal", {0.5f, -1.0f, 2.0f}, false, true},
+  };
+  for (const Case& c : cases) {
+    std::printf("  (the comparison on %s output, which must %s:)\n", c.name, c.passes ? "pass" : "fail");
+    const bool ok = check(std::string("compare: ") + c.name, c.got, want, 0.0, c.relative, false) == c.passes;
+    failures += !ok;
+    std::printf("%-40s %s\n", (std::string("compare: ") + c.name + (c.passes ? " passes" : " fails")).c_str(),
+                ok ? "ok" : "FAIL");
+  }
+  const std::vector<float> infs = {inf, -inf};
+  const bool same_inf = check("compare: equal infinities", infs, infs, 0.0, false, false);
+  failures += !same_inf;
 }
 
 }  // namespace
@@ -47,6 +74,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
+  check_the_comparison();
   auto golden = acsdk::read_safetensors(dir + "/golden_core.safetensors", "golden");
 
   for (int k = 0; k < 3; ++k) {

@@ -3,15 +3,18 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <csignal>
 #include <functional>
 #include <unistd.h>
 
+#include "compare.hpp"
 #include "errors.hpp"
 #include "imageops.hpp"
 #include "picture.hpp"
@@ -29,17 +32,28 @@ void report(const std::string& name, double diff, bool ok) {
   if (!ok) ++failures;
 }
 
-// Max abs difference, or infinity when the shapes differ.
+// Max abs difference: infinity when the shapes differ, NaN when either holds a NaN (compare.hpp).
 double max_diff(const Tensor& a, const Tensor& b) {
   if (a.shape != b.shape) return INFINITY;
-  double d = 0.0;
-  for (size_t i = 0; i < a.numel(); ++i) d = std::max(d, std::abs(static_cast<double>(a.data[i]) - b.data[i]));
-  return d;
+  return acsdk_test::max_error(a.data, b.data);
 }
 
 void check_close(const std::string& name, const Tensor& got, const Tensor& want, double tol) {
   const double d = max_diff(got, want);
-  report(name, d, d <= tol);
+  report(name, d, acsdk_test::within(d, tol));
+}
+
+// check_close itself: a NaN output (all NaN, or one NaN among equal values) is not within any tolerance.
+void test_nan_output_fails() {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Tensor want({2, 2}, 0.25f);
+  Tensor all_nan({2, 2}, nan), one_nan({2, 2}, 0.25f);
+  one_nan.data[3] = nan;
+  for (const auto& [name, got] : {std::pair<const char*, const Tensor*>{"all_nan", &all_nan}, {"one_nan", &one_nan}}) {
+    const double d = max_diff(*got, want);
+    const bool refused = !acsdk_test::within(d, 0.0) && !acsdk_test::within(d, 1e30);
+    report(std::string("compare.") + name + "_output_fails", d, refused);
+  }
 }
 
 // The case names of one kind: keys "<kind>.<case>.<field>".
@@ -311,6 +325,8 @@ int main(int argc, char** argv) {
     test_windows_every_model_aspect();
     test_invariants();
     ++total;
+    test_nan_output_fails();
+    total += 2;
 
     std::printf("%d checks, %d failed\n", total, failures);
     return failures == 0 && total > 0 ? 0 : 1;
