@@ -1,6 +1,7 @@
 // open_engine: the one place a backend is chosen; TensorRT only in builds where CMake found it.
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include "engine.hpp"
 #include "errors.hpp"
@@ -23,6 +24,18 @@ int cuda_device_index(const std::string& device) {
                        std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); });
   if (!numeric) throw InputError("device", "GPU, GPU.N, cuda:N or a CUDA device index N", "'" + device + "'");
   return std::stoi(digits);
+}
+
+void log_to_stderr(LogLevel, const std::string& message) {
+  std::fprintf(stderr, "acsdk-native: warning: %s\n", message.c_str());
+}
+
+void log_message(const BackendOptions& options, LogLevel level, const std::string& message) {
+  if (options.log) {
+    options.log(level, message);
+  } else {
+    log_to_stderr(level, message);
+  }
 }
 
 std::vector<std::string> compiled_backends() {

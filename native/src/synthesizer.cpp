@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <sstream>
 #include <utility>
 
@@ -109,7 +108,7 @@ Synthesizer::Synthesizer(const std::string& engine_dir, const BackendOptions& op
     if (art.precision == "int8" && opts.device.rfind("CPU", 0) == 0 && !int8_gate_holds_here(art.record, &why)) {
       art = dir_.artifact(name, opts.backend, "fp32");  // what the gate measured is not what would run here
       load_notes_.push_back(std::string(name) + ": fp32 instead of INT8, because " + why);
-      std::fprintf(stderr, "acsdk-native: warning: %s\n", load_notes_.back().c_str());
+      log_message(opts, LogLevel::kWarning, load_notes_.back());  // the caller's callback; stderr by default
     }
     engines_[name] = open_engine(name, art, opts);
     // fp16 SD VAEs overflow on some inputs: an fp32 variant, where the dir ships one, reruns them (as Python).

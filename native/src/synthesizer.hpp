@@ -42,6 +42,8 @@ struct Result {
 
 class Synthesizer {
  public:
+  // Opens the engine dir's components on `options`' backend; what it has to warn about (an INT8 UNet opened as
+  // fp32 on a CPU its gate does not cover) goes to options.log (stderr by default) and into every Result's notes.
   Synthesizer(const std::string& engine_dir, const BackendOptions& options, bool verify = true);
   // Checks every argument before any model runs (InputError naming it): `settings` as check_settings, `image` as
   // check_picture, `mask` [H, W] of the image's size holding H x W values with at least one above 0.5, the bank's
