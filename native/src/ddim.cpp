@@ -163,7 +163,16 @@ DDIM::DDIM(const nlohmann::json& c) {
     alphas_cumprod_[i] = static_cast<float>(acc);
   }
   final_alpha_cumprod_ = config_value<bool>(c, "set_alpha_to_one", true) ? 1.0f : alphas_cumprod_.at(0);
-  diffusers_timesteps(kReferenceSteps, 1.0);  // every run starts on it: its timesteps within [0, T) (steps_offset)
+  // Every run visits DDIM-50's timesteps or ones between them: each must index the schedule. Leading spacing's
+  // steps_offset is checked in diffusers_timesteps; trailing spacing gives DDIM-50 a 51st timestep, -1, for 5116 of
+  // the schedule lengths allowed (57, 69, 113, ...: np.arange's ceil(T / (T / 50)) rounds up to 51), which diffusers
+  // would read as alphas_cumprod[-1], the noisiest timestep (and this port's samplers as an index out of range).
+  for (const int64_t t : diffusers_timesteps(kReferenceSteps, 1.0))
+    if (t < 0 || t >= train_steps_)
+      throw bad_text("timestep_spacing", "a spacing whose DDIM-" + std::to_string(kReferenceSteps) +
+                                             " timesteps lie in [0, " + std::to_string(train_steps_ - 1) + "]",
+                     "'" + spacing_ + "', which with num_train_timesteps " + std::to_string(train_steps_) +
+                         " gives timestep " + std::to_string(t));
 }
 
 // diffusers' DDIMScheduler.set_timesteps, with numpy's arithmetic reproduced (np.round and nearbyint both round half

@@ -339,6 +339,14 @@ void schedulers() {
   refused<EngineDirError>("DDIM: steps_offset -1", {"steps_offset", "got -1"}, ddim([](auto& c) { c["steps_offset"] = -1; }));
   refused<EngineDirError>("DDIM: steps_offset 100 (DDIM-50 past T)", {"steps_offset 100 puts DDIM-50's timestep 1080"},
                           ddim([](auto& c) { c["steps_offset"] = 100; }));
+  // Found writing fuzz_scheduler (native/fuzz/corpus/scheduler/regression-trailing-57): DDIM-50 has a 51st timestep,
+  // -1, which the samplers indexed (std::out_of_range, not a typed error).
+  refused<EngineDirError>("DDIM: trailing spacing over 57 timesteps", {"timestep_spacing", "gives timestep -1"},
+                          ddim([](auto& c) {
+                            c["timestep_spacing"] = "trailing";
+                            c["num_train_timesteps"] = 57;
+                            c["steps_offset"] = 0;
+                          }));
   refused<EngineDirError>("DDIM: clip_sample_range 1e300", {"clip_sample_range", "float32"},
                           ddim([](auto& c) { c["clip_sample_range"] = 1e300; }));
   refused<EngineDirError>("DDIM: clip_sample \"yes\"", {"clip_sample: expected true or false"},
