@@ -49,7 +49,10 @@ std::map<std::string, Tensor> parse_safetensors(const std::string& bytes, const 
   const char* data = bytes.data() + 8 + header_len;
   const size_t data_len = bytes.size() - 8 - header_len;
   std::map<std::string, Tensor> out;
-  for (const auto& [name, info] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named references, not a structured binding: the lambda below uses them (C++17 Clang cannot capture a binding).
+    const std::string& name = item.key();
+    const nlohmann::json& info = item.value();
     if (name == "__metadata__") continue;
     try {
       Tensor t;
