@@ -47,9 +47,10 @@ for t in "${targets[@]}"; do
   "$build/fuzz_$t" "$build/corpus/$t" "$fuzz/corpus/$t" -dict="$dict" -max_total_time="$seconds" -timeout=30 \
     -error_exitcode=77 -timeout_exitcode=78 -artifact_prefix="$build/artifacts/$t/" -print_final_stats=1 \
     >"$log" 2>&1 || rc=$?
+  # (none of these is there when an input crashed before the first run's statistics)
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$({ grep -o 'cov: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)
   line=$(printf '%-12s %10s execs %8s exec/s  cov %s' "$t" "${runs:-?}" "${speed:-?}" "${cov:-?}")
   total=$((total + ${runs:-0}))
   if [ "$rc" -ne 0 ]; then
