@@ -13,17 +13,27 @@ namespace acsdk {
 
 namespace {
 
-// torch.linspace(start, end, n, dtype=float32): the first half stepped from start, the second from end.
-std::vector<float> linspace(double start, double end, int64_t n) {
-  std::vector<float> out(n);
-  const double step = n > 1 ? (end - start) / static_cast<double>(n - 1) : 0.0;
+}  // namespace
+
+// torch's CPU kernel (RangeFactoriesKernel.cpp) in float32 throughout: start and end rounded to float, step =
+// (end - start) / (n - 1) in float, the first half start + step * i, the second end - step * (n - 1 - i), each
+// rounded once: its AVX2 / AVX-512 builds contract them into fused multiply-adds, std::fma here (this build turns
+// contraction off: -ffp-contract=off). torch's generic x86 build, without FMA, rounds the product and the sum apart;
+// no CPU torch runs on in practice lacks AVX2.
+std::vector<float> torch_linspace(double start, double end, int64_t n) {
+  if (n <= 0) return {};
+  const float a = static_cast<float>(start), b = static_cast<float>(end);
+  std::vector<float> out(static_cast<size_t>(n));
+  if (n == 1) {
+    out[0] = a;
+    return out;
+  }
+  const float step = (b - a) / static_cast<float>(n - 1);
   const int64_t half = n / 2;
   for (int64_t i = 0; i < n; ++i)
-    out[i] = static_cast<float>(i < half ? start + step * i : end - step * (n - 1 - i));
+    out[i] = i < half ? std::fma(step, static_cast<float>(i), a) : std::fma(-step, static_cast<float>(n - 1 - i), b);
   return out;
 }
-
-}  // namespace
 
 namespace {
 
@@ -147,15 +157,18 @@ DDIM::DDIM(const nlohmann::json& c) {
   } else {
     for (const auto& [key, v] : {std::pair<const char*, double>{"beta_start", b0}, {"beta_end", b1}})
       if (!(v >= 0.0 && v < 1.0)) throw bad_value(key, "a number in [0, 1)", value_of(c, key));
+    // diffusers: torch.linspace(beta_start, beta_end, T, dtype=torch.float32), and for scaled_linear
+    // torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float32) ** 2 (Python's ** is pow()).
     if (schedule == "linear") {
-      betas = linspace(b0, b1, train_steps_);
+      betas = torch_linspace(b0, b1, train_steps_);
     } else if (schedule == "scaled_linear") {
-      betas = linspace(std::sqrt(b0), std::sqrt(b1), train_steps_);
-      for (auto& b : betas) b = b * b;
+      betas = torch_linspace(std::pow(b0, 0.5), std::pow(b1, 0.5), train_steps_);
+      for (auto& b : betas) b = b * b;  // in float32, as the tensor's ** 2
     } else {
       throw refuse("beta_schedule '" + schedule + "'");
     }
   }
+  betas_ = betas;
   alphas_cumprod_.resize(betas.size());
   double acc = 1.0;  // torch.cumprod over float32 accumulates in double on the CPU, storing each product as float
   for (size_t i = 0; i < betas.size(); ++i) {
@@ -231,15 +244,34 @@ std::vector<int64_t> DDIM::timesteps(int64_t steps, double strength) const {
   return out;
 }
 
+namespace {
+
+// `t` indexes the schedule of `n` timesteps ([0, n), or -1 for the end where `end_allowed`): InputError naming it.
+void check_timestep(int64_t t, size_t n, const char* argument, bool end_allowed = false) {
+  const int64_t last = static_cast<int64_t>(n) - 1;
+  if ((t < 0 && !(end_allowed && t == -1)) || t > last)
+    throw InputError(argument, std::string("a timestep in [") + (end_allowed ? "-1" : "0") + ", " +
+                                   std::to_string(last) + "]", std::to_string(t));
+}
+
+}  // namespace
+
 void DDIM::add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const {
-  const float a = std::sqrt(alphas_cumprod_.at(t)), b = std::sqrt(1.0f - alphas_cumprod_.at(t));
+  check_timestep(t, alphas_cumprod_.size(), "timestep");
+  x0.check("x0");
+  check_like(noise, "noise", x0, "x0");
+  const float a = std::sqrt(alphas_cumprod_[t]), b = std::sqrt(1.0f - alphas_cumprod_[t]);
   out = Tensor(x0.shape);
   for (size_t i = 0; i < out.numel(); ++i) out.data[i] = a * x0.data[i] + b * noise.data[i];
 }
 
 void DDIM::step(const Tensor& model_output, int64_t t, int64_t prev, Tensor& latents) const {
-  const float abar = alphas_cumprod_.at(t);
-  const float abar_prev = prev >= 0 ? alphas_cumprod_.at(prev) : final_alpha_cumprod_;
+  check_timestep(t, alphas_cumprod_.size(), "timestep");
+  check_timestep(prev, alphas_cumprod_.size(), "prev", true);
+  latents.check("latents");
+  check_like(model_output, "model_output", latents, "latents");
+  const float abar = alphas_cumprod_[t];
+  const float abar_prev = prev >= 0 ? alphas_cumprod_[prev] : final_alpha_cumprod_;
   const float sa = std::sqrt(abar), sb = std::sqrt(1.0f - abar);
   const float sa_prev = std::sqrt(abar_prev), sb_prev = std::sqrt(1.0f - abar_prev);
   for (size_t i = 0; i < latents.numel(); ++i) {

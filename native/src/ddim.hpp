@@ -28,6 +28,11 @@ std::string config_value(const nlohmann::json& config, const char* key, std::str
 
 enum class Prediction { kEpsilon, kSample, kV };  // what the UNet predicts: the config's prediction_type
 
+// torch.linspace(start, end, n, dtype=torch.float32) on the CPU, value for value (what diffusers' betas come from):
+// float32 arithmetic, the first half stepped from start, the second from end, each value one fused multiply-add as
+// torch's AVX2 / AVX-512 kernels compute it; n = 1 gives start, n <= 0 nothing.
+std::vector<float> torch_linspace(double start, double end, int64_t n);
+
 class DDIM {
  public:
   // Refuses (EngineDirError) the options the Python sampler's scheduler would treat differently than this port:
@@ -43,16 +48,21 @@ class DDIM {
   // strength) of them, from where DDIM-50 starts at `strength` to its last timestep (numpy's linspace, rounded half
   // to even); at 50 steps exactly diffusers' DDIM-50 slice. InputError naming "steps" for more calls than timesteps.
   std::vector<int64_t> timesteps(int64_t steps, double strength) const;
-  // x0 noised to timestep t: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
+  // x0 noised to timestep t: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, in x0's shape. InputError naming the
+  // argument unless x0 and noise hold their shapes' counts of values, the same count, and t is in [0, T).
   void add_noise(const Tensor& x0, const Tensor& noise, int64_t t, Tensor& out) const;
-  // One DDIM step from t to the next visited timestep `prev` (-1: the end) on `latents`, in place.
+  // One DDIM step from t to the next visited timestep `prev` (-1: the end) on `latents`, in place. InputError naming
+  // the argument unless latents and model_output hold their shapes' counts of values, the same count, t is in
+  // [0, T) and prev in [-1, T).
   void step(const Tensor& model_output, int64_t t, int64_t prev, Tensor& latents) const;
 
+  // diffusers' betas and alphas_cumprod for this config, float32 as torch holds them, exactly.
+  const std::vector<float>& betas() const { return betas_; }
   const std::vector<float>& alphas_cumprod() const { return alphas_cumprod_; }
   Prediction prediction() const { return prediction_; }
 
  private:
-  std::vector<float> alphas_cumprod_;
+  std::vector<float> betas_, alphas_cumprod_;
   float final_alpha_cumprod_ = 1.0f;
   int64_t train_steps_ = 1000;
   int64_t steps_offset_ = 0;

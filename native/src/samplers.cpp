@@ -10,6 +10,12 @@ namespace acsdk {
 
 namespace {
 
+// The step index a Stepper is asked for: one of its visited timesteps, InputError naming "step" otherwise.
+void check_index(size_t i, size_t visited) {
+  if (i >= visited)
+    throw InputError("step", "an index below the " + std::to_string(visited) + " visited timesteps", std::to_string(i));
+}
+
 // DDIM (eta 0) from each visited timestep to the next.
 class DDIMStepper final : public Stepper {
  public:
@@ -19,7 +25,8 @@ class DDIMStepper final : public Stepper {
     ddim_.add_noise(x0, noise, timesteps_.front(), out);
   }
   void step(const Tensor& model_output, size_t i, Tensor& latents) override {
-    ddim_.step(model_output, timesteps_.at(i), i + 1 < timesteps_.size() ? timesteps_[i + 1] : -1, latents);
+    check_index(i, timesteps_.size());
+    ddim_.step(model_output, timesteps_[i], i + 1 < timesteps_.size() ? timesteps_[i + 1] : -1, latents);
   }
 
  private:
@@ -63,6 +70,8 @@ class DPMSolverPP final : public Stepper {
   }
 
   void add_noise(const Tensor& x0, const Tensor& noise, Tensor& out) const override {
+    x0.check("x0");
+    check_like(noise, "noise", x0, "x0");
     const auto [a, s] = alpha_sigma(sigmas_.front());
     out = Tensor(x0.shape);
     for (size_t k = 0; k < out.numel(); ++k) out.data[k] = a * x0.data[k] + s * noise.data[k];
@@ -70,6 +79,10 @@ class DPMSolverPP final : public Stepper {
 
   void step(const Tensor& model_output, size_t i, Tensor& latents) override {
     const size_t n = sigmas_.size() - 1;  // visited timesteps
+    check_index(i, n);
+    latents.check("latents");
+    check_like(model_output, "model_output", latents, "latents");
+    if (!previous_.data.empty()) check_like(latents, "latents", previous_, "the previous step's latents");
     const auto [alpha_s0, sigma_s0] = alpha_sigma(sigmas_.at(i));
     const auto [alpha_t, sigma_t] = alpha_sigma(sigmas_.at(i + 1));
     Tensor& x0 = current_;

@@ -51,6 +51,16 @@ struct Tensor {
   const float* ptr() const { return data.data(); }
 };
 
+// `t` checked as Tensor::check(argument) and holding as many values as `like` (named `like_name`; the shapes may
+// differ: a latent is [1, C, h * w] or [1, C, h, w] by where it is): InputError naming `argument` otherwise.
+inline void check_like(const Tensor& t, const std::string& argument, const Tensor& like, const std::string& like_name) {
+  t.check(argument);
+  if (t.numel() != like.numel())
+    throw InputError(argument, "a tensor of " + std::to_string(like.numel()) + " values, as " + like_name + " " +
+                                   shape_str(like.shape) + " holds",
+                     std::to_string(t.numel()) + " values (shape " + shape_str(t.shape) + ")");
+}
+
 inline std::string shape_str(const std::vector<int64_t>& shape) {  // "[1, 4, 16, 16]", for error messages
   std::string out = "[";
   for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);

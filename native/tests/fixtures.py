@@ -185,6 +185,12 @@ def _inputs(root: Path, data: Path) -> dict[str, tuple[Path, Path]]:
     return files
 
 
+# The ends and counts of the torch.linspace vectors test_core reproduces exactly (its LINSPACE table): DDIM's linear
+# and scaled_linear betas (the latter's ends as diffusers takes them, beta ** 0.5), a rising, a falling and a flat run.
+LINSPACE_ENDS = ((0.0001, 0.02), (0.00085**0.5, 0.012**0.5), (-1.0, 3.0), (0.3, 0.1), (2.5, 2.5))
+LINSPACE_COUNTS = (1, 2, 3, 7, 16, 17, 50, 999, 1000, 4096)
+
+
 def _golden(root: Path) -> None:
     """DDIM and DPM-Solver++ under several scheduler configs and torch's generator, for test_core."""
     import torch
@@ -207,6 +213,7 @@ def _golden(root: Path) -> None:
         (root / f"ddim_{k}.json").write_text(json.dumps(config))
         s = DDIMScheduler.from_config(config)
         tensors[f"ddim/{k}/alphas_cumprod"] = s.alphas_cumprod.float()
+        tensors[f"ddim/{k}/betas"] = s.betas.float()
         for steps, strength in ((50, 0.7), (10, 1.0), (7, 0.5)):
             s.set_timesteps(steps)
             init = min(int(steps * strength), steps)
@@ -247,6 +254,10 @@ def _golden(root: Path) -> None:
             tensors[f"dpmpp/{k}/{steps}/timesteps"] = torch.tensor(timesteps, dtype=torch.float64)
             tensors[f"dpmpp/{k}/{steps}/model_outputs"] = torch.cat(outputs)
             tensors[f"dpmpp/{k}/{steps}/trajectory"] = torch.cat(trajectory)
+    # torch.linspace in float32, value for value (test_core's LINSPACE table: the same ends, the same counts)
+    for i, (start, end) in enumerate(LINSPACE_ENDS):
+        for n in LINSPACE_COUNTS:
+            tensors[f"linspace/{i}/{n}"] = torch.linspace(start, end, n, dtype=torch.float32)
     for seed in (0, 7, 2**40 + 3, 2**63 - 5):
         gen = torch.Generator("cpu").manual_seed(seed)
         draws = [torch.randn(n, generator=gen, dtype=torch.float32) for n in (1024, 36, 4 * 16 * 16)]

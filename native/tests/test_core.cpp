@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -80,9 +82,10 @@ int main(int argc, char** argv) {
   for (int k = 0; k < 3; ++k) {
     const std::string p = "ddim/" + std::to_string(k) + "/";
     const acsdk::DDIM ddim(nlohmann::json::parse(acsdk::read_file(dir + "/ddim_" + std::to_string(k) + ".json", "config")));
-    // The cumprod accumulates in double as torch's does; what is left is the betas' last bits (torch.linspace's
-    // vectorised float32 arange, not reproduced), a few float32 ulps.
-    check(p + "alphas_cumprod", ddim.alphas_cumprod(), golden.at(p + "alphas_cumprod").data, 5e-7, true);
+    // Exactly diffusers': torch's float32 linspace (torch_linspace), squared in float32 for scaled_linear, the
+    // cumprod accumulated in double as torch's is. (Before, a double linspace: 307 of SD's 1000 betas 1-3 ulp off.)
+    check(p + "betas (exact)", ddim.betas(), golden.at(p + "betas").data, 0.0);
+    check(p + "alphas_cumprod (exact)", ddim.alphas_cumprod(), golden.at(p + "alphas_cumprod").data, 0.0);
     // Every step count 1..200 at strengths 1 and 0.7 against diffusers (length-prefixed runs in one vector).
     const auto& sweep = golden.at(p + "sweep").data;
     std::vector<float> got;
@@ -151,6 +154,60 @@ int main(int argc, char** argv) {
       got.insert(got.end(), draw.begin(), draw.end());
     }
     check(name + " (torch.randn)", got, want.data, 1e-5);
+  }
+
+  // torch.linspace(start, end, n, dtype=torch.float32), value for value: fixtures.py's LINSPACE_ENDS and
+  // LINSPACE_COUNTS (the ends as Python computes them: beta ** 0.5 is pow(beta, 0.5)); n = 1 gives start.
+  const std::pair<double, double> ends[] = {{0.0001, 0.02},
+                                            {std::pow(0.00085, 0.5), std::pow(0.012, 0.5)},
+                                            {-1.0, 3.0},
+                                            {0.3, 0.1},
+                                            {2.5, 2.5}};
+  for (size_t i = 0; i < std::size(ends); ++i)
+    for (int64_t n : {1, 2, 3, 7, 16, 17, 50, 999, 1000, 4096}) {
+      const std::string key = "linspace/" + std::to_string(i) + "/" + std::to_string(n);
+      check(key + " (exact)", acsdk::torch_linspace(ends[i].first, ends[i].second, n), golden.at(key).data, 0.0);
+    }
+
+  // DDIM::add_noise and step (public ddim.hpp) check their tensors and timesteps: an InputError naming the argument,
+  // never a read past a buffer or std::out_of_range.
+  {
+    const acsdk::DDIM ddim(nlohmann::json::parse(acsdk::read_file(dir + "/ddim_0.json", "config")));
+    const acsdk::Tensor& x0 = golden.at("ddim/0/x0");
+    acsdk::Tensor short_tensor = x0, out;
+    short_tensor.data.resize(x0.numel() - 1);
+    acsdk::Tensor half({1, static_cast<int64_t>(x0.numel() / 2)});
+    acsdk::Tensor latents = x0;
+    const std::vector<std::pair<std::string, std::function<void()>>> cases = {
+        {"noise", [&] { ddim.add_noise(x0, half, 500, out); }},
+        {"noise", [&] { ddim.add_noise(x0, short_tensor, 500, out); }},
+        {"x0", [&] { ddim.add_noise(short_tensor, x0, 500, out); }},
+        {"timestep", [&] { ddim.add_noise(x0, x0, 1000, out); }},
+        {"timestep", [&] { ddim.add_noise(x0, x0, -1, out); }},
+        {"model_output", [&] { ddim.step(half, 500, 480, latents); }},
+        {"model_output", [&] { ddim.step(short_tensor, 500, 480, latents); }},
+        {"latents", [&] { ddim.step(x0, 500, 480, short_tensor); }},
+        {"timestep", [&] { ddim.step(x0, 1000, 980, latents); }},
+        {"prev", [&] { ddim.step(x0, 500, 1000, latents); }},
+        {"prev", [&] { ddim.step(x0, 500, -2, latents); }},
+    };
+    for (const auto& [argument, call] : cases) {
+      std::string got = "accepted";
+      bool ok = false;
+      try {
+        call();
+      } catch (const acsdk::InputError& e) {
+        got = e.what();
+        ok = got.rfind(argument + ": ", 0) == 0;
+      } catch (const std::exception& e) {
+        got = std::string("not an InputError: ") + e.what();
+      }
+      failures += !ok;
+      std::printf("%-40s %s: %s\n", ("DDIM refuses a bad " + argument).c_str(), ok ? "ok" : "FAIL", got.c_str());
+    }
+    acsdk::Tensor flat({1, 4, 64});  // x0's 256 values in another shape: the sampler's own layout, accepted
+    ddim.add_noise(x0, flat, 500, out);
+    ddim.step(flat, 500, 480, latents);
   }
 
   // safetensors round trip and sha256 of a known string.
