@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "errors.hpp"
-#include "files.hpp"
+#include "file_bytes.hpp"
 
 namespace acsdk {
 

@@ -39,15 +39,19 @@ struct ReadFd {
   ~ReadFd() { ::close(fd); }
 };
 
-// Everything from `fd` into `out` from `done` on: the buffer fstat sized first (no copy through a stream), then
-// grown for what a growing file or a pipe still gives, shrunk to what a shrinking one gave.
-void read_all(int fd, std::string& out, size_t done, const std::string& path, const std::string& argument) {
+// Everything from `fd` into `out` (sized by fstat: no copy through a stream), shrunk to what a shrinking file gave.
+// Once it is full, a small read says whether the file ends there (no reallocation, which would copy it); what a
+// growing file or a pipe still gives is appended.
+void read_all(int fd, std::string& out, const std::string& path, const std::string& argument) {
+  size_t done = 0;
+  char more[1 << 16];
   for (;;) {
-    if (done == out.size()) out.resize(out.size() + std::max<size_t>(out.size() / 2, 1 << 16));
-    const ssize_t n = ::read(fd, &out[done], out.size() - done);
+    const bool full = done == out.size();
+    const ssize_t n = full ? ::read(fd, more, sizeof more) : ::read(fd, &out[done], out.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw unreadable(path, argument, std::string("read failed: ") + std::strerror(errno));
     if (n == 0) break;
+    if (full) out.append(more, static_cast<size_t>(n));
     done += static_cast<size_t>(n);
   }
   out.resize(done);
@@ -62,7 +66,7 @@ std::string read_file(const std::string& path, const std::string& argument) {
   if (S_ISDIR(st.st_mode)) throw unreadable(path, argument, "a directory");
   std::string out;
   out.resize(S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 0);
-  read_all(file.fd, out, 0, path, argument);
+  read_all(file.fd, out, path, argument);
   return out;
 }
 
@@ -94,7 +98,7 @@ std::shared_ptr<const FileBytes> FileBytes::open(const std::string& path, const 
   }
   std::string bytes;  // not mappable: read, as read_file does
   bytes.resize(S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 0);
-  read_all(file.fd, bytes, 0, path, argument);
+  read_all(file.fd, bytes, path, argument);
   return std::make_shared<const FileBytes>(std::move(bytes));
 }
 

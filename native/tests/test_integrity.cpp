@@ -221,18 +221,27 @@ void memory(const std::string& work) {
   const size_t size = size_t{96} << 20;
   const std::string path = work + "/big.bin";
   {
-    std::string bytes(size, '\0');
-    for (size_t i = 0; i < size; i += 4096) bytes[i] = static_cast<char>(i >> 12);
-    write(path, bytes);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);  // a MiB at a time: no peak of its own to hide one
+    std::string mib(size_t{1} << 20, '\0');
+    for (size_t at = 0; at < size; at += mib.size()) {
+      for (size_t i = 0; i < mib.size(); i += 4096) mib[i] = static_cast<char>((at + i) >> 12);
+      out.write(mib.data(), static_cast<std::streamsize>(mib.size()));
+    }
   }
+  std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM back to the current RSS (Linux 4.0+)
   const long before = status_kib("VmHWM");
+  const bool measurable = before > 0 && before - status_kib("VmRSS") < 4 * 1024;
   std::string bytes = acsdk::read_file(path, "big");
   const long peak = status_kib("VmHWM") - before;
   const long mib = static_cast<long>(size >> 20);
   expect(bytes.size() == size && bytes[4096 * 7] == 7, "read_file: the bytes");
-  expect(before > 0 && peak <= mib * 1024 * 5 / 4,
-         "read_file: peak memory one copy of a " + std::to_string(mib) + " MiB file (at most 1.25x)",
-         "peak rose " + std::to_string(peak / 1024) + " MiB");
+  if (measurable) {
+    expect(peak <= mib * 1024 * 5 / 4,
+           "read_file: peak memory one copy of a " + std::to_string(mib) + " MiB file (at most 1.25x)",
+           "peak rose " + std::to_string(peak / 1024) + " MiB");
+  } else {
+    std::printf("read_file: peak memory not measured (VmHWM cannot be reset here)\n");
+  }
   const std::string digest = acsdk::sha256_hex(bytes);
   bytes = std::string();
   const long anon = status_kib("RssAnon");
