@@ -174,7 +174,9 @@ def calibration_inputs(
     (an `--fp16 --int8` dir's fp16 text encoder and VAE: what its INT8 UNet will be fed)."""
     from acsdk.inference.synthesizer import Synthesizer
 
-    synth = Synthesizer(engine_dir, backend="openvino", device="cpu", precision_overrides={"unet": "fp32"})
+    # Every component held (low_memory=False): the recording wraps the open UNet, which a release would drop.
+    synth = Synthesizer(engine_dir, backend="openvino", device="cpu", precision_overrides={"unet": "fp32"},
+                        low_memory=False)  # fmt: skip
     unet = synth.parts.engines["unet"]
     seen: list[dict[str, np.ndarray]] = []
     real = unet.run
@@ -488,7 +490,10 @@ def gate_metrics(
     bar = tqdm(total=2 * len(scenes), desc=f"quantization: {precision} gate on {backend}", unit="image",
                disable=not progress)  # fmt: skip
     for prec in (precision, "fp32"):
-        synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": prec})
+        # One component at a time: the build already holds GBs, and a real-size ONNX Runtime pipeline holding
+        # everything (~16 GB) beside them was stopped by the OOM killer on a 24 GB host (docs/real-size.md).
+        synth = Synthesizer(engine_dir, backend=backend, device="cpu", precision_overrides={"unet": prec},
+                            low_memory=True)  # fmt: skip
         model_size = (synth.parts.config.height, synth.parts.config.width)
         results[prec] = []
         for scene in scenes:
