@@ -183,3 +183,13 @@ def test_acsdk_tune_writes_its_table_chart_and_a_recommendation(engine_dir, tmp_
     table = (out / "tune.md").read_text()
     assert "Recommendation:" in table and table in capsys.readouterr().out
     assert main([*argv[:-2], "--out", str(tmp_path / "bad"), "--calls", "7,x"]) == 2
+
+
+@pytest.mark.parametrize("train", [57, 69, 113])
+def test_a_schedule_whose_ddim50_visits_a_negative_timestep_is_refused_typed(train):
+    # "trailing" spacing at these lengths rounds up to a 51st timestep, -1: diffusers would read alphas_cumprod[-1]
+    # (the noisiest one) at the last step. The native runtime refuses the same configs (ddim.cpp, found fuzzing).
+    config = {**SD, "num_train_timesteps": train, "timestep_spacing": "trailing"}
+    with pytest.raises(acsdk.ACSDKError, match=r"timestep -1, outside \[0, " + str(train)):
+        visited_timesteps(config, 50, 0.7)
+    assert visited_timesteps({**config, "num_train_timesteps": 1000}, 50, 0.7)[0] == 699

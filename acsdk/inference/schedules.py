@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from ..errors import InputError
+from ..errors import EngineDirError, InputError
 
 SAMPLERS = ("ddim", "dpmpp-2m")
 REFERENCE_STEPS = 50  # the paper's DDIM step count: its start timestep at a strength is every run's
@@ -37,6 +37,14 @@ def visited_timesteps(config: Mapping, steps: int, strength: float) -> list[int]
     ddim = DDIMScheduler.from_config(dict(config))
     ddim.set_timesteps(REFERENCE_STEPS)
     reference = [int(t) for t in ddim.timesteps]
+    train = int(ddim.config.num_train_timesteps)
+    outside = [t for t in reference if not 0 <= t < train]
+    if outside:  # "trailing" spacing at some lengths (57, 69, 113, ...) rounds up to a 51st timestep, -1
+        raise EngineDirError(
+            f"scheduler: DDIM-{REFERENCE_STEPS} with timestep_spacing '{ddim.config.timestep_spacing}' and "
+            f"num_train_timesteps {train} visits timestep {outside[0]}, outside [0, {train}): rebuild with another "
+            "scheduler config"
+        )
     start = min(REFERENCE_STEPS - min(int(REFERENCE_STEPS * strength), REFERENCE_STEPS), REFERENCE_STEPS - 1)
     paper = reference[start:]
     calls = min(int(steps * strength), steps)
