@@ -642,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="sd15", help="model sizes (sd15; tiny for a dry run of the script)")
     p.add_argument("--native-binary", default="build/native/acsdk-native", help="acsdk-native, for its memory stages")
     p.add_argument("--only", nargs="+", choices=STAGES, default=[], help="run these stages (again) and no others")
+    p.add_argument("--matrix", action="store_true", help="also the export matrix (every flag set: ~1 h a row here)")
     p.add_argument("--keep-matrix", action="store_true", help="keep the export matrix's engine dirs (~10 GB each)")
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
     p.add_argument("--image", nargs=2, metavar=("ENGINES", "BACKEND"), help=argparse.SUPPRESS)  # one image, here
@@ -649,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
+    (work / "stages").mkdir(parents=True, exist_ok=True)
     if args.image:
         print(json.dumps(image_on(Path(args.image[0]), args.image[1], args.steps)))
         return 0
@@ -659,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, stage in enumerate(STAGES):
         record = work / "stages" / f"{stage}.json"
         if args.only and stage not in args.only:
+            continue
+        if stage.startswith("matrix_") and not (args.matrix or stage in args.only):
             continue
         if record.is_file() and i < redo and stage not in args.only:
             log.info("stage %s: done before", stage)
