@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "engine_dir.hpp"
 #include "errors.hpp"
 #include "files.hpp"
@@ -23,28 +24,9 @@
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what, const std::string& detail = "") {
-  failures += !ok;
-  std::printf("%-72s %s%s%s\n", what.c_str(), ok ? "ok" : "FAIL", detail.empty() ? "" : ": ", detail.c_str());
-}
-
-// `f` throws an E whose message contains `needle`.
-template <typename E>
-void refused(const std::string& what, const std::string& needle, const std::function<void()>& f) {
-  std::string why = "accepted";
-  bool ok = false;
-  try {
-    f();
-  } catch (const E& e) {
-    why = e.what();
-    ok = why.find(needle) != std::string::npos;
-  } catch (const std::exception& e) {
-    why = std::string("another exception: ") + e.what();
-  }
-  expect(ok, what, why);
-}
+using acsdk_test::expect;
+using acsdk_test::failures;
+using acsdk_test::refused;
 
 void accepted(const std::string& what, const std::function<void()>& f) {
   try {
